@@ -10,7 +10,9 @@ from egtr.config import LossConfig
 from egtr.losses.matcher import HungarianMatcher, focal_class_cost
 
 
-def _random_batch(generator: torch.Generator, batch_size: int, num_queries: int, num_classes: int, sizes: list[int]):
+def _random_batch(
+    generator: torch.Generator, batch_size: int, num_queries: int, num_classes: int, sizes: list[int]
+):
     logits = torch.randn(batch_size, num_queries, num_classes, generator=generator)
     centers = torch.rand(batch_size, num_queries, 2, generator=generator) * 0.6 + 0.2
     sizes_wh = torch.rand(batch_size, num_queries, 2, generator=generator) * 0.3 + 0.05
@@ -28,7 +30,9 @@ def _random_batch(generator: torch.Generator, batch_size: int, num_queries: int,
     return logits, pred_boxes, targets
 
 
-def test_reference_cost_matrices_assignment_and_costs(reference_outputs, reference_targets, reference_matching):
+def test_reference_cost_matrices_assignment_and_costs(
+    reference_outputs, reference_targets, reference_matching
+):
     matcher = HungarianMatcher.from_loss_config(LossConfig())
     logits, boxes = reference_outputs["logits"], reference_outputs["pred_boxes"]
     matrices = matcher.cost_matrices(logits, boxes, reference_targets)
@@ -71,7 +75,9 @@ def test_batched_and_per_image_matching_agree():
     matcher = HungarianMatcher()
     batched_indices, batched_costs = matcher(logits, boxes, targets)
     for image in range(len(sizes)):
-        single_indices, single_costs = matcher(logits[image : image + 1], boxes[image : image + 1], targets[image : image + 1])
+        single_indices, single_costs = matcher(
+            logits[image : image + 1], boxes[image : image + 1], targets[image : image + 1]
+        )
         assert torch.equal(batched_indices[image][0], single_indices[0][0])
         assert torch.equal(batched_indices[image][1], single_indices[0][1])
         torch.testing.assert_close(batched_costs[image], single_costs[0], rtol=0, atol=0)
@@ -89,7 +95,7 @@ def test_empty_targets_give_empty_assignment():
 def test_more_targets_than_queries_matches_every_query():
     generator = torch.Generator().manual_seed(2)
     logits, boxes, targets = _random_batch(generator, 1, 4, 3, [9])
-    (query, target), = HungarianMatcher()(logits, boxes, targets)[0]
+    ((query, target),) = HungarianMatcher()(logits, boxes, targets)[0]
     assert sorted(query.tolist()) == [0, 1, 2, 3]
     assert len(set(target.tolist())) == 4
 
@@ -104,7 +110,9 @@ def test_shift_does_not_change_the_assignment():
     ):
         assert torch.equal(shifted_query, plain_query) and torch.equal(shifted_target, plain_target)
         expected_shift = HungarianMatcher().logit_smoothing - HungarianMatcher().minimum_cost
-        torch.testing.assert_close(shifted_cost - plain_cost, torch.full_like(plain_cost, expected_shift), atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            shifted_cost - plain_cost, torch.full_like(plain_cost, expected_shift), atol=1e-4, rtol=0
+        )
 
 
 def test_class_cost_is_lowest_for_confident_positive():

@@ -1,8 +1,10 @@
 """Losses of EGTR: the Hungarian matcher and the criterion (detection, relation, connectivity terms).
 
-    from egtr.losses import EGTRCriterion
-    criterion = EGTRCriterion(LossConfig(), num_labels=150, num_rel_labels=50)
-    losses = criterion(model_outputs, targets, training=True)   # losses["loss"] is the weighted total
+Example:
+    >>> from egtr import LossConfig
+    >>> from egtr.losses import EGTRCriterion
+    >>> criterion = EGTRCriterion(LossConfig(), num_labels=150, num_rel_labels=50)
+    >>> losses = criterion(model_outputs, targets, training=True)  # losses["loss"]: the weighted total
 """
 
 from egtr.losses.criterion import EGTRCriterion, Matching

@@ -1,18 +1,19 @@
-"""EGTR training criterion: detection losses, smoothed relation loss, connectivity loss and their weighted total.
+"""EGTR training criterion: detection, smoothed relation and connectivity losses, and their weighted total.
 
 Follows the structure of DETR's `SetCriterion` (Carion et al., ECCV 2020): a separate Hungarian matcher, one
 `loss_<name>` method per term, and the weights applied once from `weight_dict`. The terms are those of EGTR
 (Im et al., CVPR 2024, §3 "relation smoothing" and "connectivity prediction"); see egtr-reference.md §3.
 
 Differences from the original code, all documented choices:
-  * relation targets are built on the fly from `target["relations"]` (M, 3) directly in query space (the loader
-    provides no dense N x N x R tensor); the losses are the original's up to the permutation of queries, which none
-    of the terms depends on (sampled negatives are chosen by logit, so ties have identical losses);
-  * `num_boxes` is the local batch count as in the original (quirk Q9); `all_reduce_num_boxes=True` averages it over
-    the DDP ranks instead (DETR's behaviour) when `torch.distributed` is initialised;
-  * `cardinality_error` (quirk Q10): the original counted queries whose argmax is not the last class, which means
-    nothing for a sigmoid head. Here it is the mean absolute difference between the number of queries whose best
-    class probability exceeds 0.5 and the number of ground-truth objects. It is logged only;
+  * relation targets are built on the fly from `target["relations"]` (M, 3) directly in query space (the
+    loader provides no dense N x N x R tensor); the losses are the original's up to the permutation of
+    queries, which none of the terms depends on (sampled negatives are chosen by logit, so ties have identical
+    losses);
+  * `num_boxes` is the local batch count as in the original (quirk Q9); `all_reduce_num_boxes=True` averages
+    it over the DDP ranks instead (DETR's behaviour) when `torch.distributed` is initialised;
+  * `cardinality_error` (quirk Q10): the original counted queries whose argmax is not the last class, which
+    means nothing for a sigmoid head. Here it is the mean absolute difference between the number of queries
+    whose best class probability exceeds 0.5 and the number of ground-truth objects. It is logged only;
   * `eos_coefficient` does not exist here (quirk Q11: unused by the focal loss);
   * a batch without any relation gives `loss_rel` = 0 and `uncertainty` = 0 instead of the original's NaN.
 """
@@ -31,7 +32,11 @@ from torch import nn
 
 from egtr.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 from egtr.config import LossConfig
-from egtr.losses.functional import relation_targets_in_query_space, sample_relation_entries, sigmoid_focal_loss
+from egtr.losses.functional import (
+    relation_targets_in_query_space,
+    sample_relation_entries,
+    sigmoid_focal_loss,
+)
 from egtr.losses.matcher import HungarianMatcher, MatchIndices
 
 logger = logging.getLogger(__name__)
@@ -75,10 +80,10 @@ class EGTRCriterion(nn.Module):
         num_labels: number of object classes C.
         num_rel_labels: number of predicates R.
         use_relation_losses: False computes only the detection losses (no relations needed in the targets).
-        num_decoder_layers: decoder depth; with `loss_config.auxiliary_loss` the layers 0..L-2 get their own losses
-            with keys suffixed `_{i}`.
-        all_reduce_num_boxes: normalise by the box count averaged over DDP ranks (DETR) instead of the local count
-            (original EGTR, quirk Q9). Ignored unless `torch.distributed` is initialised.
+        num_decoder_layers: decoder depth; with `loss_config.auxiliary_loss` the layers 0..L-2 get their own
+            losses with keys suffixed `_{i}`.
+        all_reduce_num_boxes: normalise by the box count averaged over DDP ranks (DETR) instead of the local
+            count (original EGTR, quirk Q9). Ignored unless `torch.distributed` is initialised.
         matcher: a custom matcher; by default the one EGTR builds from `loss_config`.
         generator: random generator of the random relation sampling modes (must be on the outputs' device).
     """
@@ -140,7 +145,7 @@ class EGTRCriterion(nn.Module):
         return Matching(indices, matching_costs, matched.to(device), query_costs, target_to_query.to(device))
 
     def _num_boxes(self, targets: Sequence[Mapping], device: torch.device) -> torch.Tensor:
-        """Normaliser of the detection losses: number of ground-truth boxes, clamped >= 1 (a tensor, no sync)."""
+        """Normaliser of the detection losses: ground-truth box count, clamped >= 1 (a tensor: no sync)."""
         num_boxes = torch.tensor(float(sum(len(target["class_labels"]) for target in targets)), device=device)
         if self.all_reduce_num_boxes and dist.is_available() and dist.is_initialized():
             dist.all_reduce(num_boxes)
@@ -153,10 +158,13 @@ class EGTRCriterion(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Sigmoid focal classification loss, summed over queries and classes, divided by `num_boxes`.
 
-        Unmatched queries have an all-zero target (no "no-object" class). Original: `.mean(1).sum() / num_boxes * N`.
+        Unmatched queries have an all-zero target (no "no-object" class). Original: `.mean(1).sum() /
+        num_boxes * N`.
         """
         batch_size, num_queries, num_classes = logits.shape
-        target_classes = torch.full((batch_size, num_queries), num_classes, dtype=torch.int64, device=logits.device)
+        target_classes = torch.full(
+            (batch_size, num_queries), num_classes, dtype=torch.int64, device=logits.device
+        )
         batch_index, query_index, matched_classes = self._matched_targets(targets, matching, "class_labels")
         target_classes[batch_index, query_index] = matched_classes
         # One extra column takes the unmatched queries' "class C"; it is dropped so their target is all zeros.
@@ -165,7 +173,11 @@ class EGTRCriterion(nn.Module):
         return {"loss_ce": loss.sum() / num_boxes}
 
     def loss_boxes(
-        self, pred_boxes: torch.Tensor, targets: Sequence[Mapping], matching: Matching, num_boxes: torch.Tensor
+        self,
+        pred_boxes: torch.Tensor,
+        targets: Sequence[Mapping],
+        matching: Matching,
+        num_boxes: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         """L1 loss between matched predicted and ground-truth cxcywh boxes, divided by `num_boxes`."""
         batch_index, query_index, target_boxes = self._matched_targets(targets, matching, "boxes")
@@ -173,38 +185,54 @@ class EGTRCriterion(nn.Module):
         return {"loss_bbox": F.l1_loss(source_boxes, target_boxes, reduction="none").sum() / num_boxes}
 
     def loss_giou(
-        self, pred_boxes: torch.Tensor, targets: Sequence[Mapping], matching: Matching, num_boxes: torch.Tensor
+        self,
+        pred_boxes: torch.Tensor,
+        targets: Sequence[Mapping],
+        matching: Matching,
+        num_boxes: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         """Sum of (1 - GIoU) over matched pairs, divided by `num_boxes`."""
         batch_index, query_index, target_boxes = self._matched_targets(targets, matching, "boxes")
         source_boxes = pred_boxes[batch_index, query_index]  # (num_matched, 4)
-        giou = torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(source_boxes), box_cxcywh_to_xyxy(target_boxes)))
+        giou = torch.diag(
+            generalized_box_iou(box_cxcywh_to_xyxy(source_boxes), box_cxcywh_to_xyxy(target_boxes))
+        )
         return {"loss_giou": (1 - giou).sum() / num_boxes}
 
     @torch.no_grad()
     def log_cardinality(self, logits: torch.Tensor, targets: Sequence[Mapping]) -> dict[str, torch.Tensor]:
-        """|#queries with max sigmoid score > 0.5 - #objects|, averaged over images (logging only; see Q10)."""
+        """|#queries with best sigmoid score > 0.5 - #objects|, mean over images (logged only; Q10)."""
         predicted_count = (logits.sigmoid().amax(-1) > 0.5).sum(1).float()  # (B,)
         target_count = torch.tensor([float(len(t["class_labels"])) for t in targets], device=logits.device)
         return {"cardinality_error": (predicted_count - target_count).abs().mean()}
 
     # ------------------------------------------------------------------ relation terms
-    def relation_targets(self, targets: Sequence[Mapping], matching: Matching, num_queries: int) -> torch.Tensor:
+    def relation_targets(
+        self, targets: Sequence[Mapping], matching: Matching, num_queries: int
+    ) -> torch.Tensor:
         """(B, N, N, R) multi-hot relation targets in query space, built from `target["relations"]` (M, 3)."""
         device = matching.target_to_query.device
         relation_list, batch_list = [], []
         for image_index, target in enumerate(targets):
             relations = target.get("relations")
             if relations is None:
-                raise ValueError(f"target {image_index}: no 'relations' field (needed by the relation losses)")
+                raise ValueError(
+                    f"target {image_index}: no 'relations' field (needed by the relation losses)"
+                )
             if relations.ndim != 2 or relations.shape[1] != 3:
-                raise ValueError(f"target {image_index}: 'relations' must be (M, 3), got {tuple(relations.shape)}")
+                raise ValueError(
+                    f"target {image_index}: 'relations' must be (M, 3), got {tuple(relations.shape)}"
+                )
             if relations.device.type == "cpu" and len(relations):  # range checks are free on the CPU only
                 num_objects = len(target["class_labels"])
                 if relations.min() < 0 or relations[:, :2].max() >= num_objects:
-                    raise ValueError(f"target {image_index}: 'relations' refers to objects outside 0..{num_objects - 1}")
+                    raise ValueError(
+                        f"target {image_index}: 'relations' refers to objects outside 0..{num_objects - 1}"
+                    )
                 if relations[:, 2].max() >= self.num_rel_labels:
-                    raise ValueError(f"target {image_index}: 'relations' has a predicate >= {self.num_rel_labels}")
+                    raise ValueError(
+                        f"target {image_index}: 'relations' has a predicate >= {self.num_rel_labels}"
+                    )
             relation_list.append(relations.to(device=device, dtype=torch.int64))
             batch_list.append(torch.full((len(relations),), image_index, dtype=torch.int64, device=device))
         return relation_targets_in_query_space(
@@ -227,12 +255,17 @@ class EGTRCriterion(nn.Module):
         return torch.where(matching.matched, weights, torch.zeros_like(weights))
 
     def loss_relation(
-        self, relation_logits: torch.Tensor, relation_targets: torch.Tensor, matching: Matching, training: bool
+        self,
+        relation_logits: torch.Tensor,
+        relation_targets: torch.Tensor,
+        matching: Matching,
+        training: bool,
     ) -> dict[str, torch.Tensor]:
         """Relation BCE with smoothed labels `Y[i, j, p] w_i w_j`.
 
-        Training: mean over the sampled entries of the whole batch (`sample_relation_entries`). Evaluation: mean over
-        all B N N R entries (the original's per-pair mean over R, then mean over pairs, is the same number).
+        Training: mean over the sampled entries of the whole batch (`sample_relation_entries`).
+        Evaluation: mean over all B N N R entries (the original's per-pair mean over R, then mean over pairs,
+        is the same number).
         """
         weights = self.query_weights(matching)  # (B, N)
         smoothed = relation_targets * (weights[:, :, None, None] * weights[:, None, :, None])  # (B, N, N, R)
@@ -263,7 +296,7 @@ class EGTRCriterion(nn.Module):
 
     @torch.no_grad()
     def log_uncertainty(self, relation_targets: torch.Tensor, matching: Matching) -> dict[str, torch.Tensor]:
-        """Mean over ground-truth relation entries of sigmoid(C'_subject) sigmoid(C'_object) (logging only)."""
+        """Mean over ground-truth relation entries of sigmoid(C'_subject) sigmoid(C'_object) (logged)."""
         uncertainty = matching.query_costs.sigmoid()  # (B, N)
         pair_uncertainty = uncertainty[:, :, None, None] * uncertainty[:, None, :, None]  # (B, N, N, 1)
         total = (relation_targets * pair_uncertainty).sum()
@@ -281,12 +314,19 @@ class EGTRCriterion(nn.Module):
         ).to(device)
         query_index = torch.cat([query for query, _ in matching.indices]).to(device)
         values = torch.cat(
-            [target[key].to(device)[target_index.to(device)] for target, (_, target_index) in zip(targets, matching.indices)]
+            [
+                target[key].to(device)[target_index.to(device)]
+                for target, (_, target_index) in zip(targets, matching.indices)
+            ]
         )
         return batch_index, query_index, values
 
     def _detection_losses(
-        self, logits: torch.Tensor, pred_boxes: torch.Tensor, targets: Sequence[Mapping], num_boxes: torch.Tensor
+        self,
+        logits: torch.Tensor,
+        pred_boxes: torch.Tensor,
+        targets: Sequence[Mapping],
+        num_boxes: torch.Tensor,
     ) -> tuple[dict[str, torch.Tensor], Matching]:
         matching = self.match(logits, pred_boxes, targets)
         losses = self.loss_labels(logits, targets, matching, num_boxes)
@@ -294,21 +334,25 @@ class EGTRCriterion(nn.Module):
         losses.update(self.loss_giou(pred_boxes, targets, matching, num_boxes))
         return losses, matching
 
-    def forward(self, outputs: Any, targets: Sequence[Mapping[str, torch.Tensor]], training: bool) -> dict[str, torch.Tensor]:
+    def forward(
+        self, outputs: Any, targets: Sequence[Mapping[str, torch.Tensor]], training: bool
+    ) -> dict[str, torch.Tensor]:
         """Compute every loss term and the weighted total.
 
         Args:
             outputs: model output (attributes or dict keys) with `logits` (B, N, C), `pred_boxes` (B, N, 4)
-                normalised cxcywh, and unless `use_relation_losses=False`: `rel_logits` (B, N, N, R) (frequency bias
-                included) and `connectivity_logits` (B, N, N, 1). With `auxiliary_loss`: `aux_logits` and
-                `aux_pred_boxes`, lists over the intermediate decoder layers 0..L-2 of (B, N, C) / (B, N, 4).
+                normalised cxcywh, and unless `use_relation_losses=False`: `rel_logits` (B, N, N, R)
+                (frequency bias included) and `connectivity_logits` (B, N, N, 1). With `auxiliary_loss`:
+                `aux_logits` and `aux_pred_boxes`, lists over the intermediate decoder layers 0..L-2 of (B, N,
+                C) / (B, N, 4).
             targets: B dicts with `class_labels` (n,) int64, `boxes` (n, 4) normalised cxcywh and `relations`
                 (M, 3) int64 [subject, object, predicate].
             training: True uses the sampled relation loss, False the dense (validation) one.
 
         Returns:
             dict with `loss_ce`, `loss_bbox`, `loss_giou` (+ `loss_rel`, `loss_connectivity`), the aux terms
-            `<name>_{i}`, the logged `cardinality_error` (+ `uncertainty`), and `loss` = Σ weight_dict[k] · term_k.
+            `<name>_{i}`, the logged `cardinality_error` (+ `uncertainty`), and `loss` = Σ weight_dict[k] ·
+            term_k.
         """
         logits = _field(outputs, "logits").float()
         pred_boxes = _field(outputs, "pred_boxes").float()
@@ -331,11 +375,13 @@ class EGTRCriterion(nn.Module):
             aux_boxes = _field(outputs, "aux_pred_boxes")
             if len(aux_logits) != self.num_decoder_layers - 1 or len(aux_boxes) != len(aux_logits):
                 raise ValueError(
-                    f"EGTRCriterion: expected {self.num_decoder_layers - 1} intermediate layers in aux_logits/"
-                    f"aux_pred_boxes, got {len(aux_logits)}/{len(aux_boxes)}"
+                    f"EGTRCriterion: expected {self.num_decoder_layers - 1} intermediate layers in "
+                    f"aux_logits/aux_pred_boxes, got {len(aux_logits)}/{len(aux_boxes)}"
                 )
             for layer, (layer_logits, layer_boxes) in enumerate(zip(aux_logits, aux_boxes)):
-                layer_losses, _ = self._detection_losses(layer_logits.float(), layer_boxes.float(), targets, num_boxes)
+                layer_losses, _ = self._detection_losses(
+                    layer_logits.float(), layer_boxes.float(), targets, num_boxes
+                )
                 losses.update({f"{name}_{layer}": value for name, value in layer_losses.items()})
 
         losses["loss"] = sum(losses[name] * weight for name, weight in self.weight_dict.items())

@@ -45,13 +45,14 @@ def relation_targets_in_query_space(
 ) -> torch.Tensor:
     """Dense multi-hot relation targets indexed by (subject query, object query, predicate).
 
-    The original builds an (N, N, R) tensor per image in ground-truth index space and permutes it into matched-query
-    order. Here the matched query of each endpoint is looked up directly: a relation whose subject or object is not
-    matched (more ground-truth objects than queries) is dropped, as in the original's permutation.
+    The original builds an (N, N, R) tensor per image in ground-truth index space and permutes it into
+    matched-query order. Here the matched query of each endpoint is looked up directly: a relation whose
+    subject or object is not matched (more ground-truth objects than queries) is dropped, as in the original's
+    permutation.
 
     Args:
-        relations: (M, 3) int64 `[subject, object, predicate]` of all images, subject/object as indices into the
-            image's own ground-truth objects.
+        relations: (M, 3) int64 `[subject, object, predicate]` of all images, subject/object as indices into
+            the image's own ground-truth objects.
         relation_batch_index: (M,) int64 image of each relation.
         target_to_query: (B, T_max) int64: for each image and ground-truth object, its matched query or -1.
         batch_size: B.
@@ -62,8 +63,8 @@ def relation_targets_in_query_space(
         (B, N, N, R) float32 tensor with 1 at every matched relation (duplicates collapse to 1).
     """
     device = target_to_query.device
-    # One spare row/column (index N) absorbs relations with an unmatched endpoint, which avoids a data-dependent
-    # boolean mask (a host sync) and keeps every write a deterministic "set to 1".
+    # One spare row/column (index N) absorbs relations with an unmatched endpoint, which avoids a
+    # data-dependent boolean mask (a host sync) and keeps every write a deterministic "set to 1".
     targets = torch.zeros(batch_size, num_queries + 1, num_queries + 1, num_rel_labels, device=device)
     if relations.numel():
         subject_query = target_to_query[relation_batch_index, relations[:, 0]]  # (M,)
@@ -107,8 +108,8 @@ def sample_relation_entries(
 
     Per image, with P+ = number of positive entries:
       * all positives (target 1; they lie in the matched block);
-      * negatives: non-positive entries of the matched block (self-pairs included), `min(ratio P+, #)` of them,
-        the highest-logit ones (hard negatives) or a uniformly random subset;
+      * negatives: non-positive entries of the matched block (self-pairs included), `min(ratio P+, #)` of
+        them, the highest-logit ones (hard negatives) or a uniformly random subset;
       * non-matching: entries whose subject or object query is unmatched, `min(ratio P+, #)`, highest-logit or
         random.
     A ratio of None keeps all candidates of that kind; an image without positives contributes no negatives.
