@@ -2,6 +2,7 @@
 Generation", CVPR 2024)."""
 
 from egtr.config import EGTRConfig, LossConfig
+from egtr.models import EGTR, EGTROutput, CheckpointError
 
 __version__ = "0.1.0"
-__all__ = ["EGTRConfig", "LossConfig", "__version__"]
+__all__ = ["EGTR", "EGTROutput", "EGTRConfig", "LossConfig", "CheckpointError", "__version__"]

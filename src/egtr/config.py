@@ -46,6 +46,7 @@ class EGTRConfig:
     freq_bias_eps: float = 1e-12
     logit_adjustment: bool = False  # post-hoc: relation_logits -= tau * log(rel_dist) at inference
     logit_adj_tau: float = 0.3
+    freeze_backbone_stem: bool = True  # conv1 + layer1 get requires_grad=False, as in the original
     class_names: list[str] | None = None  # len num_labels; None means generic names
     predicate_names: list[str] | None = None  # len num_rel_labels
 
@@ -58,8 +59,9 @@ class EGTRConfig:
                 raise ValueError(f"d_model={self.d_model} is not divisible by {heads_field}={getattr(self, heads_field)}")
         if self.d_model % 2 or (self.d_model // 2) % 2:
             raise ValueError("d_model must be a multiple of 4 (sine position embedding)")
-        if self.num_feature_levels < 1 or self.num_feature_levels > 4 + 4:
-            raise ValueError(f"num_feature_levels must be in 1..8, got {self.num_feature_levels}")
+        if not 3 <= self.num_feature_levels <= 8:
+            # C3..C5 are always used; levels beyond them are extra stride-2 convolutions.
+            raise ValueError(f"num_feature_levels must be in 3..8, got {self.num_feature_levels}")
         if self.d_model % 32:
             raise ValueError("d_model must be a multiple of 32 (GroupNorm(32) in the input projections)")
         for names_field, count in (("class_names", self.num_labels), ("predicate_names", self.num_rel_labels)):

@@ -1,0 +1,29 @@
+# Two entry points for a fresh machine: `make demo` (set up + main job) and `make test` (set up + test suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU build of PyTorch; CUDA users: see README ("Install").
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: setup demo test lint clean
+
+$(BIN)/egtr: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[all]"
+	touch $(BIN)/egtr
+
+setup: $(BIN)/egtr
+
+demo: setup
+	$(BIN)/egtr demo
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+lint: setup
+	$(BIN)/ruff check src tests
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache

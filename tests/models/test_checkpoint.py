@@ -1,0 +1,118 @@
+"""Loading and saving every supported checkpoint layout, and the errors for wrong files."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from egtr import EGTR, CheckpointError, EGTRConfig
+from egtr.models.checkpoint import load_detector_weights, read_state_dict
+
+TINY = dict(backbone="resnet18", d_model=64, encoder_layers=1, decoder_layers=2, num_queries=10, num_labels=5,
+            num_rel_labels=3, encoder_ffn_dim=64, decoder_ffn_dim=64)
+
+
+def test_official_checkpoint_is_float16_and_loads_as_float32(reference_dir):
+    checkpoint = torch.load(next((reference_dir / "artifact" / "checkpoints").glob("*.ckpt")), weights_only=True)
+    assert checkpoint["state_dict"]["model.class_embed.0.weight"].dtype == torch.float16
+    state_dict = read_state_dict(next((reference_dir / "artifact" / "checkpoints").glob("*.ckpt")))
+    assert len(state_dict) == 289 and "class_embed.0.weight" in state_dict
+    assert state_dict["class_embed.0.weight"].dtype == torch.float32
+
+
+def test_single_ckpt_file_and_artifact_dir_give_the_same_model(reference_dir):
+    from_dir = EGTR.from_pretrained(reference_dir / "artifact")
+    from_file = EGTR.from_pretrained(next((reference_dir / "artifact" / "checkpoints").glob("*.ckpt")))
+    for (key, a), (_, b) in zip(from_dir.state_dict().items(), from_file.state_dict().items()):
+        assert torch.equal(a, b), key
+
+
+def test_artifact_picks_the_largest_epoch(tmp_path, reference_dir):
+    artifact = tmp_path / "artifact"
+    shutil.copytree(reference_dir / "artifact", artifact)
+    (artifact / "checkpoints" / "epoch=01-validation_loss=0.90.ckpt").write_bytes(b"not a checkpoint")
+    EGTR.from_pretrained(artifact)  # epoch 03 is chosen, the broken epoch 01 file is never read
+    (artifact / "checkpoints" / "epoch=07-validation_loss=0.40.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="epoch=07"):
+        EGTR.from_pretrained(artifact)
+
+
+def test_save_and_load_round_trip_exactly(tmp_path, reference_dir, reference_inputs):
+    model = EGTR.from_pretrained(reference_dir / "artifact")
+    model.save_pretrained(tmp_path / "ours")
+    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == ["config.json", "model.safetensors"]
+    reloaded = EGTR.from_pretrained(tmp_path / "ours")
+    assert reloaded.config == model.config
+    for (key, a), (_, b) in zip(model.state_dict().items(), reloaded.state_dict().items()):
+        assert torch.equal(a, b), key
+    pixel_values = torch.from_numpy(reference_inputs["pixel_values"])
+    pixel_mask = torch.from_numpy(reference_inputs["pixel_mask"])
+    with torch.no_grad():
+        assert torch.equal(model(pixel_values, pixel_mask).pred_rel, reloaded(pixel_values, pixel_mask).pred_rel)
+
+
+def test_shared_heads_stay_shared_after_loading(tmp_path):
+    model = EGTR(EGTRConfig(**TINY))
+    model.save_pretrained(tmp_path)
+    reloaded = EGTR.from_pretrained(tmp_path)
+    assert reloaded.class_embed[0] is reloaded.class_embed[1]
+    with torch.no_grad():
+        reloaded.class_embed[0].bias.add_(1.0)
+    assert torch.equal(reloaded.class_embed[1].bias, reloaded.class_embed[0].bias)
+
+
+def test_detector_checkpoint_given_as_egtr_is_explained(tmp_path):
+    """The classic mistake (original issue #5): the pre-trained DETR link used as EGTR weights."""
+    model = EGTR(EGTRConfig(**TINY))
+    detector_state = {k: v for k, v in model.state_dict().items()
+                      if not k.startswith(("proj_", "final_", "rel_", "connectivity", "triplet_dist"))}
+    detector_dir = tmp_path / "pretrained_detr"
+    detector_dir.mkdir()
+    torch.save(detector_state, detector_dir / "pytorch_model.bin")
+    (detector_dir / "config.json").write_text(json.dumps({"model_type": "deformable_detr", **TINY}))
+    with pytest.raises(CheckpointError, match="pre-trained detector"):
+        EGTR.from_pretrained(detector_dir)
+    # The same weights inside an artifact layout: strict check lists the missing relation head.
+    (detector_dir / "checkpoints").mkdir()
+    torch.save({"state_dict": {f"model.{k}": v for k, v in detector_state.items()}},
+               detector_dir / "checkpoints" / "epoch=00-validation_loss=1.00.ckpt")
+    (detector_dir / "pytorch_model.bin").unlink()
+    with pytest.raises(CheckpointError, match=r"detector checkpoint without EGTR's relation head[\s\S]*proj_q\.0\.weight"):
+        EGTR.from_pretrained(detector_dir)
+
+
+def test_detector_weights_initialise_the_detector_only(tmp_path):
+    source = EGTR(EGTRConfig(**TINY))
+    torch.save({k: v for k, v in source.state_dict().items() if not k.startswith(("proj_", "rel_"))},
+               tmp_path / "pytorch_model.bin")
+    target = EGTR(EGTRConfig(**TINY))
+    report = load_detector_weights(target, tmp_path)
+    assert torch.equal(target.model.level_embed, source.model.level_embed)
+    assert not torch.equal(target.proj_q[0].weight, source.proj_q[0].weight)
+    assert "proj_q.0.weight" in report.missing and "model.level_embed" in report.loaded
+
+
+def test_wrong_sizes_are_listed(tmp_path, reference_dir):
+    artifact = tmp_path / "artifact"
+    shutil.copytree(reference_dir / "artifact", artifact)
+    config = json.loads((artifact / "config.json").read_text())
+    config["num_queries"] = 31
+    (artifact / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"shape mismatches \(1\)[\s\S]*query_position_embeddings"):
+        EGTR.from_pretrained(artifact)
+
+
+def test_not_a_checkpoint(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        EGTR.from_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        EGTR.from_pretrained(tmp_path / "missing")
+
+
+def test_config_reads_official_json(reference_dir):
+    config = EGTRConfig.from_json(reference_dir / "artifact" / "config.json")
+    assert (config.d_model, config.encoder_layers, config.decoder_layers, config.num_queries) == (128, 2, 3, 30)
+    assert (config.num_labels, config.num_rel_labels, config.backbone) == (12, 7, "resnet18")
+    assert config.class_names is None  # LABEL_i placeholders are dropped
