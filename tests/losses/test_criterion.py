@@ -302,3 +302,52 @@ def test_all_reduced_num_boxes_in_a_single_process_group(tmp_path, reference_out
         dist.destroy_process_group()
     local = _criterion()(reference_outputs, reference_targets, training=False)
     assert reduced["loss"].item() == pytest.approx(local["loss"].item(), rel=1e-7)
+
+
+def _loop_relation_loss(criterion, outputs, targets, training):
+    """Straightforward per-image relation loss as written in reference §3.3 (permute to matched order, top-k)."""
+    matching = criterion.match(outputs["logits"], outputs["pred_boxes"], targets)
+    num_queries = outputs["logits"].shape[1]
+    per_image = []
+    for image, ((query_index, target_index), costs) in enumerate(
+        zip(matching.indices, matching.matching_costs)
+    ):
+        unmatched = torch.tensor([q for q in range(num_queries) if q not in set(query_index.tolist())])
+        source = torch.cat([query_index, unmatched]).long()
+        dense = torch.zeros(num_queries, num_queries, NUM_REL_LABELS)
+        for subject, object_, predicate in targets[image]["relations"].tolist():
+            dense[subject, object_, predicate] = 1
+        target_order = torch.cat([target_index, torch.arange(len(target_index), num_queries)])
+        labels = dense[target_order][:, target_order]
+        logits = outputs["rel_logits"][image][source][:, source]
+        cost = torch.cat([costs, torch.full((len(unmatched),), criterion.matcher.nonmatching_cost)])
+        weight = 1 - cost.sigmoid()
+        smoothed = labels * (weight[:, None, None] * weight[None, :, None])
+        losses = torch.nn.functional.binary_cross_entropy_with_logits(logits, smoothed, reduction="none")
+        if not training:
+            per_image.append(losses.reshape(-1))
+            continue
+        matched_count = len(query_index)
+        block = torch.zeros(num_queries, num_queries, NUM_REL_LABELS, dtype=torch.bool)
+        block[:matched_count, :matched_count] = True
+        positives = labels == 1
+        num_positives = int(positives.sum())
+        chosen = [losses[positives]]
+        for candidates in (block & ~positives, ~block):
+            keep = min(80 * num_positives, int(candidates.sum()))
+            chosen.append(losses[candidates].topk(keep)[0] if keep else losses[candidates][:0])
+            # Hard examples: with all-zero targets the loss is monotone in the logit, so top loss = top logit.
+        per_image.append(torch.cat(chosen))
+    return torch.cat(per_image).mean()
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_vectorised_relation_loss_equals_a_per_image_loop(training):
+    generator = torch.Generator().manual_seed(6)
+    outputs = _random_outputs(generator, batch_size=3, num_queries=16)
+    targets = _random_targets(generator, [5, 0, 9], [4, 0, 2])
+    criterion = _criterion()
+    expected = _loop_relation_loss(criterion, outputs, targets, training)
+    assert criterion(outputs, targets, training=training)["loss_rel"].item() == pytest.approx(
+        expected.item(), rel=1e-5
+    )
