@@ -17,7 +17,8 @@ $(BIN)/egtr: pyproject.toml
 setup: $(BIN)/egtr
 
 demo: setup
-	$(BIN)/egtr demo
+	$(BIN)/egtr --help
+	$(BIN)/egtr info --image src/egtr/assets/astronaut.jpg
 
 test: setup
 	$(BIN)/python -m pytest -q tests

@@ -20,7 +20,7 @@ def _add_info_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    from egtr.inference_smoke import describe_model
+    from egtr.models.summary import describe_model
 
     print(describe_model(args.model, args.image))
     return 0

@@ -71,15 +71,22 @@ class EGTRConfig:
         return self
 
     # ------------------------------------------------------------------ names
+    def _names(self) -> tuple[list[str], list[str]]:
+        """The configured names, else those of the standard dataset with these sizes, else generic ones."""
+        from egtr.names import guess_names
+
+        guessed = guess_names(self.num_labels, self.num_rel_labels) or (None, None)
+        classes = self.class_names or guessed[0] or [f"class_{i}" for i in range(self.num_labels)]
+        predicates = self.predicate_names or guessed[1] or [f"predicate_{i}" for i in range(self.num_rel_labels)]
+        return classes, predicates
+
     @property
     def id2label(self) -> dict[int, str]:
-        names = self.class_names or [f"class_{i}" for i in range(self.num_labels)]
-        return dict(enumerate(names))
+        return dict(enumerate(self._names()[0]))
 
     @property
     def id2predicate(self) -> dict[int, str]:
-        names = self.predicate_names or [f"predicate_{i}" for i in range(self.num_rel_labels)]
-        return dict(enumerate(names))
+        return dict(enumerate(self._names()[1]))
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,22 @@
+"""`egtr info`: the model summary and one forward pass on a bundled photo."""
+
+from pathlib import Path
+
+import egtr
+from egtr.cli import main
+
+ASTRONAUT = Path(egtr.__file__).parent / "assets" / "astronaut.jpg"
+
+
+def test_info_on_official_artifact_with_bundled_photo(reference_dir, capsys):
+    assert main(["info", "--model", str(reference_dir / "artifact"), "--image", str(ASTRONAUT)]) == 0
+    printed = capsys.readouterr().out
+    assert "parameters: 13,095,553" in printed
+    assert "pred_rel (1, 30, 30, 7)" in printed
+    assert "input (800, 800)" in printed  # 512x512 photo, shorter side resized to 800
+
+
+def test_info_default_model_has_vg_names(capsys):
+    assert main(["info"]) == 0
+    assert "150 classes, 50 predicates" in capsys.readouterr().out
+    assert egtr.EGTRConfig().id2label[0] == "airplane"
