@@ -351,3 +351,17 @@ def test_vectorised_relation_loss_equals_a_per_image_loop(training):
     assert criterion(outputs, targets, training=training)["loss_rel"].item() == pytest.approx(
         expected.item(), rel=1e-5
     )
+
+
+def test_target_dtypes_are_normalised(reference_outputs, reference_targets, reference_losses):
+    """float64 boxes and int32 labels/relations (e.g. straight from numpy) give the same losses."""
+    converted = [
+        {
+            "boxes": target["boxes"].double(),
+            "class_labels": target["class_labels"].int(),
+            "relations": target["relations"].int(),
+        }
+        for target in reference_targets
+    ]
+    losses = _criterion()(reference_outputs, converted, training=False)
+    assert losses["loss"].item() == pytest.approx(reference_losses["eval_mode"]["total"], rel=1e-5)

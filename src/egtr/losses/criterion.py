@@ -54,6 +54,8 @@ class Matching:
         matched: (B, N) bool, queries matched to a ground-truth object.
         query_costs: (B, N) float32 shifted matching cost per query, `nonmatching_cost` for unmatched queries.
         target_to_query: (B, T_max) int64, matched query of every ground-truth object, -1 if none.
+        pair_index: (3, K) int64 over the K matched pairs of the batch: image, query, and the target's row in
+            the batch-concatenated targets.
     """
 
     indices: MatchIndices
@@ -61,6 +63,7 @@ class Matching:
     matched: torch.Tensor
     query_costs: torch.Tensor
     target_to_query: torch.Tensor
+    pair_index: torch.Tensor
 
 
 def _field(outputs: Any, name: str, required: bool = True) -> Any:
@@ -131,18 +134,25 @@ class EGTRCriterion(nn.Module):
         """Run the matcher and lay its result out per query (see `Matching`)."""
         batch_size, num_queries = logits.shape[:2]
         indices, matching_costs = self.matcher(logits, pred_boxes, targets)
-        max_targets = max([len(target["class_labels"]) for target in targets] + [1])
-        # Built on the CPU, where the assignment lives, then copied once each.
+        target_counts = [len(target["class_labels"]) for target in targets]
+        # Built on the CPU, where the assignment lives, and copied to the device right after the matcher's
+        # device-to-host copy (the one synchronisation point), so the copies do not wait on queued work.
         matched = torch.zeros(batch_size, num_queries, dtype=torch.bool)
-        target_to_query = torch.full((batch_size, max_targets), -1, dtype=torch.int64)
+        target_to_query = torch.full((batch_size, max(target_counts + [1])), -1, dtype=torch.int64)
+        pair_rows, offset = [], 0
         for image_index, (query_indices, target_indices) in enumerate(indices):
             matched[image_index, query_indices] = True
             target_to_query[image_index, target_indices] = query_indices
+            image_column = torch.full_like(query_indices, image_index)
+            pair_rows.append(torch.stack([image_column, query_indices, target_indices + offset]))  # (3, k_b)
+            offset += target_counts[image_index]
         device = logits.device
+        pair_index = torch.cat(pair_rows, dim=1).to(device)  # (3, K)
         query_costs = torch.full((batch_size, num_queries), self.matcher.nonmatching_cost, device=device)
-        for image_index, ((query_indices, _), costs) in enumerate(zip(indices, matching_costs)):
-            query_costs[image_index, query_indices.to(device)] = costs
-        return Matching(indices, matching_costs, matched.to(device), query_costs, target_to_query.to(device))
+        query_costs[pair_index[0], pair_index[1]] = torch.cat(matching_costs)
+        return Matching(
+            indices, matching_costs, matched.to(device), query_costs, target_to_query.to(device), pair_index
+        )
 
     def _num_boxes(self, targets: Sequence[Mapping], device: torch.device) -> torch.Tensor:
         """Normaliser of the detection losses: ground-truth box count, clamped >= 1 (a tensor: no sync)."""
@@ -166,7 +176,7 @@ class EGTRCriterion(nn.Module):
             (batch_size, num_queries), num_classes, dtype=torch.int64, device=logits.device
         )
         batch_index, query_index, matched_classes = self._matched_targets(targets, matching, "class_labels")
-        target_classes[batch_index, query_index] = matched_classes
+        target_classes[batch_index, query_index] = matched_classes.long()
         # One extra column takes the unmatched queries' "class C"; it is dropped so their target is all zeros.
         one_hot = F.one_hot(target_classes, num_classes + 1)[..., :num_classes].to(logits.dtype)  # (B, N, C)
         loss = sigmoid_focal_loss(logits, one_hot, self.loss_config.focal_alpha, self.loss_config.focal_gamma)
@@ -182,6 +192,7 @@ class EGTRCriterion(nn.Module):
         """L1 loss between matched predicted and ground-truth cxcywh boxes, divided by `num_boxes`."""
         batch_index, query_index, target_boxes = self._matched_targets(targets, matching, "boxes")
         source_boxes = pred_boxes[batch_index, query_index]  # (num_matched, 4)
+        target_boxes = target_boxes.to(source_boxes.dtype)
         return {"loss_bbox": F.l1_loss(source_boxes, target_boxes, reduction="none").sum() / num_boxes}
 
     def loss_giou(
@@ -194,6 +205,7 @@ class EGTRCriterion(nn.Module):
         """Sum of (1 - GIoU) over matched pairs, divided by `num_boxes`."""
         batch_index, query_index, target_boxes = self._matched_targets(targets, matching, "boxes")
         source_boxes = pred_boxes[batch_index, query_index]  # (num_matched, 4)
+        target_boxes = target_boxes.to(source_boxes.dtype)
         giou = torch.diag(
             generalized_box_iou(box_cxcywh_to_xyxy(source_boxes), box_cxcywh_to_xyxy(target_boxes))
         )
@@ -308,18 +320,9 @@ class EGTRCriterion(nn.Module):
         targets: Sequence[Mapping], matching: Matching, key: str
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(batch index, query index, target[key] row) of every matched pair, concatenated over the batch."""
-        device = matching.matched.device
-        batch_index = torch.cat(
-            [torch.full_like(query, image_index) for image_index, (query, _) in enumerate(matching.indices)]
-        ).to(device)
-        query_index = torch.cat([query for query, _ in matching.indices]).to(device)
-        values = torch.cat(
-            [
-                target[key].to(device)[target_index.to(device)]
-                for target, (_, target_index) in zip(targets, matching.indices)
-            ]
-        )
-        return batch_index, query_index, values
+        batch_index, query_index, target_row = matching.pair_index
+        values = torch.cat([target[key] for target in targets]).to(matching.pair_index.device)
+        return batch_index, query_index, values[target_row]
 
     def _detection_losses(
         self,
