@@ -1,0 +1,379 @@
+"""Scene graph drawings: the image with labelled boxes, side by side with the graph.
+
+Object i has the same colour and the same "i label" tag in both panels, so a node can be found in the picture at a
+glance. Graph nodes start at their box centres (the graph keeps the picture's rough geometry), are spread by a force
+layout (`networkx.spring_layout`) and then pushed apart until no two labels overlap, which keeps 30+ objects
+readable. Needs the `viz` extra (matplotlib, networkx). Uses matplotlib's object API (no pyplot), so drawing many
+images in a loop neither leaks figures nor touches a GUI backend.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import logging
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from egtr.inference import SceneGraph
+
+logger = logging.getLogger(__name__)
+
+# tab10 first (most distinct), then the lighter tab20 shades; beyond 20 objects golden-ratio hues.
+_BASE_COLOURS = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
+]  # fmt: skip
+_MAX_IMAGE_SIDE = 1024  # the picture is downsampled to this before embedding (keeps SVGs small)
+
+
+def object_colours(count: int) -> list[tuple[float, float, float]]:
+    """`count` distinct RGB colours in [0, 1]; the first 20 are the matplotlib tab20 palette."""
+    colours = [tuple(int(code[i : i + 2], 16) / 255 for i in (1, 3, 5)) for code in _BASE_COLOURS[:count]]
+    golden_ratio = 0.618033988749895
+    for index in range(len(colours), count):
+        hue = (index * golden_ratio) % 1.0
+        value = 0.95 if index % 2 else 0.7  # alternate brightness so neighbouring hues still differ
+        colours.append(colorsys.hsv_to_rgb(hue, 0.75, value))
+    return colours  # type: ignore[return-value]
+
+
+def text_colour(background: tuple[float, float, float]) -> str:
+    """Black or white, whichever reads better on `background` (relative luminance, ITU-R BT.709)."""
+    red, green, blue = background[:3]
+    return "black" if 0.2126 * red + 0.7152 * green + 0.0722 * blue > 0.5 else "white"
+
+
+def draw_scene_graph(
+    scene_graph: "SceneGraph",
+    image: Any = None,
+    path: str | Path | None = None,
+    *,
+    max_relations: int | None = 40,
+    show_scores: bool = False,
+    title: str | None = None,
+    panel_height: float = 7.0,
+    dpi: int = 120,
+) -> "Figure":
+    """Draw `scene_graph` as image-with-boxes | graph.
+
+    Args:
+        scene_graph: the graph to draw (boxes in pixels of the original image).
+        image: path, PIL image or (H, W, 3) / (H, W) array of the original image; None = a grey canvas of
+            `scene_graph.image_size`.
+        path: save the figure here; the suffix picks the format (.png, .svg, .pdf, ...).
+        max_relations: draw only the top relations (the graph becomes unreadable beyond ~50 edges); None = all.
+        show_scores: append the object score to box labels and the triplet score to edge labels.
+        title: figure title; default: the image name and the counts.
+        panel_height: height of the figure in inches; the widths follow the image aspect ratio.
+        dpi: resolution of raster output.
+
+    Returns:
+        The matplotlib `Figure` (not registered with pyplot; it is freed when no longer referenced).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    picture = _load_picture(image, scene_graph.image_size)
+    height, width = scene_graph.image_size if all(scene_graph.image_size) else picture.shape[:2]
+    aspect = width / max(height, 1)
+    image_width = panel_height * min(max(aspect, 0.5), 2.5)
+    graph_width = panel_height * 1.15
+    figure = Figure(figsize=(image_width + graph_width, panel_height + 0.5), dpi=dpi)
+    FigureCanvasAgg(figure)  # gives the figure a renderer, needed to measure text before layout
+    grid = figure.add_gridspec(1, 2, width_ratios=[image_width, graph_width], wspace=0.03)
+    image_axes = figure.add_subplot(grid[0, 0])
+    graph_axes = figure.add_subplot(grid[0, 1])
+
+    relations = scene_graph.relations if max_relations is None else scene_graph.relations[:max_relations]
+    colours = object_colours(len(scene_graph.objects))
+    tags = [f"{index} {item.label_name}" for index, item in enumerate(scene_graph.objects)]
+
+    _draw_image_panel(image_axes, picture, scene_graph, colours, tags, show_scores, (height, width))
+    _draw_graph_panel(graph_axes, scene_graph, relations, colours, tags, show_scores)
+
+    if title is None:
+        name = Path(scene_graph.image_path).name if scene_graph.image_path else "scene graph"
+        shown = f" (top {len(relations)} shown)" if len(relations) < len(scene_graph.relations) else ""
+        title = f"{name}: {_plural(len(scene_graph.objects), 'object')}, {_plural(len(scene_graph.relations), 'relation')}{shown}"
+    figure.suptitle(title, fontsize=12)
+    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=dpi, facecolor="white")
+        logger.debug("wrote %s", path)
+    return figure
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+# ---------------------------------------------------------------------------------------------- image panel
+def _load_picture(image: Any, image_size: tuple[int, int]) -> np.ndarray:
+    """(h, w, 3) uint8 array of `image`, downsampled to at most `_MAX_IMAGE_SIDE` pixels per side."""
+    from PIL import Image
+
+    if image is None:
+        height, width = image_size if all(image_size) else (480, 640)
+        scale = min(1.0, _MAX_IMAGE_SIDE / max(height, width))
+        return np.full((max(1, round(height * scale)), max(1, round(width * scale)), 3), 200, dtype=np.uint8)
+    if isinstance(image, (str, Path)):
+        from egtr.data.images import load_image
+
+        picture = load_image(image)
+    elif isinstance(image, Image.Image):
+        picture = image.convert("RGB")
+    else:
+        array = np.asarray(image)
+        if array.dtype != np.uint8:
+            # Floats in [0, 1] are the usual non-uint8 image convention.
+            array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8) if array.max() <= 1 else array.astype(np.uint8)
+        picture = Image.fromarray(array).convert("RGB")
+    if max(picture.size) > _MAX_IMAGE_SIDE:
+        picture = picture.copy()
+        picture.thumbnail((_MAX_IMAGE_SIDE, _MAX_IMAGE_SIDE))
+    return np.asarray(picture)
+
+
+def _draw_image_panel(
+    axes: "Axes",
+    picture: np.ndarray,
+    scene_graph: "SceneGraph",
+    colours: list,
+    tags: list[str],
+    show_scores: bool,
+    size_hw: tuple[int, int],
+) -> None:
+    height, width = size_hw
+    # extent in original pixels, so that boxes need no rescaling even if the picture was downsampled
+    axes.imshow(picture, extent=(0, width, height, 0), interpolation="antialiased")
+    axes.set_xlim(0, width)
+    axes.set_ylim(height, 0)
+    axes.set_axis_off()
+    line_width = 2.0 if len(scene_graph.objects) <= 15 else 1.3
+    font_size = 8 if len(scene_graph.objects) <= 15 else 6.5
+    # Draw large boxes first so that the labels of small boxes stay on top.
+    order = sorted(range(len(scene_graph.objects)), key=lambda i: -_area(scene_graph.objects[i].box))
+    for index in order:
+        item = scene_graph.objects[index]
+        x1, y1, x2, y2 = item.box
+        colour = colours[index]
+        axes.add_patch(_rectangle(x1, y1, x2 - x1, y2 - y1, colour, line_width))
+        tag = f"{tags[index]} {item.score:.2f}" if show_scores else tags[index]
+        label_above = y1 > 0.04 * height  # else there is no room above the box: put the label inside
+        axes.text(
+            max(x1, 0),
+            y1 if label_above else max(y1, 0),
+            tag,
+            fontsize=font_size,
+            color=text_colour(colour),
+            va="bottom" if label_above else "top",
+            ha="left",
+            bbox={"facecolor": colour, "edgecolor": "none", "pad": 1.2, "alpha": 0.9},
+            clip_on=True,
+        )
+
+
+def _rectangle(x: float, y: float, width: float, height: float, colour: Any, line_width: float) -> Any:
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x, y), width, height, fill=False, edgecolor=colour, linewidth=line_width)
+
+
+def _area(box: tuple[float, float, float, float]) -> float:
+    return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
+
+
+# ---------------------------------------------------------------------------------------------- graph panel
+def _draw_graph_panel(
+    axes: "Axes",
+    scene_graph: "SceneGraph",
+    relations: list,
+    colours: list,
+    tags: list[str],
+    show_scores: bool,
+) -> None:
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.set_axis_off()
+    if not scene_graph.objects:
+        axes.text(0.5, 0.5, "no objects", ha="center", va="center", fontsize=14, color="grey")
+        return
+    if not relations:
+        axes.text(0.5, 0.97, "no relations", ha="center", va="top", fontsize=11, color="grey")
+
+    count = len(scene_graph.objects)
+    font_size = 9 if count <= 15 else 7.5 if count <= 30 else 6.5
+    # Create the node labels first (at the origin) to measure their size in axes units.
+    nodes = [
+        axes.text(
+            0, 0, tags[index], fontsize=font_size, ha="center", va="center", color=text_colour(colours[index]),
+            bbox={"boxstyle": "round,pad=0.3", "facecolor": colours[index], "edgecolor": "none"}, zorder=3,
+        )
+        for index in range(count)
+    ]  # fmt: skip
+    renderer = axes.figure.canvas.get_renderer()
+    to_axes = axes.transAxes.inverted()
+    half_sizes = []
+    for node in nodes:
+        # The rounded label box (text + pad) is what must not overlap; its size is known once positioned.
+        node.update_bbox_position_size(renderer)
+        extent = node.get_bbox_patch().get_window_extent(renderer)
+        (x0, y0), (x1, y1) = to_axes.transform([(extent.x0, extent.y0), (extent.x1, extent.y1)])
+        half_sizes.append(((x1 - x0) / 2, (y1 - y0) / 2))
+    half_sizes_array = np.asarray(half_sizes)
+    positions = _layout(scene_graph, relations, half_sizes_array)
+    for node, (x, y) in zip(nodes, positions):
+        node.set_position((x, y))
+
+    # Edges: one arc per relation; several edges between the same two nodes get different curvatures.
+    edge_counts: dict[tuple[int, int], int] = {}
+    edge_font = max(font_size - 1.5, 5.5)
+    for rank, relation in enumerate(relations):
+        pair = (min(relation.subject, relation.object), max(relation.subject, relation.object))
+        repeat = edge_counts.get(pair, 0)
+        edge_counts[pair] = repeat + 1
+        start = positions[relation.subject]
+        end = positions[relation.object]
+        # Reverse edges bend to the other side automatically (arc3 is relative to the direction).
+        curvature = 0.12 + 0.25 * repeat
+        if relation.subject == relation.object:
+            continue  # self-relations are excluded by the post-processing; nothing sensible to draw
+        start_point = _clip_to_box(end, start, half_sizes_array[relation.subject])
+        end_point = _clip_to_box(start, end, half_sizes_array[relation.object])
+        colour = colours[relation.subject]
+        _arrow(axes, start_point, end_point, curvature, colour)
+        middle = _arc_midpoint(start_point, end_point, curvature)
+        label = f"{relation.predicate_name} {relation.score:.2f}" if show_scores else relation.predicate_name
+        axes.text(
+            middle[0], middle[1], label, fontsize=edge_font, ha="center", va="center", color="#222222", zorder=2,
+            bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": colour, "linewidth": 0.8,
+                  "alpha": 0.85},
+        )  # fmt: skip
+
+
+def _layout(scene_graph: "SceneGraph", relations: list, half_sizes: np.ndarray) -> np.ndarray:
+    """(n, 2) node centres in [0, 1] axes units: box centres -> bounded force layout -> overlap removal."""
+    count = len(scene_graph.objects)
+    if count == 1:
+        return np.array([[0.5, 0.5]])
+    height, width = scene_graph.image_size if all(scene_graph.image_size) else (1, 1)
+    boxes = np.array([item.box for item in scene_graph.objects], dtype=np.float64).reshape(count, 4)
+    box_centres = np.stack(
+        [(boxes[:, 0] + boxes[:, 2]) / 2 / width, 1 - (boxes[:, 1] + boxes[:, 3]) / 2 / height], axis=1
+    )  # (n, 2), y up as in the axes
+    # Duplicate detections have (almost) the same centre; a tiny deterministic jitter separates them.
+    start = np.clip(box_centres, 0, 1) + np.random.default_rng(0).uniform(-0.01, 0.01, size=(count, 2))
+    edges = np.array([(r.subject, r.object) for r in relations if r.subject != r.object], dtype=np.int64)
+    positions = _force_layout(start, edges.reshape(-1, 2), half_sizes)
+    return _remove_overlaps(_fill_panel(positions, half_sizes), half_sizes)
+
+
+def _fill_panel(positions: np.ndarray, half_sizes: np.ndarray, margin: float = 0.06) -> np.ndarray:
+    """Stretch each axis (never shrink) so that the labels span the panel: small graphs get room for edge labels."""
+    stretched = positions.copy()
+    for axis in range(2):
+        low_centre, high_centre = positions[:, axis].min(), positions[:, axis].max()
+        if high_centre - low_centre < 1e-6:
+            continue
+        # centres may range over [margin + largest half size, 1 - margin - largest half size]
+        room_low = margin + half_sizes[:, axis].max()
+        room_high = 1 - room_low
+        if room_high - room_low > high_centre - low_centre:
+            scale = (room_high - room_low) / (high_centre - low_centre)
+            stretched[:, axis] = room_low + (positions[:, axis] - low_centre) * scale
+    return stretched
+
+
+def _force_layout(start: np.ndarray, edges: np.ndarray, half_sizes: np.ndarray, iterations: int = 150) -> np.ndarray:
+    """Fruchterman-Reingold layout confined to the unit square (Fruchterman & Reingold, 1991).
+
+    Unlike `networkx.spring_layout` the frame is fixed, so isolated nodes cannot fly off and squeeze the connected
+    part into a corner when the result is scaled to the panel. A weak pull towards the start (the box centre) keeps
+    the picture's geometry where the edges allow it.
+    """
+    count = len(start)
+    positions = start.copy()
+    ideal_distance = 0.75 / math.sqrt(count)  # k of the paper for an area of ~0.56
+    temperature = 0.1
+    for _ in range(iterations):
+        delta = positions[:, None, :] - positions[None, :, :]  # (n, n, 2), i minus j
+        distance = np.maximum(np.linalg.norm(delta, axis=-1), 1e-3)  # (n, n)
+        repulsion = (ideal_distance**2 / distance**2)[..., None] * delta  # k^2 / d along the unit vector
+        repulsion[np.arange(count), np.arange(count)] = 0
+        displacement = repulsion.sum(1)  # (n, 2)
+        if len(edges):
+            edge_delta = positions[edges[:, 0]] - positions[edges[:, 1]]  # (E, 2)
+            edge_distance = np.maximum(np.linalg.norm(edge_delta, axis=-1, keepdims=True), 1e-3)
+            attraction = edge_delta * edge_distance / ideal_distance  # d^2 / k along the unit vector
+            np.add.at(displacement, edges[:, 0], -attraction)
+            np.add.at(displacement, edges[:, 1], attraction)
+        displacement += 0.3 * (start - positions) / ideal_distance * ideal_distance
+        length = np.maximum(np.linalg.norm(displacement, axis=-1, keepdims=True), 1e-9)
+        positions = positions + displacement / length * np.minimum(length, temperature)
+        positions = np.clip(positions, half_sizes, 1 - half_sizes)
+        temperature = max(temperature * 0.97, 0.003)
+    return positions
+
+
+def _remove_overlaps(positions: np.ndarray, half_sizes: np.ndarray, iterations: int = 300) -> np.ndarray:
+    """Push overlapping label boxes apart along the axis of least overlap until none overlap (or give up)."""
+    positions = positions.copy()
+    count = len(positions)
+    gap = 0.006
+    for _ in range(iterations):
+        moved = False
+        for first in range(count):
+            for second in range(first + 1, count):
+                delta = positions[second] - positions[first]
+                overlap = half_sizes[first] + half_sizes[second] + gap - np.abs(delta)
+                if (overlap > 0).all():
+                    axis = int(np.argmin(overlap))
+                    direction = 1.0 if delta[axis] >= 0 else -1.0
+                    if delta[axis] == 0:
+                        direction = 1.0 if first % 2 else -1.0
+                    positions[first, axis] -= direction * overlap[axis] / 2
+                    positions[second, axis] += direction * overlap[axis] / 2
+                    moved = True
+        # keep everything on the canvas while pushing (overlaps are then resolved inside it)
+        positions = np.clip(positions, half_sizes, 1 - half_sizes)
+        if not moved:
+            break
+    return positions
+
+
+def _clip_to_box(outside: np.ndarray, centre: np.ndarray, half_size: np.ndarray) -> np.ndarray:
+    """Where the segment centre -> outside leaves the axis-aligned box of `half_size` around `centre`."""
+    direction = np.asarray(outside, dtype=np.float64) - centre
+    with np.errstate(divide="ignore"):
+        scales = np.where(np.abs(direction) > 1e-12, half_size / np.abs(direction), np.inf)
+    scale = min(float(scales.min()), 1.0)
+    return centre + direction * scale
+
+
+def _arc_midpoint(start: np.ndarray, end: np.ndarray, curvature: float) -> np.ndarray:
+    """Midpoint of matplotlib's `arc3,rad=curvature` quadratic Bezier from start to end (in axes units,
+    valid because the graph axes is close to square)."""
+    middle = (start + end) / 2
+    delta = end - start
+    control = middle + curvature * np.array([delta[1], -delta[0]])
+    return 0.25 * start + 0.5 * control + 0.25 * end
+
+
+def _arrow(axes: "Axes", start: np.ndarray, end: np.ndarray, curvature: float, colour: Any) -> None:
+    from matplotlib.patches import FancyArrowPatch
+
+    axes.add_patch(
+        FancyArrowPatch(
+            tuple(start), tuple(end), transform=axes.transAxes, arrowstyle="-|>", mutation_scale=10,
+            connectionstyle=f"arc3,rad={curvature}", color=colour, linewidth=1.2, shrinkA=0, shrinkB=0,
+            zorder=1, alpha=0.9, clip_on=False,
+        )
+    )  # fmt: skip
