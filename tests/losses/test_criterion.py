@@ -365,3 +365,14 @@ def test_target_dtypes_are_normalised(reference_outputs, reference_targets, refe
     ]
     losses = _criterion()(reference_outputs, converted, training=False)
     assert losses["loss"].item() == pytest.approx(reference_losses["eval_mode"]["total"], rel=1e-5)
+
+
+def test_rel_gates_are_logged_and_class_count_is_checked(reference_outputs, reference_targets):
+    outputs = dict(reference_outputs, rel_gates=torch.tensor([0.25, 0.5, 0.75, 1.0]))
+    losses = _criterion()(outputs, reference_targets, training=False)
+    assert [losses[f"rel_gate_{slot}"].item() for slot in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert not any(name.startswith("rel_gate") for name in _criterion().weight_dict)
+    with pytest.raises(ValueError, match="13 classes, expected 12"):
+        _criterion()(
+            dict(reference_outputs, logits=torch.zeros(2, 30, 13)), reference_targets, training=False
+        )

@@ -354,19 +354,28 @@ class EGTRCriterion(nn.Module):
 
         Returns:
             dict with `loss_ce`, `loss_bbox`, `loss_giou` (+ `loss_rel`, `loss_connectivity`), the aux terms
-            `<name>_{i}`, the logged `cardinality_error` (+ `uncertainty`), and `loss` = Σ weight_dict[k] ·
-            term_k.
+            `<name>_{i}`, the logged `cardinality_error` (+ `uncertainty`, and `rel_gate_{slot}` when the outputs
+            have `rel_gates`), and `loss` = Σ weight_dict[k] · term_k.
         """
         logits = _field(outputs, "logits").float()
         pred_boxes = _field(outputs, "pred_boxes").float()
         if len(targets) != logits.shape[0]:
             raise ValueError(f"EGTRCriterion: {len(targets)} targets for a batch of {logits.shape[0]} images")
+        if logits.shape[-1] != self.num_labels:
+            raise ValueError(
+                f"EGTRCriterion: logits have {logits.shape[-1]} classes, expected {self.num_labels}"
+            )
         num_boxes = self._num_boxes(targets, logits.device)
         losses, matching = self._detection_losses(logits, pred_boxes, targets, num_boxes)
         losses.update(self.log_cardinality(logits, targets))
 
         if self.use_relation_losses:
             relation_logits = _field(outputs, "rel_logits").float()
+            if relation_logits.shape[-1] != self.num_rel_labels:
+                raise ValueError(
+                    f"EGTRCriterion: rel_logits have {relation_logits.shape[-1]} predicates, "
+                    f"expected {self.num_rel_labels}"
+                )
             connectivity_logits = _field(outputs, "connectivity_logits").float()
             relation_targets = self.relation_targets(targets, matching, logits.shape[1])
             losses.update(self.loss_relation(relation_logits, relation_targets, matching, training))
@@ -387,5 +396,9 @@ class EGTRCriterion(nn.Module):
                 )
                 losses.update({f"{name}_{layer}": value for name, value in layer_losses.items()})
 
+        gates = _field(outputs, "rel_gates", required=False)
+        if gates is not None:
+            # Logged like the original's loss dict: mean gate value of each relation-source slot.
+            losses.update({f"rel_gate_{slot}": gate for slot, gate in enumerate(gates.detach().float())})
         losses["loss"] = sum(losses[name] * weight for name, weight in self.weight_dict.items())
         return losses
