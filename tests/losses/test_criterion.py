@@ -281,7 +281,7 @@ def test_bad_targets_are_clear_errors():
 
 
 def test_cardinality_error_counts_confident_queries():
-    logits = torch.full((1, 5, 3), -10.0)
+    logits = torch.full((1, 5, NUM_LABELS), -10.0)
     logits[0, :2, 0] = 10.0  # two confident queries
     outputs = {"logits": logits, "pred_boxes": torch.full((1, 5, 4), 0.3)}
     targets = [{"boxes": torch.full((3, 4), 0.3), "class_labels": torch.zeros(3, dtype=torch.int64)}]
