@@ -46,6 +46,7 @@ class EGTRConfig:
     freq_bias_eps: float = 1e-12
     logit_adjustment: bool = False  # post-hoc: relation_logits -= tau * log(rel_dist) at inference
     logit_adj_tau: float = 0.3
+    dense_relation_head: bool = False  # True: the original's materialised pair tensor (slow; for checks)
     freeze_backbone_stem: bool = True  # conv1 + layer1 get requires_grad=False, as in the original
     class_names: list[str] | None = None  # len num_labels; None means generic names
     predicate_names: list[str] | None = None  # len num_rel_labels

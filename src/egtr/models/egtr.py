@@ -222,10 +222,34 @@ class EGTR(nn.Module):
         predicted_class = logits.argmax(-1)  # (B, N)
         return self.triplet_dist[predicted_class[:, :, None], predicted_class[:, None, :]]
 
+    def _slot_features(
+        self, queries: torch.Tensor, keys: torch.Tensor, last_hidden: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Subject and object features of every slot (L decoder layers + the final hidden states).
+
+        Returns:
+            subjects, objects: (B, L+1, N, D); subjects[:, l] = proj_q[l](q_l), objects[:, l] = proj_k[l](k_l), and
+            the last slot holds final_sub_proj(h_L) / final_obj_proj(h_L).
+        """
+        subject_terms = [projection(queries[:, layer]) for layer, projection in enumerate(self.proj_q)]
+        object_terms = [projection(keys[:, layer]) for layer, projection in enumerate(self.proj_k)]
+        subject_terms.append(self.final_sub_proj(last_hidden))
+        object_terms.append(self.final_obj_proj(last_hidden))
+        return torch.stack(subject_terms, 1), torch.stack(object_terms, 1)
+
     def relation_head(
         self, queries: torch.Tensor, keys: torch.Tensor, last_hidden: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Pair features from every decoder layer's q/k plus the final hidden states (paper §3.2).
+        """Pair features from every decoder layer's q/k plus the final hidden states (paper §3.2), factorised.
+
+        The original concatenates [subject_i ; object_j] for every pair and slot, a (B, N, N, L+1, 2D) tensor
+        (573 MB per image at N=200), gates it with one shared Linear(2D -> 1) and sums over slots before the MLPs.
+        Both the gate and the first layer of each MLP are linear in the concatenation, so they split into a
+        subject term plus an object term:
+            gate[i, j, s] = sigmoid(w_sub . S[s, i] + w_obj . O[s, j] + b)
+            W [sum_s gate[i,j,s] [S[s,i]; O[s,j]]] = sum_s gate[i,j,s] (W_sub S[s,i]) + sum_s gate[i,j,s] (W_obj O[s,j])
+        which is the same function (up to float rounding) computed per node instead of per pair.
+        `relation_head_dense` is the straightforward form; tests check that both agree.
 
         Args:
             queries, keys: (B, L, N, D) self-attention projections of every decoder layer.
@@ -235,15 +259,51 @@ class EGTR(nn.Module):
             relation logits (B, N, N, R) without frequency bias, connectivity logits (B, N, N, 1), mean gate per
             slot (L+1,).
         """
-        batch_size, num_layers, num_queries, d_model = queries.shape
-        subject_terms = [projection(queries[:, layer]) for layer, projection in enumerate(self.proj_q)]
-        object_terms = [projection(keys[:, layer]) for layer, projection in enumerate(self.proj_k)]
-        subject_terms.append(self.final_sub_proj(last_hidden))
-        object_terms.append(self.final_obj_proj(last_hidden))
-        subjects = torch.stack(subject_terms, 2)  # (B, N, L+1, D)
-        objects = torch.stack(object_terms, 2)  # (B, N, L+1, D)
-        slots = num_layers + 1
-        # relation_source[b, i, j, slot] = [subject_i ; object_j]  -> (B, N, N, L+1, 2D)
+        if self.config.dense_relation_head:
+            return self.relation_head_dense(queries, keys, last_hidden)
+        subjects, objects = self._slot_features(queries, keys, last_hidden)  # (B, S, N, D), S = L+1 slots
+        d_model = subjects.shape[-1]
+        gate_weight = self.rel_predictor_gate.weight[0]  # (2D,)
+        gate_logits = (
+            (subjects @ gate_weight[:d_model])[:, :, :, None]  # (B, S, N_subject, 1)
+            + (objects @ gate_weight[d_model:])[:, :, None, :]  # (B, S, 1, N_object)
+            + self.rel_predictor_gate.bias
+        )
+        gates = gate_logits.sigmoid().permute(0, 2, 3, 1)  # (B, N_subject, N_object, S)
+        # First layers of the relation and connectivity MLPs as one (2H, 2D) map, split into subject/object halves.
+        first_relation, first_connectivity = self.rel_predictor.layers[0], self.connectivity_layer.layers[0]
+        weight = torch.cat([first_relation.weight, first_connectivity.weight], 0)  # (2H, 2D)
+        bias = torch.cat([first_relation.bias, first_connectivity.bias], 0)  # (2H,)
+        subject_hidden = subjects @ weight[:, :d_model].T  # (B, S, N, 2H)
+        object_hidden = objects @ weight[:, d_model:].T  # (B, S, N, 2H)
+        hidden = (
+            torch.einsum("bijs,bsih->bijh", gates, subject_hidden)
+            + torch.einsum("bijs,bsjh->bijh", gates, object_hidden)
+            + bias
+        ).relu()  # (B, N, N, 2H)
+        relation_hidden, connectivity_hidden = hidden.split(first_relation.out_features, dim=-1)
+        relation_logits = self._mlp_tail(self.rel_predictor, relation_hidden)
+        connectivity_logits = self._mlp_tail(self.connectivity_layer, connectivity_hidden)
+        return relation_logits, connectivity_logits, gates.detach().mean((0, 1, 2))
+
+    @staticmethod
+    def _mlp_tail(mlp: MLP, hidden: torch.Tensor) -> torch.Tensor:
+        """The layers of `mlp` after the first (whose ReLU output is `hidden`)."""
+        for index, layer in enumerate(mlp.layers[1:], start=1):
+            hidden = layer(hidden)
+            if index < len(mlp.layers) - 1:
+                hidden = hidden.relu()
+        return hidden
+
+    def relation_head_dense(
+        self, queries: torch.Tensor, keys: torch.Tensor, last_hidden: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The straightforward relation head of the original: materialises the (B, N, N, L+1, 2D) pair tensor."""
+        subjects, objects = self._slot_features(queries, keys, last_hidden)
+        batch_size, slots, num_queries, d_model = subjects.shape
+        subjects = subjects.transpose(1, 2)  # (B, N, S, D)
+        objects = objects.transpose(1, 2)
+        # relation_source[b, i, j, slot] = [subject_i ; object_j]  -> (B, N, N, S, 2D)
         relation_source = torch.cat(
             [
                 subjects[:, :, None].expand(batch_size, num_queries, num_queries, slots, d_model),
@@ -251,6 +311,6 @@ class EGTR(nn.Module):
             ],
             dim=-1,
         )
-        gates = self.rel_predictor_gate(relation_source).sigmoid()  # (B, N, N, L+1, 1), one gate shared by all slots
+        gates = self.rel_predictor_gate(relation_source).sigmoid()  # (B, N, N, S, 1), one gate shared by all slots
         pair_features = (gates * relation_source).sum(dim=-2)  # (B, N, N, 2D)
         return self.rel_predictor(pair_features), self.connectivity_layer(pair_features), gates.detach().mean((0, 1, 2, 4))
