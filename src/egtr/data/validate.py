@@ -1,0 +1,295 @@
+"""`validate_dataset`: check a dataset folder and report every problem with its file, record and field.
+
+Errors are problems the loaders refuse (they raise `DataError`) or that make targets wrong: missing or unreadable
+images, malformed JSON or records, class/predicate/relation indices out of range, duplicate ids, an image in two
+splits, an image whose size differs from the one in the annotation file. Warnings are problems the loaders handle
+in a defined way: boxes that extend outside the image are clipped, empty boxes are dropped together with their
+relations, duplicate triplets are merged, self-relations are kept.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from egtr.data.errors import DataError
+from egtr.data.images import load_image
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding of `validate_dataset`."""
+
+    severity: str  # "error" or "warning"
+    file: str
+    record: str  # e.g. "image 17", "annotation 3 (image 17)", "" for the whole file
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}" + (f", {self.record}" if self.record else "") + (f", field {self.field}" if self.field else "")
+        return f"{self.severity.upper()}: {where}: {self.message}"
+
+
+class _Report:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def error(self, file: Path | str, record: str, field: str, message: str) -> None:
+        self.problems.append(Problem("error", str(file), record, field, message))
+
+    def warning(self, file: Path | str, record: str, field: str, message: str) -> None:
+        self.problems.append(Problem("warning", str(file), record, field, message))
+
+    def load_json(self, path: Path) -> Any:
+        if not path.is_file():
+            self.error(path, "", "", "file not found")
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            self.error(path, "", "", f"malformed JSON at line {error.lineno} column {error.colno}: {error.msg}")
+        except UnicodeDecodeError as error:
+            self.error(path, "", "", f"not UTF-8 text ({error})")
+        return None
+
+    def check_image(self, path: Path, record: str, expected_size: tuple[Any, Any] | None, decode: bool) -> None:
+        if not path.is_file():
+            self.error(path, record, "file_name", "image file not found")
+            return
+        if not decode:
+            return
+        try:
+            image = load_image(path)
+        except DataError as error:
+            self.error(path, record, "file_name", str(error).removeprefix(f"{path}: "))
+            return
+        if expected_size is not None and expected_size != (image.width, image.height):
+            self.error(path, record, "width/height",
+                       f"annotation says {expected_size[0]}x{expected_size[1]}, image is {image.width}x{image.height}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) != float("inf")
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_box_xyxy(report: _Report, file: Path, record: str, box: tuple[float, float, float, float],
+                    size: tuple[Any, Any] | None, num_relations: int) -> None:
+    x1, y1, x2, y2 = box
+    if x2 <= x1 or y2 <= y1:
+        report.warning(file, record, "bbox", f"empty box {list(box)}: the loader drops it and its {num_relations} relation(s)")
+    elif size is not None and _is_number(size[0]) and _is_number(size[1]):
+        if x1 < 0 or y1 < 0 or x2 > size[0] or y2 > size[1]:
+            report.warning(file, record, "bbox", f"box {list(box)} extends outside the {size[0]}x{size[1]} image (clipped)")
+
+
+def _check_relations(report: _Report, file: Path, record: str, relations: Any, num_objects: int,
+                     first_predicate: int, num_predicates: int) -> Counter:
+    """Check a list of [s, o, p]; returns how many relations use each object index."""
+    uses: Counter = Counter()
+    if not isinstance(relations, list):
+        report.error(file, record, "rel", "must be a list of [subject, object, predicate]")
+        return uses
+    seen = set()
+    for position, triplet in enumerate(relations):
+        where = f"{record}, relation {position}"
+        if not isinstance(triplet, list) or len(triplet) != 3 or not all(_is_index(v) for v in triplet):
+            report.error(file, where, "rel", f"{triplet!r} is not [subject, object, predicate] integers")
+            continue
+        subject, obj, predicate = triplet
+        for name, index in (("subject", subject), ("object", obj)):
+            if not 0 <= index < num_objects:
+                report.error(file, where, "rel", f"{name} index {index} outside 0..{num_objects - 1}")
+        if not first_predicate <= predicate < first_predicate + num_predicates:
+            report.error(file, where, "rel", f"predicate {predicate} outside {first_predicate}..{first_predicate + num_predicates - 1}")
+        if subject == obj:
+            report.warning(file, where, "rel", f"self-relation of object {subject}")
+        if tuple(triplet) in seen:
+            report.warning(file, where, "rel", f"duplicate triplet {triplet} (merged by the loader)")
+        seen.add(tuple(triplet))
+        uses[subject] += 1
+        uses[obj] += 1
+    return uses
+
+
+def _validate_vg(root: Path, report: _Report, splits: Iterable[str], decode: bool) -> None:
+    rel_file = root / "rel.json"
+    rel = report.load_json(rel_file)
+    num_predicates = 0
+    if rel is not None:
+        names = rel.get("rel_categories") if isinstance(rel, dict) else None
+        if not isinstance(names, list) or len(names) < 2:
+            report.error(rel_file, "", "rel_categories", "must list '__background__' followed by the predicate names")
+        else:
+            num_predicates = len(names) - 1
+    split_of_image: dict[Any, str] = {}
+    split_of_file: dict[Any, str] = {}
+    reference_categories = None
+    for split in splits:
+        split_file = root / f"{split}.json"
+        coco = report.load_json(split_file)
+        if coco is None:
+            continue
+        if not isinstance(coco, dict) or not all(isinstance(coco.get(k), list) for k in ("images", "annotations", "categories")):
+            report.error(split_file, "", "", "needs the lists 'images', 'annotations' and 'categories'")
+            continue
+        category_ids = [c.get("id") if isinstance(c, dict) else None for c in coco["categories"]]
+        for position, count in Counter(category_ids).items():
+            if count > 1:
+                report.error(split_file, f"category id {position}", "id", "duplicate category id")
+        if sorted(i for i in category_ids if _is_index(i)) != list(range(1, len(category_ids) + 1)):
+            report.error(split_file, "", "categories", f"category ids must be 1..{len(category_ids)}")
+        if reference_categories is None:
+            reference_categories = coco["categories"]
+        elif coco["categories"] != reference_categories:
+            report.error(split_file, "", "categories", "differ from the categories of the first split")
+        num_classes = len(category_ids)
+        if not coco["images"]:
+            report.error(split_file, "", "images", "the images list is empty")
+        images: dict[Any, dict[str, Any]] = {}
+        for position, image in enumerate(coco["images"]):
+            record = f"images[{position}]"
+            if not isinstance(image, dict) or not _is_index(image.get("id")) or not isinstance(image.get("file_name"), str):
+                report.error(split_file, record, "id/file_name", "image record needs an integer id and a file_name")
+                continue
+            record = f"image {image['id']}"
+            if image["id"] in images:
+                report.error(split_file, record, "id", "duplicate image id")
+                continue
+            images[image["id"]] = image
+            for key, other in ((image["id"], split_of_image), (image["file_name"], split_of_file)):
+                if key in other and other[key] != split:
+                    report.error(split_file, record, "id" if other is split_of_image else "file_name",
+                                 f"{key!r} is also in split {other[key]!r}")
+                other.setdefault(key, split)
+        objects: dict[Any, list[tuple[int, dict[str, Any]]]] = {image_id: [] for image_id in images}
+        seen_annotation_ids: set[Any] = set()
+        for position, annotation in enumerate(coco["annotations"]):
+            record = f"annotations[{position}]"
+            if not isinstance(annotation, dict):
+                report.error(split_file, record, "", "annotation is not an object")
+                continue
+            if annotation.get("id") in seen_annotation_ids:
+                report.error(split_file, record, "id", f"duplicate annotation id {annotation.get('id')}")
+            seen_annotation_ids.add(annotation.get("id"))
+            if annotation.get("image_id") not in images:
+                report.error(split_file, record, "image_id", f"unknown image id {annotation.get('image_id')!r}")
+                continue
+            objects[annotation["image_id"]].append((position, annotation))
+        split_relations = rel.get(split) if isinstance(rel, dict) else None
+        if rel is not None and not isinstance(split_relations, dict):
+            report.error(rel_file, "", split, "missing the relations of this split")
+            split_relations = None
+        for key in split_relations or {}:
+            if not key.lstrip("-").isdigit() or int(key) not in images:
+                report.error(rel_file, f"{split}[{key!r}]", split, "relations for an image id that is not in the split")
+        for image_id, image in images.items():
+            size = (image.get("width"), image.get("height"))
+            relations = (split_relations or {}).get(str(image_id), [])
+            uses = _check_relations(report, rel_file, f"{split}[{str(image_id)!r}]", relations, len(objects[image_id]),
+                                    1, num_predicates) if split_relations is not None else Counter()
+            for index, (position, annotation) in enumerate(objects[image_id]):
+                record = f"annotations[{position}] (image {image_id}, object {index})"
+                category = annotation.get("category_id")
+                if not _is_index(category) or not 1 <= category <= num_classes:
+                    report.error(split_file, record, "category_id", f"{category!r} outside 1..{num_classes}")
+                bbox = annotation.get("bbox")
+                if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+                    report.error(split_file, record, "bbox", f"{bbox!r} is not [x, y, width, height] numbers")
+                    continue
+                x, y, width, height = bbox
+                _check_box_xyxy(report, split_file, record, (x, y, x + width, y + height), size, uses[index])
+            expected = size if all(_is_index(v) for v in size) else None
+            report.check_image(root / "images" / image["file_name"], f"{split_file.name}, image {image_id}", expected, decode)
+
+
+def _validate_oi(root: Path, report: _Report, splits: Iterable[str], decode: bool) -> None:
+    categories_file = root / "annotations" / "categories_dict.json"
+    categories = report.load_json(categories_file)
+    num_classes = num_predicates = 0
+    if categories is not None:
+        if not isinstance(categories, dict) or not all(isinstance(categories.get(k), list) for k in ("obj", "rel")):
+            report.error(categories_file, "", "obj/rel", "needs the name lists 'obj' and 'rel'")
+        else:
+            num_classes, num_predicates = len(categories["obj"]), len(categories["rel"])
+    split_of_file: dict[str, str] = {}
+    for split in splits:
+        path = root / "annotations" / f"vrd-{split}-anno.json"
+        records = report.load_json(path)
+        if records is None:
+            continue
+        if not isinstance(records, list) or not records:
+            report.error(path, "", "", "must be a non-empty list of image records")
+            continue
+        seen: set[str] = set()
+        for position, item in enumerate(records):
+            record = f"record {position}"
+            if not isinstance(item, dict) or not all(k in item for k in ("img_fn", "bbox", "det_labels", "rel")):
+                report.error(path, record, "", "needs the fields img_fn, bbox, det_labels and rel")
+                continue
+            name = str(item["img_fn"])
+            record = f"record {position} ({name})"
+            if name in seen:
+                report.error(path, record, "img_fn", "duplicate image")
+            seen.add(name)
+            if name in split_of_file and split_of_file[name] != split:
+                report.error(path, record, "img_fn", f"{name!r} is also in split {split_of_file[name]!r}")
+            split_of_file.setdefault(name, split)
+            boxes, labels = item["bbox"], item["det_labels"]
+            if not isinstance(boxes, list) or not isinstance(labels, list) or len(boxes) != len(labels):
+                report.error(path, record, "bbox/det_labels", "must be lists of the same length")
+                continue
+            size = item.get("img_size") if isinstance(item.get("img_size"), list) and len(item.get("img_size")) == 2 else None
+            uses = _check_relations(report, path, record, item["rel"], len(boxes), 0, num_predicates)
+            for index, (box, label) in enumerate(zip(boxes, labels)):
+                where = f"{record}, object {index}"
+                if not _is_index(label) or not 0 <= label < num_classes:
+                    report.error(path, where, "det_labels", f"{label!r} outside 0..{num_classes - 1}")
+                if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v) for v in box):
+                    report.error(path, where, "bbox", f"{box!r} is not [x1, y1, x2, y2] numbers")
+                    continue
+                # The loader's +1 convention makes [x1, x2] inclusive, so x2 == x1 is a one-pixel box.
+                _check_box_xyxy(report, path, where, (box[0], box[1], box[2] + 1, box[3] + 1), size, uses[index])
+            expected = tuple(size) if size is not None and all(_is_index(v) for v in size) else None
+            report.check_image(root / "images" / f"{name}.jpg", f"{path.name}, {record}", expected, decode)
+
+
+def validate_dataset(
+    root: str | Path, kind: str = "vg", splits: Iterable[str] = SPLITS, decode_images: bool = True
+) -> list[Problem]:
+    """Check a dataset folder in the VG (RelTR) or OI (SGTR) layout.
+
+    Args:
+        root: dataset folder.
+        kind: "vg" or "oi".
+        splits: splits to check (default all three).
+        decode_images: decode every image completely (finds truncated files; slow on big datasets); False only
+            checks that the files exist.
+
+    Returns:
+        Every problem found, errors and warnings, in file order.
+    """
+    root = Path(root)
+    report = _Report()
+    if not root.is_dir():
+        report.error(root, "", "", "dataset folder not found")
+        return report.problems
+    if not (root / "images").is_dir():
+        report.error(root / "images", "", "", "images folder not found")
+    if kind == "vg":
+        _validate_vg(root, report, splits, decode_images)
+    elif kind == "oi":
+        _validate_oi(root, report, splits, decode_images)
+    else:
+        raise ValueError(f"kind must be 'vg' or 'oi', got {kind!r}")
+    return report.problems
