@@ -11,17 +11,29 @@ The ranking of the triplets is the one of the paper's evaluation (reference §5)
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
+import torch
+from PIL import Image
 
 if TYPE_CHECKING:  # heavy or optional imports, only for annotations
     import networkx
     from matplotlib.figure import Figure
+
+    from egtr.models.egtr import EGTR
+
+logger = logging.getLogger(__name__)
+
+ImageInput = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16", "float": "float32"}
 
 SCENE_GRAPH_FORMAT_VERSION = 1
 
@@ -235,7 +247,8 @@ def scene_graph_from_arrays(
             None = only the objects of the kept relations.
 
     Returns:
-        A `SceneGraph` whose objects are the kept queries in increasing query order.
+        A `SceneGraph` whose objects are the kept queries in increasing query order. Boxes are clipped to the
+        image (the raw model boxes may reach past its border; the evaluation path does not go through here).
     """
     relations = np.asarray(relations, dtype=np.int64).reshape(-1, 3)
     relation_scores = np.asarray(relation_scores, dtype=np.float64).reshape(-1)
@@ -256,6 +269,10 @@ def scene_graph_from_arrays(
     ordered_queries = sorted(kept_queries)
     new_index = {query: position for position, query in enumerate(ordered_queries)}
 
+    height, width = image_size
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if height > 0 and width > 0:
+        boxes = np.clip(boxes, 0, [width, height, width, height])
     objects = [
         SceneObject(
             box=tuple(float(v) for v in boxes[query]),  # type: ignore[arg-type]
@@ -282,3 +299,266 @@ def scene_graph_from_arrays(
 
 def _name(names: Sequence[str], index: int) -> str:
     return names[index] if 0 <= index < len(names) else str(index)
+
+
+# ================================================================================================== Predictor
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """"auto"/None -> CUDA when available, else CPU; anything else as `torch.device` understands it."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} was requested but CUDA is not available (torch {torch.__version__})")
+    return device
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """"float32"/"fp32", "bfloat16"/"bf16", "float16"/"fp16" or a torch dtype -> torch dtype."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype}")
+        return dtype
+    name = DTYPE_ALIASES.get(str(dtype).lower(), str(dtype).lower())
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)} (or fp32/bf16/fp16), got {dtype!r}")
+    return DTYPES[name]
+
+
+@dataclass
+class PreparedImage:
+    """An image ready for the model: `pixel_values` (3, h, w) normalised, resized; `size_hw` of the original."""
+
+    pixel_values: torch.Tensor
+    size_hw: tuple[int, int]
+    path: str | None = None
+
+
+class Predictor:
+    """Turn images into `SceneGraph`s with an EGTR model.
+
+    The image pipeline is the evaluation one (`egtr.data.make_transforms(train=False)`: PIL bilinear resize of the
+    shorter side to `image_size`, longer side <= `max_size`, ImageNet normalisation); the ranking is the paper's
+    (`egtr.postprocess.postprocess_scene_graphs`).
+
+    Precision: `dtype` float32 runs in full precision; bfloat16/float16 run the forward under `torch.autocast`
+    (weights stay float32, numerically sensitive ops stay float32), which is the usual mixed-precision inference.
+
+    Args:
+        model: an `EGTR` model (moved to `device` and put in eval mode).
+        device: "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...
+        dtype: "float32", "bfloat16" or "float16" (or the torch dtype).
+        image_size: shorter side after resize (800 = the paper's evaluation).
+        max_size: cap on the longer side (1333 = the paper's evaluation).
+        top_k: keep at most this many relations per image (ranked by triplet score).
+        score_threshold: drop relations whose triplet score is below this.
+        graph_constraint: one predicate per subject/object pair (the paper's main setting); False allows several.
+        object_threshold: also keep objects with score >= this that take part in no kept relation (None: only
+            the objects of the kept relations).
+        batch_size: images per forward pass when a list is given.
+    """
+
+    def __init__(
+        self,
+        model: "EGTR",
+        *,
+        device: str | torch.device | None = "auto",
+        dtype: str | torch.dtype = "float32",
+        image_size: int = 800,
+        max_size: int | None = 1333,
+        top_k: int = 20,
+        score_threshold: float = 0.0,
+        graph_constraint: bool = True,
+        object_threshold: float | None = None,
+        batch_size: int = 1,
+    ) -> None:
+        from egtr.data.config import DataConfig
+        from egtr.data.transforms import make_transforms
+
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype)
+        self.model = model.to(self.device).eval()
+        self.config = model.config
+        self.image_size = image_size
+        self.max_size = max_size
+        self.top_k = top_k
+        self.score_threshold = score_threshold
+        self.graph_constraint = graph_constraint
+        self.object_threshold = object_threshold
+        self.batch_size = batch_size
+        self.class_names = [self.config.id2label[index] for index in range(self.config.num_labels)]
+        self.predicate_names = [self.config.id2predicate[index] for index in range(self.config.num_rel_labels)]
+        data_config = DataConfig(root=".", eval_size=image_size, eval_max_size=max_size or 10**9).validate()
+        self._transform = make_transforms(data_config, train=False)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, device: str | torch.device | None = "auto", dtype: str | torch.dtype = "float32",
+        **options: Any,
+    ) -> "Predictor":  # fmt: skip
+        """Load a model saved by `EGTR.save_pretrained` or an official EGTR artifact (`config.json` +
+        `checkpoints/*.ckpt`, or the `.ckpt` itself) and wrap it; `options` are the constructor's."""
+        from egtr.models.egtr import EGTR
+
+        model = EGTR.from_pretrained(path, map_location="cpu")
+        return cls(model, device=device, dtype=dtype, **options)
+
+    # ------------------------------------------------------------------ pipeline pieces
+    def prepare(self, image: ImageInput) -> PreparedImage:
+        """Decode (paths), convert to RGB, resize and normalise one image.
+
+        Raises:
+            egtr.data.DataError: a path that is missing or not a readable image (the message names the file).
+            ValueError: an array of unsupported shape.
+        """
+        from egtr.data.images import load_image
+
+        path = None
+        if isinstance(image, (str, Path)):
+            path = str(image)
+            picture = load_image(image)
+        else:
+            picture = to_pil_image(image)
+        empty_target = {"boxes": torch.zeros(0, 4), "class_labels": torch.zeros(0, dtype=torch.int64)}
+        pixel_values, _ = self._transform(picture, empty_target)
+        return PreparedImage(pixel_values=pixel_values, size_hw=(picture.height, picture.width), path=path)
+
+    @torch.inference_mode()
+    def forward(self, batch: Sequence[PreparedImage]) -> Any:
+        """Pad the batch, run the model on `self.device` in `self.dtype`; returns the model output."""
+        from egtr.data.base import collate_fn
+
+        collated = collate_fn([(item.pixel_values, {}) for item in batch])
+        pixel_values = collated["pixel_values"].to(self.device, non_blocking=True)
+        pixel_mask = collated["pixel_mask"].to(self.device, non_blocking=True)
+        with self._autocast():
+            return self.model(pixel_values, pixel_mask)
+
+    def postprocess(self, output: Any, batch: Sequence[PreparedImage], **options: Any) -> list[SceneGraph]:
+        """Rank the triplets of a model output and build one `SceneGraph` per image of `batch`.
+
+        `options` override `top_k`, `score_threshold`, `graph_constraint` and `object_threshold` for this call.
+        """
+        from egtr.postprocess import postprocess_scene_graphs
+
+        settings = self._settings(**options)
+        image_sizes = torch.as_tensor([item.size_hw for item in batch], dtype=torch.float32, device=output.logits.device)
+        predictions = postprocess_scene_graphs(
+            output.logits.float(),
+            output.pred_boxes.float(),
+            output.pred_rel.float(),
+            output.pred_connectivity.float(),
+            image_sizes,
+            top_k=settings["top_k"],
+            graph_constraint=settings["graph_constraint"],
+        )
+        return [
+            scene_graph_from_arrays(
+                prediction.boxes,
+                prediction.labels,
+                prediction.scores,
+                prediction.relations,
+                prediction.relation_scores,
+                prediction.predicate_scores,
+                class_names=self.class_names,
+                predicate_names=self.predicate_names,
+                image_size=item.size_hw,
+                top_k=settings["top_k"],
+                score_threshold=settings["score_threshold"],
+                object_threshold=settings["object_threshold"],
+                image_path=item.path,
+            )
+            for prediction, item in zip(predictions, batch)
+        ]
+
+    # ------------------------------------------------------------------ the one-call API
+    def __call__(self, images: ImageInput | Sequence[ImageInput], **options: Any) -> SceneGraph | list[SceneGraph]:
+        """Predict the scene graph of one image, or of each image of a list (in batches of `batch_size`).
+
+        Args:
+            images: a path, PIL image, (H, W, 3) uint8 / float [0, 1] array or (3, H, W) tensor, or a list of them.
+            options: per-call `top_k`, `score_threshold`, `graph_constraint`, `object_threshold`.
+
+        Returns:
+            A `SceneGraph` for a single image, a list of them for a list.
+        """
+        if _is_single_image(images):
+            return self.predict_batch([images], **options)[0]  # type: ignore[list-item]
+        results: list[SceneGraph] = []
+        for chunk in _chunks(list(images), self.batch_size):  # type: ignore[arg-type]
+            results.extend(self.predict_batch(chunk, **options))
+        return results
+
+    def predict_batch(self, images: Sequence[ImageInput], **options: Any) -> list[SceneGraph]:
+        """One forward pass over all `images` (no splitting into `batch_size` chunks)."""
+        self._settings(**options)  # fail on a misspelt option before the expensive part
+        batch = [self.prepare(image) for image in images]
+        return self.postprocess(self.forward(batch), batch, **options)
+
+    # ------------------------------------------------------------------ helpers
+    def _settings(self, **options: Any) -> dict[str, Any]:
+        settings = {
+            "top_k": self.top_k,
+            "score_threshold": self.score_threshold,
+            "graph_constraint": self.graph_constraint,
+            "object_threshold": self.object_threshold,
+        }
+        unknown = set(options) - set(settings)
+        if unknown:
+            raise TypeError(f"unknown prediction options {sorted(unknown)}; expected some of {sorted(settings)}")
+        settings.update(options)
+        return settings
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def __repr__(self) -> str:
+        return (
+            f"Predictor({self.config.backbone}, {self.config.num_labels} classes, {self.config.num_rel_labels} "
+            f"predicates, device={self.device}, dtype={str(self.dtype).removeprefix('torch.')}, "
+            f"image_size={self.image_size}, max_size={self.max_size}, top_k={self.top_k})"
+        )
+
+
+def to_pil_image(image: Image.Image | np.ndarray | torch.Tensor) -> Image.Image:
+    """RGB PIL image from a PIL image, an (H, W, 3|4) / (H, W) array (uint8, or float in [0, 1]) or a (3, H, W)
+    tensor (float in [0, 1] or uint8)."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, torch.Tensor):
+        tensor = image.detach().cpu()
+        if tensor.dim() == 3 and tensor.shape[0] in (1, 3) and tensor.shape[-1] not in (3, 4):
+            tensor = tensor.permute(1, 2, 0)  # (C, H, W) -> (H, W, C)
+        image = tensor.numpy()
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)) or 0 in array.shape:
+        raise ValueError(f"expected an image array of shape (H, W), (H, W, 3) or (H, W, 4), got {array.shape}")
+    if array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.floating):
+            if np.nanmin(array) < 0 or np.nanmax(array) > 1:
+                raise ValueError("float image arrays must hold values in [0, 1]; pass uint8 for 0..255")
+            array = np.rint(np.nan_to_num(array) * 255)
+        elif array.min() < 0 or array.max() > 255:
+            raise ValueError(f"integer image arrays must hold values in 0..255, got {array.min()}..{array.max()}")
+        array = array.astype(np.uint8)
+    return Image.fromarray(array).convert("RGB")
+
+
+def _is_single_image(images: Any) -> bool:
+    if isinstance(images, (str, Path, Image.Image)):
+        return True
+    if isinstance(images, (np.ndarray, torch.Tensor)):
+        return True  # a batch of arrays must be given as a list
+    return False
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -159,6 +159,8 @@ def _draw_image_panel(
     axes.set_axis_off()
     line_width = 2.0 if len(scene_graph.objects) <= 15 else 1.3
     font_size = 8 if len(scene_graph.objects) <= 15 else 6.5
+    renderer = axes.figure.canvas.get_renderer()
+    placed: list[np.ndarray] = []  # display-space rectangles (x0, y0, x1, y1) of the labels drawn so far
     # Draw large boxes first so that the labels of small boxes stay on top.
     order = sorted(range(len(scene_graph.objects)), key=lambda i: -_area(scene_graph.objects[i].box))
     for index in order:
@@ -167,18 +169,52 @@ def _draw_image_panel(
         colour = colours[index]
         axes.add_patch(_rectangle(x1, y1, x2 - x1, y2 - y1, colour, line_width))
         tag = f"{tags[index]} {item.score:.2f}" if show_scores else tags[index]
-        label_above = y1 > 0.04 * height  # else there is no room above the box: put the label inside
-        axes.text(
-            max(x1, 0),
-            y1 if label_above else max(y1, 0),
-            tag,
-            fontsize=font_size,
-            color=text_colour(colour),
-            va="bottom" if label_above else "top",
-            ha="left",
-            bbox={"facecolor": colour, "edgecolor": "none", "pad": 1.2, "alpha": 0.9},
-            clip_on=True,
-        )
+        label = axes.text(
+            max(x1, 0), y1, tag, fontsize=font_size, color=text_colour(colour), va="bottom", ha="left",
+            bbox={"facecolor": colour, "edgecolor": "none", "pad": 1.2, "alpha": 0.9}, clip_on=True,
+        )  # fmt: skip
+        # Candidates: above the box's top-left corner, then inside it, stepping down one label height at a time,
+        # so that labels of boxes with (almost) the same corner do not hide each other.
+        label_height = _display_extent(label, renderer)[3] - _display_extent(label, renderer)[1]
+        step = abs(axes.transData.inverted().transform((0, 0))[1] - axes.transData.inverted().transform((0, label_height))[1])
+        candidates = [(y1, "bottom")] if y1 - step >= 0 else []
+        candidates += [(max(y1, 0) + offset * step, "top") for offset in range(0, 4) if max(y1, 0) + (offset + 1) * step <= y2]
+        candidates = candidates or [(max(y1, 0), "top")]
+        for y, alignment in candidates:
+            label.set_y(y)
+            label.set_va(alignment)
+            if not _collides(_display_extent(label, renderer), placed):
+                break
+        else:
+            label.set_y(candidates[0][0])
+            label.set_va(candidates[0][1])
+        placed.append(_display_extent(label, renderer))
+
+
+def _display_extent(text: Any, renderer: Any) -> np.ndarray:
+    """(x0, y0, x1, y1) in display pixels of a text including its background box."""
+    text.update_bbox_position_size(renderer)
+    patch = text.get_bbox_patch()
+    extent = patch.get_window_extent(renderer) if patch is not None else text.get_window_extent(renderer)
+    return np.array([extent.x0, extent.y0, extent.x1, extent.y1])
+
+
+def _overlap_area(rectangle: np.ndarray, placed: list[np.ndarray], gap: float = 1.0) -> float:
+    """Total area (display pixels) by which `rectangle`, grown by `gap`, overlaps the `placed` rectangles."""
+    if not placed:
+        return 0.0
+    others = np.asarray(placed)
+    width = np.minimum(rectangle[2] + gap, others[:, 2]) - np.maximum(rectangle[0] - gap, others[:, 0])
+    height = np.minimum(rectangle[3] + gap, others[:, 3]) - np.maximum(rectangle[1] - gap, others[:, 1])
+    return float((np.clip(width, 0, None) * np.clip(height, 0, None)).sum())
+
+
+def _collides(rectangle: np.ndarray, placed: list[np.ndarray], gap: float = 1.0) -> bool:
+    return any(
+        rectangle[0] < other[2] + gap and other[0] < rectangle[2] + gap
+        and rectangle[1] < other[3] + gap and other[1] < rectangle[3] + gap
+        for other in placed
+    )  # fmt: skip
 
 
 def _rectangle(x: float, y: float, width: float, height: float, colour: Any, line_width: float) -> Any:
@@ -232,6 +268,7 @@ def _draw_graph_panel(
     positions = _layout(scene_graph, relations, half_sizes_array)
     for node, (x, y) in zip(nodes, positions):
         node.set_position((x, y))
+    placed = [_display_extent(node, renderer) for node in nodes]  # edge labels must avoid these
 
     # Edges: one arc per relation; several edges between the same two nodes get different curvatures.
     edge_counts: dict[tuple[int, int], int] = {}
@@ -250,13 +287,25 @@ def _draw_graph_panel(
         end_point = _clip_to_box(start, end, half_sizes_array[relation.object])
         colour = colours[relation.subject]
         _arrow(axes, start_point, end_point, curvature, colour)
-        middle = _arc_midpoint(start_point, end_point, curvature)
         label = f"{relation.predicate_name} {relation.score:.2f}" if show_scores else relation.predicate_name
-        axes.text(
-            middle[0], middle[1], label, fontsize=edge_font, ha="center", va="center", color="#222222", zorder=2,
+        text = axes.text(
+            0, 0, label, fontsize=edge_font, ha="center", va="center", color="#222222", zorder=2,
+            transform=axes.transAxes,
             bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": colour, "linewidth": 0.8,
                   "alpha": 0.85},
         )  # fmt: skip
+        # Slide the label along its own arc to the first spot that hides no node and no other edge label.
+        # If every spot is taken, use the one with the least overlap.
+        least_overlap, best_fraction = math.inf, 0.5
+        for fraction in (0.5, 0.4, 0.6, 0.3, 0.7, 0.22, 0.78):
+            text.set_position(tuple(_arc_point(start_point, end_point, curvature, fraction)))
+            overlap = _overlap_area(_display_extent(text, renderer), placed)
+            if overlap < least_overlap:
+                least_overlap, best_fraction = overlap, fraction
+            if overlap == 0:
+                break
+        text.set_position(tuple(_arc_point(start_point, end_point, curvature, best_fraction)))
+        placed.append(_display_extent(text, renderer))
 
 
 def _layout(scene_graph: "SceneGraph", relations: list, half_sizes: np.ndarray) -> np.ndarray:
@@ -358,13 +407,14 @@ def _clip_to_box(outside: np.ndarray, centre: np.ndarray, half_size: np.ndarray)
     return centre + direction * scale
 
 
-def _arc_midpoint(start: np.ndarray, end: np.ndarray, curvature: float) -> np.ndarray:
-    """Midpoint of matplotlib's `arc3,rad=curvature` quadratic Bezier from start to end (in axes units,
-    valid because the graph axes is close to square)."""
+def _arc_point(start: np.ndarray, end: np.ndarray, curvature: float, fraction: float) -> np.ndarray:
+    """Point at parameter `fraction` of matplotlib's `arc3,rad=curvature` quadratic Bezier from start to end
+    (control point = midpoint + curvature x the segment rotated by -90 degrees). Computed in axes units, which is
+    close enough because the graph panel is nearly square."""
     middle = (start + end) / 2
     delta = end - start
     control = middle + curvature * np.array([delta[1], -delta[0]])
-    return 0.25 * start + 0.5 * control + 0.25 * end
+    return (1 - fraction) ** 2 * start + 2 * (1 - fraction) * fraction * control + fraction**2 * end
 
 
 def _arrow(axes: "Axes", start: np.ndarray, end: np.ndarray, curvature: float, colour: Any) -> None:
