@@ -89,7 +89,10 @@ def _check_box_xyxy(report: _Report, file: Path, record: str, box: tuple[float, 
     if x2 <= x1 or y2 <= y1:
         report.warning(file, record, "bbox", f"empty box {list(box)}: the loader drops it and its {num_relations} relation(s)")
     elif size is not None and _is_number(size[0]) and _is_number(size[1]):
-        if x1 < 0 or y1 < 0 or x2 > size[0] or y2 > size[1]:
+        if min(x2, size[0]) <= max(x1, 0) or min(y2, size[1]) <= max(y1, 0):
+            report.warning(file, record, "bbox", f"box {list(box)} lies outside the {size[0]}x{size[1]} image: "
+                           f"the loader drops it and its {num_relations} relation(s)")
+        elif x1 < 0 or y1 < 0 or x2 > size[0] or y2 > size[1]:
             report.warning(file, record, "bbox", f"box {list(box)} extends outside the {size[0]}x{size[1]} image (clipped)")
 
 
@@ -245,11 +248,13 @@ def _validate_oi(root: Path, report: _Report, splits: Iterable[str], decode: boo
             if name in split_of_file and split_of_file[name] != split:
                 report.error(path, record, "img_fn", f"{name!r} is also in split {split_of_file[name]!r}")
             split_of_file.setdefault(name, split)
+            size = item.get("img_size") if isinstance(item.get("img_size"), list) and len(item.get("img_size")) == 2 else None
+            expected = tuple(size) if size is not None and all(_is_index(v) for v in size) else None
+            report.check_image(root / "images" / f"{name}.jpg", f"{path.name}, {record}", expected, decode)
             boxes, labels = item["bbox"], item["det_labels"]
             if not isinstance(boxes, list) or not isinstance(labels, list) or len(boxes) != len(labels):
                 report.error(path, record, "bbox/det_labels", "must be lists of the same length")
                 continue
-            size = item.get("img_size") if isinstance(item.get("img_size"), list) and len(item.get("img_size")) == 2 else None
             uses = _check_relations(report, path, record, item["rel"], len(boxes), 0, num_predicates)
             for index, (box, label) in enumerate(zip(boxes, labels)):
                 where = f"{record}, object {index}"
@@ -260,8 +265,6 @@ def _validate_oi(root: Path, report: _Report, splits: Iterable[str], decode: boo
                     continue
                 # The loader's +1 convention makes [x1, x2] inclusive, so x2 == x1 is a one-pixel box.
                 _check_box_xyxy(report, path, where, (box[0], box[1], box[2] + 1, box[3] + 1), size, uses[index])
-            expected = tuple(size) if size is not None and all(_is_index(v) for v in size) else None
-            report.check_image(root / "images" / f"{name}.jpg", f"{path.name}, {record}", expected, decode)
 
 
 def validate_dataset(
