@@ -14,8 +14,8 @@ from egtr.data import (
     count_triplets,
     frequency_bias_tables,
     load_or_compute_triplet_counts,
+    statistics,
 )
-import egtr.data.statistics as statistics
 
 
 def test_count_triplets_from_vg_dataset(vg_root: Path) -> None:

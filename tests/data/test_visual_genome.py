@@ -128,3 +128,11 @@ def test_corrupt_image_error_names_file(vg_root: Path) -> None:
 def test_kind_is_explicit() -> None:
     with pytest.raises(ValueError, match="kind"):
         build_dataset(DataConfig(kind="visual_genome", root="x"), "train", train=False)
+
+
+def test_worker_error_reaches_the_main_process_with_the_file_name(vg_root: Path) -> None:
+    (vg_root / "images" / "chelsea.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    dataset = _eval_dataset(vg_root, "train")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=1, collate_fn=collate_fn)
+    with pytest.raises(DataError, match="chelsea.jpg"):
+        next(iter(loader))

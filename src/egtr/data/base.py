@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from egtr.data.config import IMAGENET_MEAN, IMAGENET_STD
 from egtr.data.errors import DataError
 from egtr.data.images import load_image
 from egtr.data.targets import ImageAnnotation, prepare_target, sample_one_predicate_per_pair
 from egtr.data.transforms import ToTensorNormalize
-from egtr.data.config import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ class DataConfig:
     oi_box_plus_one: bool = True  # OI boxes become [x1, y1, x2 + 1, y2 + 1] like the original (quirk Q5, keep)
     exif_transpose: bool = True  # apply the EXIF orientation before anything else (boxes refer to the shown image)
 
-    def validate(self) -> "DataConfig":
+    def validate(self) -> DataConfig:
         """Raise ValueError for inconsistent values; returns self."""
         if self.kind not in DATASET_KINDS:
             raise ValueError(f"DataConfig.kind must be one of {DATASET_KINDS}, got {self.kind!r}")
@@ -66,12 +66,12 @@ class DataConfig:
         return self
 
     @classmethod
-    def for_speed_measurement(cls, **overrides: Any) -> "DataConfig":
+    def for_speed_measurement(cls, **overrides: Any) -> DataConfig:
         """Eval resize 600/1000 used for the FPS numbers (reference §6.3)."""
         return cls(**{"eval_size": 600, "eval_max_size": 1000, **overrides}).validate()
 
     @classmethod
-    def for_synthetic(cls, root: str, image_size: int = 192, **overrides: Any) -> "DataConfig":
+    def for_synthetic(cls, root: str, image_size: int = 192, **overrides: Any) -> DataConfig:
         """Sizes for the synthetic scene world: train around `image_size`, evaluate at `image_size`.
 
         No intermediate resize (the images are already small); the longer-side caps are loose because the synthetic
@@ -95,7 +95,7 @@ class DataConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "DataConfig":
+    def from_dict(cls, values: dict[str, Any]) -> DataConfig:
         """Inverse of `to_dict` (lists from JSON become tuples); unknown keys are an error."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known

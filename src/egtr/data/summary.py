@@ -60,7 +60,7 @@ def summarize_dataset(dataset: SceneGraphDataset) -> DatasetSummary:
         split=dataset.split,
         num_images=len(dataset),
         num_objects=int(all_labels.size),
-        num_relations=int(len(all_relations)),
+        num_relations=len(all_relations),
         class_names=dataset.class_names,
         predicate_names=dataset.predicate_names,
         class_counts=np.bincount(all_labels, minlength=dataset.num_labels),
@@ -73,15 +73,16 @@ def summarize_dataset(dataset: SceneGraphDataset) -> DatasetSummary:
 
 def format_summary(summary: DatasetSummary, top: int = 20) -> str:
     """Plain-text report (what `egtr data stats` prints)."""
-    lines = [
+    totals = (
         f"split {summary.split}: {summary.num_images} images, {summary.num_objects} objects, "
-        f"{summary.num_relations} relations",
+        f"{summary.num_relations} relations"
+    )
+    per_image = (
         f"objects per image: mean {summary.objects_per_image.mean():.2f}, max {summary.objects_per_image.max()}; "
         f"relations per image: mean {summary.relations_per_image.mean():.2f}, max {summary.relations_per_image.max()}, "
-        f"images without relations: {int((summary.relations_per_image == 0).sum())}",
-        "",
-        "objects per class:",
-    ]
+        f"images without relations: {int((summary.relations_per_image == 0).sum())}"
+    )
+    lines = [totals, per_image, "", "objects per class:"]
     lines += [f"  {count:8d}  {name}" for name, count in zip(summary.class_names, summary.class_counts.tolist())]
     lines += ["", "relations per predicate:"]
     lines += [f"  {count:8d}  {name}" for name, count in zip(summary.predicate_names, summary.predicate_counts.tolist())]

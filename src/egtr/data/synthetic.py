@@ -59,7 +59,7 @@ class SceneObject:
     def area(self) -> int:
         return (self.x2 - self.x1) * (self.y2 - self.y1)
 
-    def shifted(self, dx: int, dy: int) -> "SceneObject":
+    def shifted(self, dx: int, dy: int) -> SceneObject:
         return SceneObject(self.kind, self.x1 + dx, self.y1 + dy, self.x2 + dx, self.y2 + dy)
 
 

@@ -40,7 +40,7 @@ def get_size_with_aspect_ratio(image_size: tuple[int, int], size: int, max_size:
         min_original_size = float(min(width, height))
         max_original_size = float(max(width, height))
         if max_original_size / min_original_size * size > max_size:
-            size = int(round(max_size * min_original_size / max_original_size))
+            size = round(max_size * min_original_size / max_original_size)
     if (width <= height and width == size) or (height <= width and height == size):
         return height, width
     if width < height:
