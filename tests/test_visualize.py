@@ -11,8 +11,8 @@ from PIL import Image
 pytest.importorskip("matplotlib")
 pytest.importorskip("networkx")
 
-from egtr.inference import SceneGraph, SceneObject, SceneRelation  # noqa: E402
-from egtr.visualize import _layout, draw_scene_graph, object_colours, text_colour  # noqa: E402
+from egtr.scene_graph import SceneGraph, SceneObject, SceneRelation
+from egtr.visualize import _layout, draw_scene_graph, object_colours, text_colour
 
 NAMES = ["person", "helmet", "flag", "shirt", "hand", "arm", "face", "hair"]
 PREDICATES = ["wearing", "has", "on", "holding", "near"]
@@ -24,14 +24,21 @@ def random_scene_graph(num_objects: int, num_relations: int, seed: int = 0, size
     objects = []
     for index in range(num_objects):
         x1, y1 = rng.uniform(0, width * 0.8), rng.uniform(0, height * 0.8)
-        x2, y2 = min(x1 + rng.uniform(10, width * 0.4), width), min(y1 + rng.uniform(10, height * 0.4), height)
+        x2, y2 = (
+            min(x1 + rng.uniform(10, width * 0.4), width),
+            min(y1 + rng.uniform(10, height * 0.4), height),
+        )
         label = int(rng.integers(len(NAMES)))
-        objects.append(SceneObject((x1, y1, x2, y2), label, NAMES[label], float(rng.uniform(0.2, 1.0)), index))
+        objects.append(
+            SceneObject((x1, y1, x2, y2), label, NAMES[label], float(rng.uniform(0.2, 1.0)), index)
+        )
     relations = []
     for rank in range(num_relations if num_objects > 1 else 0):
         subject, obj = rng.choice(num_objects, 2, replace=False)
         predicate = int(rng.integers(len(PREDICATES)))
-        relations.append(SceneRelation(int(subject), int(obj), predicate, PREDICATES[predicate], 1 - rank / 100, 0.5))
+        relations.append(
+            SceneRelation(int(subject), int(obj), predicate, PREDICATES[predicate], 1 - rank / 100, 0.5)
+        )
     return SceneGraph(objects, relations, size_hw, None)
 
 
@@ -52,7 +59,9 @@ def test_draw_writes_png_and_svg(tmp_path, num_objects, num_relations, suffix):
         assert document.documentElement.tagName == "svg"
         # matplotlib writes text as glyph paths, each preceded by a comment holding the string
         svg_text = path.read_text()
-        assert all(f"<!-- {index} {item.label_name} -->" in svg_text for index, item in enumerate(graph.objects))
+        assert all(
+            f"<!-- {index} {item.label_name} -->" in svg_text for index, item in enumerate(graph.objects)
+        )
     # one axes for the image, one for the graph
     assert len(figure.axes) == 2
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from egtr.inference import SceneGraph
+    from egtr.scene_graph import SceneGraph
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def text_colour(background: tuple[float, float, float]) -> str:
 
 
 def draw_scene_graph(
-    scene_graph: "SceneGraph",
+    scene_graph: SceneGraph,
     image: Any = None,
     path: str | Path | None = None,
     *,
@@ -60,7 +60,7 @@ def draw_scene_graph(
     title: str | None = None,
     panel_height: float = 7.0,
     dpi: int = 120,
-) -> "Figure":
+) -> Figure:
     """Draw `scene_graph` as image-with-boxes | graph.
 
     Args:
@@ -134,7 +134,11 @@ def _load_picture(image: Any, image_size: tuple[int, int]) -> np.ndarray:
         array = np.asarray(image)
         if array.dtype != np.uint8:
             # Floats in [0, 1] are the usual non-uint8 image convention.
-            array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8) if array.max() <= 1 else array.astype(np.uint8)
+            array = (
+                (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
+                if array.max() <= 1
+                else array.astype(np.uint8)
+            )
         picture = Image.fromarray(array).convert("RGB")
     if max(picture.size) > _MAX_IMAGE_SIDE:
         picture = picture.copy()
@@ -143,9 +147,9 @@ def _load_picture(image: Any, image_size: tuple[int, int]) -> np.ndarray:
 
 
 def _draw_image_panel(
-    axes: "Axes",
+    axes: Axes,
     picture: np.ndarray,
-    scene_graph: "SceneGraph",
+    scene_graph: SceneGraph,
     colours: list,
     tags: list[str],
     show_scores: bool,
@@ -176,9 +180,16 @@ def _draw_image_panel(
         # Candidates: above the box's top-left corner, then inside it, stepping down one label height at a time,
         # so that labels of boxes with (almost) the same corner do not hide each other.
         label_height = _display_extent(label, renderer)[3] - _display_extent(label, renderer)[1]
-        step = abs(axes.transData.inverted().transform((0, 0))[1] - axes.transData.inverted().transform((0, label_height))[1])
+        step = abs(
+            axes.transData.inverted().transform((0, 0))[1]
+            - axes.transData.inverted().transform((0, label_height))[1]
+        )
         candidates = [(y1, "bottom")] if y1 - step >= 0 else []
-        candidates += [(max(y1, 0) + offset * step, "top") for offset in range(0, 4) if max(y1, 0) + (offset + 1) * step <= y2]
+        candidates += [
+            (max(y1, 0) + offset * step, "top")
+            for offset in range(4)
+            if max(y1, 0) + (offset + 1) * step <= y2
+        ]
         candidates = candidates or [(max(y1, 0), "top")]
         for y, alignment in candidates:
             label.set_y(y)
@@ -229,8 +240,8 @@ def _area(box: tuple[float, float, float, float]) -> float:
 
 # ---------------------------------------------------------------------------------------------- graph panel
 def _draw_graph_panel(
-    axes: "Axes",
-    scene_graph: "SceneGraph",
+    axes: Axes,
+    scene_graph: SceneGraph,
     relations: list,
     colours: list,
     tags: list[str],
@@ -308,7 +319,7 @@ def _draw_graph_panel(
         placed.append(_display_extent(text, renderer))
 
 
-def _layout(scene_graph: "SceneGraph", relations: list, half_sizes: np.ndarray) -> np.ndarray:
+def _layout(scene_graph: SceneGraph, relations: list, half_sizes: np.ndarray) -> np.ndarray:
     """(n, 2) node centres in [0, 1] axes units: box centres -> bounded force layout -> overlap removal."""
     count = len(scene_graph.objects)
     if count == 1:
@@ -341,7 +352,9 @@ def _fill_panel(positions: np.ndarray, half_sizes: np.ndarray, margin: float = 0
     return stretched
 
 
-def _force_layout(start: np.ndarray, edges: np.ndarray, half_sizes: np.ndarray, iterations: int = 150) -> np.ndarray:
+def _force_layout(
+    start: np.ndarray, edges: np.ndarray, half_sizes: np.ndarray, iterations: int = 150
+) -> np.ndarray:
     """Fruchterman-Reingold layout confined to the unit square (Fruchterman & Reingold, 1991).
 
     Unlike `networkx.spring_layout` the frame is fixed, so isolated nodes cannot fly off and squeeze the connected
@@ -417,7 +430,7 @@ def _arc_point(start: np.ndarray, end: np.ndarray, curvature: float, fraction: f
     return (1 - fraction) ** 2 * start + 2 * (1 - fraction) * fraction * control + fraction**2 * end
 
 
-def _arrow(axes: "Axes", start: np.ndarray, end: np.ndarray, curvature: float, colour: Any) -> None:
+def _arrow(axes: Axes, start: np.ndarray, end: np.ndarray, curvature: float, colour: Any) -> None:
     from matplotlib.patches import FancyArrowPatch
 
     axes.add_patch(
