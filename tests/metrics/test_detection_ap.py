@@ -1,0 +1,61 @@
+"""COCO-style detection AP (both styles of the original) against the reference numbers."""
+
+import json
+
+import numpy as np
+import pytest
+
+from egtr.metrics import DetectionAP, SceneGroundTruth
+from egtr.postprocess import DetectionPrediction, postprocess_detections, postprocess_open_images
+
+from .conftest import REFERENCE
+
+
+def test_vg_style_with_the_split_json(
+    model_outputs, image_sizes_hw, vg_ground_truths, vg_ground_truth_json, vg_reference
+):
+    detections = postprocess_detections(model_outputs["logits"], model_outputs["pred_boxes"], image_sizes_hw)
+    metric = DetectionAP(style="coco", coco_ground_truth=vg_ground_truth_json["coco_gt"])
+    result = metric.update(detections, vg_ground_truths).compute()
+    assert result.stats.tolist() == vg_reference["detection"]["coco_stats"]
+    assert result.to_dict()["AP50"] == vg_reference["detection"]["AP50"]
+
+
+def test_vg_style_with_ground_truth_built_from_the_boxes(
+    model_outputs, image_sizes_hw, vg_ground_truths, vg_reference
+):
+    detections = postprocess_detections(model_outputs["logits"], model_outputs["pred_boxes"], image_sizes_hw)
+    result = DetectionAP(12, style="coco").update(detections, vg_ground_truths).compute()
+    np.testing.assert_allclose(result.stats, vg_reference["detection"]["coco_stats"], rtol=1e-12, atol=0)
+
+
+def test_open_images_style(model_outputs, image_sizes_hw, vg_ground_truths, bulk, bulk_reference):
+    expected = json.loads((REFERENCE / "eval_oi.json").read_text())["metrics"]
+    predictions = postprocess_open_images(**model_outputs, image_sizes_hw=image_sizes_hw)
+    result = DetectionAP(12, style="open_images").update(predictions, vg_ground_truths).compute().to_dict()
+    bulk_result = DetectionAP(bulk["num_classes"], style="open_images")
+    bulk_result = bulk_result.update(bulk["open_images"], bulk["ground_truths"]).compute().to_dict()
+    for name in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
+        assert result[f"bbox/{name}"] == expected[f"bbox/{name}"]
+        assert bulk_result[f"bbox/{name}"] == bulk_reference["metrics"][f"bbox/{name}"]
+
+
+def test_perfect_and_empty_detections():
+    truth = SceneGroundTruth(
+        np.array([[10, 10, 60, 80], [100, 50, 200, 90]], np.float32), np.array([0, 2]), np.zeros((0, 3))
+    )
+    perfect = DetectionPrediction(truth.boxes, truth.labels, np.array([0.9, 0.8], np.float32))
+    assert DetectionAP(3).update([perfect], [truth]).compute().ap50 == pytest.approx(1.0)
+    empty = DetectionPrediction(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    assert DetectionAP(3).update([empty], [truth]).compute().ap50 == 0.0
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="style"):
+        DetectionAP(3, style="voc")
+    with pytest.raises(ValueError, match="num_classes"):
+        DetectionAP()
+    metric = DetectionAP(style="coco", coco_ground_truth={"images": [], "annotations": [], "categories": []})
+    truth = SceneGroundTruth(np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros((0, 3)))
+    with pytest.raises(ValueError, match="image_id"):
+        metric.update([DetectionPrediction(np.zeros((0, 4)), np.zeros(0), np.zeros(0))], [truth])
