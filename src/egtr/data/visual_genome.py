@@ -83,6 +83,8 @@ def parse_vg_split(root: Path, split: str) -> tuple[list[ImageAnnotation], list[
     for position, image in sorted(enumerate(images), key=lambda item: _require(item[1], "id", f"{split_file}, images[{item[0]}]")):
         where = f"{split_file}, images[{position}]"
         image_id = image["id"]
+        if not isinstance(image_id, int) or isinstance(image_id, bool):
+            raise DataError(f"{where}: field 'id' must be an integer, got {image_id!r}")
         if image_id in seen_ids:
             raise DataError(f"{where}: duplicate image id {image_id}")
         seen_ids.add(image_id)
