@@ -80,11 +80,14 @@ def parse_vg_split(root: Path, split: str) -> tuple[list[ImageAnnotation], list[
 
     parsed = []
     seen_ids = set()
-    for position, image in sorted(enumerate(images), key=lambda item: _require(item[1], "id", f"{split_file}, images[{item[0]}]")):
+    for position, image in enumerate(images):
+        image_id = _require(image, "id", f"{split_file}, images[{position}]")
+        if not isinstance(image_id, int) or isinstance(image_id, bool):
+            raise DataError(f"{split_file}, images[{position}]: field 'id' must be an integer, got {image_id!r}")
+    # Dataset order = ascending image id, like torchvision's CocoDetection (`sorted(coco.imgs.keys())`).
+    for position, image in sorted(enumerate(images), key=lambda item: item[1]["id"]):
         where = f"{split_file}, images[{position}]"
         image_id = image["id"]
-        if not isinstance(image_id, int) or isinstance(image_id, bool):
-            raise DataError(f"{where}: field 'id' must be an integer, got {image_id!r}")
         if image_id in seen_ids:
             raise DataError(f"{where}: duplicate image id {image_id}")
         seen_ids.add(image_id)
