@@ -99,6 +99,7 @@ def test_images_without_relations_and_missing_rel_entry(tmp_path: Path) -> None:
         (lambda coco, rel: coco["images"].append(dict(coco["images"][0])), "duplicate image id"),
         (lambda coco, rel: coco["annotations"][0].pop("bbox"), "missing field 'bbox'"),
         (lambda coco, rel: coco["images"][1].update(id="x"), "images[1]: field 'id' must be an integer"),
+        (lambda coco, rel: coco["annotations"][1].update(category_id="2"), "field 'category_id' must be an integer"),
     ],
 )
 def test_bad_annotations_raise_clear_errors(tmp_path: Path, mutate, message: str) -> None:

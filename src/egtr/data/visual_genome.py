@@ -98,8 +98,13 @@ def parse_vg_split(root: Path, split: str) -> tuple[list[ImageAnnotation], list[
             if not isinstance(bbox, list) or len(bbox) != 4:
                 raise DataError(f"{split_file}, image {image_id}, annotation {index}: field 'bbox' must be [x, y, w, h]")
             boxes.append(bbox)
-        labels = [_require(obj, "category_id", f"{split_file}, image {image_id}, annotation {index}") - 1
-                  for index, obj in enumerate(objects)]
+        labels = []
+        for index, obj in enumerate(objects):
+            category_id = _require(obj, "category_id", f"{split_file}, image {image_id}, annotation {index}")
+            if not isinstance(category_id, int) or isinstance(category_id, bool):
+                raise DataError(f"{split_file}, image {image_id}, annotation {index}: field 'category_id' must be an "
+                                f"integer, got {category_id!r}")
+            labels.append(category_id - 1)
         try:
             triplets = np.asarray(split_relations.get(str(image_id), []), dtype=np.int64).reshape(-1, 3).copy()
         except (ValueError, TypeError) as error:
