@@ -151,3 +151,76 @@ def test_bad_device_and_dtype(reference_dir):
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
     assert resolve_device("auto").type in ("cpu", "cuda")
+
+
+# ---------------------------------------------------------------------------------------------- many files / CLI
+def test_expand_image_paths(tmp_path):
+    from egtr.inference import expand_image_paths
+
+    (tmp_path / "sub").mkdir()
+    for name in ("b.jpg", "a.PNG", "notes.txt", "sub/c.jpeg"):
+        (tmp_path / name).write_bytes(b"x")
+    paths, unmatched = expand_image_paths(
+        [tmp_path, tmp_path / "notes.txt", str(tmp_path / "*.jpg"), "nothing/*.png"]
+    )
+    # folder: image suffixes only, sorted; an explicit file is taken whatever its suffix; duplicates dropped
+    assert paths == [tmp_path / "a.PNG", tmp_path / "b.jpg", tmp_path / "notes.txt"]
+    assert unmatched == ["nothing/*.png"]
+    recursive, _ = expand_image_paths([tmp_path], recursive=True)
+    assert tmp_path / "sub" / "c.jpeg" in recursive
+
+
+def test_output_names_are_unique():
+    from egtr.inference import _unique_stems
+
+    names = _unique_stems(
+        [Path("x/photo.jpg"), Path("y/photo.jpg"), Path("y/photo.png"), Path("z/other.jpg")]
+    )
+    assert names[Path("z/other.jpg")] == "other"
+    assert len(set(names.values())) == 4
+    assert names[Path("x/photo.jpg")] == "x_photo_jpg"
+
+
+def test_cli_predict_processes_a_folder_and_reports_the_corrupt_file(reference_dir, tmp_path, capsys):
+    from egtr.cli import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "astronaut.jpg").write_bytes(ASTRONAUT.read_bytes())
+    (images / "coffee.jpg").write_bytes(COFFEE.read_bytes())
+    (images / "corrupt.jpg").write_bytes(COFFEE.read_bytes()[:2000])  # truncated JPEG
+    (images / "readme.txt").write_text("not an image, ignored in a folder")
+    out = tmp_path / "out"
+    code = main([
+        "predict", str(images), "--model", str(reference_dir / "artifact"), "--out", str(out),
+        "--size", "160", "--max-size", "240", "--top-k", "8", "--device", "cpu", "--batch-size", "2",
+        "--format", "png", "svg", "--no-progress",
+    ])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "2 of 3 images processed" in captured.out
+    assert "corrupt.jpg" in captured.err and "truncated" in captured.err
+    assert sorted(path.name for path in out.iterdir()) == [
+        "astronaut.json", "astronaut.png", "astronaut.svg", "coffee.json", "coffee.png", "coffee.svg",
+    ]  # fmt: skip
+    graph = SceneGraph.from_json(out / "coffee.json")
+    assert graph.image_size == (400, 600) and 0 < len(graph.relations) <= 8
+    assert graph.image_path == str(images / "coffee.jpg")
+    with Image.open(out / "astronaut.png") as drawing:
+        assert drawing.width > drawing.height
+
+
+def test_cli_predict_all_good_exits_zero(reference_dir, tmp_path, capsys):
+    from egtr.cli import main
+
+    code = main([
+        "predict", str(ASTRONAUT), "--model", str(reference_dir / "artifact"), "--out", str(tmp_path),
+        "--size", "160", "--max-size", "240", "--device", "cpu", "--no-draw", "--no-graph-constraint",
+        "--top-k", "40", "--no-progress",
+    ])  # fmt: skip
+    assert code == 0
+    graph = SceneGraph.from_json(tmp_path / "astronaut.json")
+    pairs = [(r.subject, r.object) for r in graph.relations]
+    assert len(graph.relations) == 40 and len(set(pairs)) < 40  # some pair carries several predicates
+    assert not (tmp_path / "astronaut.png").exists()
+    assert main(["predict", str(tmp_path / "none*.jpg"), "--model", "x", "--out", str(tmp_path)]) == 2

@@ -90,11 +90,189 @@ def _run_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_predict_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="scene graphs of image files: one JSON and one drawing (image with boxes | graph) per image",
+        description="Predict scene graphs for image files, folders and glob patterns. Unreadable images are "
+        "reported and skipped; the exit code is 1 if any image was skipped.",
+    )
+    parser.add_argument("images", nargs="+", help="image files, folders (their image files) or glob patterns")
+    parser.add_argument("--model", required=True, help="model directory (save_pretrained) or official artifact")
+    parser.add_argument("--out", required=True, help="output folder (created if missing)")
+    parser.add_argument("--top-k", type=int, default=20, help="relations kept per image (default 20)")
+    parser.add_argument("--score-threshold", type=float, default=0.0, help="drop relations with a lower triplet score")
+    parser.add_argument(
+        "--object-threshold", type=float, default=None,
+        help="also keep objects with at least this score that are in no kept relation (default: only related objects)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-graph-constraint", action="store_true", help="allow several predicates per subject/object pair"
+    )
+    parser.add_argument("--size", type=int, default=800, help="shorter side after resize (default 800, as evaluation)")
+    parser.add_argument("--max-size", type=int, default=1333, help="cap on the longer side (default 1333)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (autocast)")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
+    parser.add_argument(
+        "--format", nargs="*", default=["png"], choices=("png", "svg", "pdf"), help="drawing formats (default png)"
+    )
+    parser.add_argument("--no-draw", action="store_true", help="write only the JSON files")
+    parser.add_argument("--draw-relations", type=int, default=40, help="relations shown in a drawing (default 40)")
+    parser.add_argument("--recursive", action="store_true", help="also take images from sub-folders")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from egtr.inference import Predictor, expand_image_paths, predict_files
+
+    paths, unmatched = expand_image_paths(args.images, recursive=args.recursive)
+    for item in unmatched:
+        print(f"warning: {item}: no such file, no images in this folder, or no match", file=sys.stderr)
+    if not paths:
+        print("error: no images to process", file=sys.stderr)
+        return 2
+    predictor = Predictor.from_pretrained(
+        args.model, device=args.device, dtype=args.dtype, image_size=args.size, max_size=args.max_size,
+        top_k=args.top_k, score_threshold=args.score_threshold, graph_constraint=not args.no_graph_constraint,
+        object_threshold=args.object_threshold, batch_size=args.batch_size,
+    )  # fmt: skip
+    report = predict_files(
+        predictor, paths, args.out, draw_formats=[] if args.no_draw else args.format,
+        max_draw_relations=args.draw_relations, progress=not args.no_progress,
+    )  # fmt: skip
+    print(f"{len(report.outputs)} of {len(paths)} images processed; results in {args.out}")
+    if report.failures:
+        print(f"{len(report.failures)} image(s) could not be read and were skipped:", file=sys.stderr)
+        for path, reason in report.failures.items():
+            print(f"  {reason if path in reason else f'{path}: {reason}'}", file=sys.stderr)
+        return 1
+    return 1 if unmatched else 0
+
+
+def _add_benchmark_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "benchmark",
+        help="inference speed: model-only and end-to-end FPS, median and spread, warm-up excluded",
+        description="Measure FPS the way the paper's number should be read: shorter side 600, longer <= 1000, "
+        "batch 1, warm-up excluded, device synchronised; model-only and end-to-end (decode + resize + model + "
+        "post-processing) reported separately.",
+    )
+    parser.add_argument(
+        "--model", default=None, help="model directory or official artifact; default: random weights of --config"
+    )
+    parser.add_argument(
+        "--config", default=None, help="config.json for a random-weight model (default: the paper's VG model)"
+    )
+    parser.add_argument("--image", default=None, help="image file (default: a bundled 600x400 photo)")
+    parser.add_argument("--size", type=int, default=600, help="shorter side (default 600, as the paper's FPS)")
+    parser.add_argument("--max-size", type=int, default=1000, help="cap on the longer side (default 1000)")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, ...")
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (autocast)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (compiled during warm-up)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed iterations per scope (default 10)")
+    parser.add_argument("--runs", type=int, default=50, help="timed iterations per scope (default 50)")
+    parser.add_argument(
+        "--scope", choices=("model", "end-to-end", "both"), default="both", help="what to time (default both)"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op CPU threads (default: torch's)")
+    parser.add_argument("--out", default=None, help="write the full result as JSON here")
+    parser.set_defaults(func=_run_benchmark)
+
+
+def _run_benchmark(args: argparse.Namespace) -> int:
+    from egtr.benchmark import format_result, run_benchmark, write_result
+    from egtr.config import EGTRConfig
+    from egtr.models.egtr import EGTR
+
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.model and args.config:
+        print("error: give --model or --config, not both", file=sys.stderr)
+        return 2
+    if args.model:
+        model, description = EGTR.from_pretrained(args.model), str(args.model)
+    else:
+        config = EGTRConfig.from_json(args.config) if args.config else EGTRConfig()
+        model = EGTR(config).eval()
+        description = f"{args.config or 'EGTR VG configuration'} (random weights; speed does not depend on them)"
+    scopes = {"model": ("model",), "end-to-end": ("end_to_end",), "both": ("model", "end_to_end")}[args.scope]
+    result = run_benchmark(
+        model, args.image, image_size=args.size, max_size=args.max_size, batch_size=args.batch_size,
+        device=args.device, dtype=args.dtype, compile_model=args.compile, warmup=args.warmup, runs=args.runs,
+        scopes=scopes, model_description=description,
+    )  # fmt: skip
+    print(format_result(result))
+    if args.out:
+        print(f"written to {write_result(result, args.out)}")
+    return 0
+
+
+def _add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="reference SGG metrics (R@K, mR@K, OI wmAP, AP50) of a model on a dataset split, or of a predictions file",
+        description="Run a model over a dataset split (or read a saved predictions file) and compute the original "
+        "EGTR evaluation: VG R@K/mR@K with and without graph constraint and COCO AP50, or the Open Images micro R@50, "
+        "wmAP_rel, wmAP_phr and score_wtd. Writes a JSON with every number and the settings, prints a table.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="model directory (save_pretrained), official artifact or .ckpt")
+    source.add_argument("--predictions", help="a predictions .npz written by --save-predictions (no model needed)")
+    parser.add_argument("--data-root", default=None, help="dataset folder (needed with --model)")
+    parser.add_argument("--kind", choices=("vg", "oi"), default="vg", help="dataset layout: vg (RelTR) or oi (SGTR)")
+    parser.add_argument("--split", choices=("train", "val", "test"), default="test")
+    parser.add_argument(
+        "--ground-truth", default=None,
+        help="with --predictions: ground-truth .npz (default: the one saved next to the predictions, else --data-root)",
+    )  # fmt: skip
+    parser.add_argument("--size", type=int, default=800, help="shorter side after resize (default 800, the paper's)")
+    parser.add_argument("--max-size", type=int, default=1333, help="cap on the longer side (default 1333)")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, ...")
+    parser.add_argument("--top-k", type=int, default=100, help="triplets kept per image (default 100)")
+    parser.add_argument(
+        "--modes", default=None,
+        help="comma list of graph_constraint, no_graph_constraint, open_images (default: VG both graph modes; OI "
+        "graph_constraint,open_images)",
+    )  # fmt: skip
+    parser.add_argument("--no-detection", action="store_true", help="skip the (slow) pycocotools detection AP")
+    parser.add_argument("--zero-shot", action="store_true", help="also zero-shot recall (triplets unseen in train)")
+    parser.add_argument("--max-images", type=int, default=None, help="only the first N images (quick check)")
+    parser.add_argument("--save-predictions", default=None, help="write the predictions (and ground truth) here")
+    parser.add_argument("--output", default=None, help="metrics JSON path (default: evaluation-<split>.json)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from egtr.evaluation import run_evaluation
+
+    report, output = run_evaluation(
+        model=args.model, predictions=args.predictions, data_root=args.data_root, kind=args.kind, split=args.split,
+        ground_truth=args.ground_truth, size=args.size, max_size=args.max_size, batch_size=args.batch_size,
+        num_workers=args.num_workers, device=args.device, top_k=args.top_k,
+        modes=args.modes.split(",") if args.modes else None, detection=not args.no_detection,
+        zero_shot=args.zero_shot, max_images=args.max_images, save_predictions=args.save_predictions,
+        output=args.output or f"evaluation-{args.split}.json", progress=not args.no_progress,
+    )  # fmt: skip
+    print(report.format_table())
+    print(f"metrics and settings written to {output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="egtr", description="EGTR scene graph generation")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for add_command in (_add_info_command, _add_data_command):
+    for add_command in (
+        _add_info_command, _add_data_command, _add_predict_command, _add_benchmark_command, _add_evaluate_command,
+    ):  # fmt: skip
         add_command(subparsers)
     return parser
 

@@ -29,11 +29,14 @@ if TYPE_CHECKING:
     from egtr.models.egtr import EGTR
 
 __all__ = [
+    "FilesReport",
     "Predictor",
     "PreparedImage",
     "SceneGraph",
     "SceneObject",
     "SceneRelation",
+    "expand_image_paths",
+    "predict_files",
     "scene_graph_from_arrays",
     "to_pil_image",
 ]
@@ -78,11 +81,13 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 @dataclass
 class PreparedImage:
-    """An image ready for the model: `pixel_values` (3, h, w) normalised, resized; `size_hw` of the original."""
+    """An image ready for the model: `pixel_values` (3, h, w) normalised and resized, `size_hw` of the original,
+    and the decoded original `image` (kept for drawing)."""
 
     pixel_values: torch.Tensor
     size_hw: tuple[int, int]
     path: str | None = None
+    image: Image.Image | None = None
 
 
 class Predictor:
@@ -178,7 +183,7 @@ class Predictor:
             picture = to_pil_image(image)
         empty_target = {"boxes": torch.zeros(0, 4), "class_labels": torch.zeros(0, dtype=torch.int64)}
         pixel_values, _ = self._transform(picture, empty_target)
-        return PreparedImage(pixel_values=pixel_values, size_hw=(picture.height, picture.width), path=path)
+        return PreparedImage(pixel_values, (picture.height, picture.width), path=path, image=picture)
 
     @torch.inference_mode()
     def forward(self, batch: Sequence[PreparedImage]) -> Any:
@@ -188,7 +193,7 @@ class Predictor:
         collated = collate_fn([(item.pixel_values, {}) for item in batch])
         pixel_values = collated["pixel_values"].to(self.device, non_blocking=True)
         pixel_mask = collated["pixel_mask"].to(self.device, non_blocking=True)
-        with self._autocast():
+        with self.autocast_context():
             return self.model(pixel_values, pixel_mask)
 
     def postprocess(self, output: Any, batch: Sequence[PreparedImage], **options: Any) -> list[SceneGraph]:
@@ -272,7 +277,8 @@ class Predictor:
         settings.update(options)
         return settings
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def autocast_context(self) -> contextlib.AbstractContextManager:
+        """`torch.autocast` for bfloat16/float16, a no-op for float32."""
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
@@ -323,3 +329,144 @@ def _is_single_image(images: Any) -> bool:
 def _chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+# ================================================================================================== many files
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+def expand_image_paths(inputs: Sequence[str | Path], recursive: bool = False) -> tuple[list[Path], list[str]]:
+    """Turn command-line inputs into image files.
+
+    A file is taken as given (whatever its suffix, so that a misnamed image is still tried); a folder gives the
+    files with an image suffix inside it (sorted; with `recursive`, also in sub-folders); anything else is tried as
+    a glob pattern (for shells that pass patterns through unexpanded).
+
+    Returns:
+        (unique files in input order, inputs that matched nothing).
+    """
+    import glob
+
+    paths: list[Path] = []
+    unmatched: list[str] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_file():
+            found = [path]
+        elif path.is_dir():
+            pattern = "**/*" if recursive else "*"
+            found = sorted(
+                p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+        else:
+            found = sorted(
+                Path(match) for match in glob.glob(str(item), recursive=recursive) if Path(match).is_file()
+            )
+        if not found:
+            unmatched.append(str(item))
+        paths.extend(found)
+    unique = list(dict.fromkeys(paths))  # keep the first occurrence of a file named twice
+    return unique, unmatched
+
+
+@dataclass
+class FilesReport:
+    """What `predict_files` did: one JSON (and drawings) per processed image, and the files it skipped."""
+
+    outputs: dict[str, list[Path]]  # image path -> files written for it
+    failures: dict[str, str]  # image path -> why it was skipped
+
+
+def predict_files(
+    predictor: Predictor,
+    paths: Sequence[Path],
+    out_dir: str | Path,
+    *,
+    draw_formats: Sequence[str] = ("png",),
+    max_draw_relations: int | None = 40,
+    progress: bool = True,
+) -> FilesReport:
+    """Predict every image file, writing `<out_dir>/<name>.json` and `<out_dir>/<name>.<format>` drawings.
+
+    Images that cannot be read are logged and recorded in the report; the others are still processed. Output
+    names are the image stems, made unique with the parent folder name (and a counter) where two images share one.
+
+    Args:
+        predictor: the model wrapper; its `batch_size` images go through one forward pass.
+        paths: image files (see `expand_image_paths`).
+        out_dir: created if missing.
+        draw_formats: drawing formats ("png", "svg", "pdf"); empty = JSON only.
+        max_draw_relations: relations shown in a drawing (the JSON keeps all of them).
+        progress: show a tqdm progress bar.
+    """
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from egtr.data.errors import DataError
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    formats = [fmt.lower().lstrip(".") for fmt in draw_formats]
+    if formats:
+        _require_drawing_libraries()
+    stems = _unique_stems(paths)
+    report = FilesReport(outputs={}, failures={})
+    # logging_redirect_tqdm: warnings about skipped files print above the bar instead of breaking it
+    with (
+        logging_redirect_tqdm(),
+        tqdm(total=len(paths), unit="image", disable=not progress, dynamic_ncols=True) as bar,
+    ):
+        for chunk in _chunks(list(paths), predictor.batch_size):
+            prepared = []
+            for path in chunk:
+                try:
+                    prepared.append(predictor.prepare(path))
+                except (DataError, OSError, ValueError) as error:
+                    report.failures[str(path)] = str(error)
+                    logger.warning("skipped %s", error)
+                    bar.update(1)
+            if not prepared:
+                continue
+            graphs = predictor.postprocess(predictor.forward(prepared), prepared)
+            for item, graph in zip(prepared, graphs):
+                stem = stems[Path(item.path)]  # type: ignore[arg-type]
+                written = [out_dir / f"{stem}.json"]
+                graph.to_json(written[0])
+                for fmt in formats:
+                    written.append(out_dir / f"{stem}.{fmt}")
+                    graph.draw(written[-1], image=item.image, max_relations=max_draw_relations)
+                report.outputs[str(item.path)] = written
+                bar.update(1)
+    return report
+
+
+def _require_drawing_libraries() -> None:
+    import importlib.util
+
+    missing = [name for name in ("matplotlib", "networkx") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(
+            f"drawing needs {' and '.join(missing)}: pip install 'egtr[viz]' (or skip drawings)"
+        )
+
+
+def _unique_stems(paths: Sequence[Path]) -> dict[Path, str]:
+    """Output name per image: the stem, or `<parent>_<stem>` / `<stem>_<n>` where stems collide."""
+    counts: dict[str, int] = {}
+    for path in paths:
+        counts[path.stem] = counts.get(path.stem, 0) + 1
+    names: dict[Path, str] = {}
+    taken: set[str] = set()
+    for path in paths:
+        name = (
+            path.stem
+            if counts[path.stem] == 1
+            else f"{path.parent.name}_{path.stem}{path.suffix.replace('.', '_')}"
+        )
+        candidate, number = name, 1
+        while candidate in taken:
+            number += 1
+            candidate = f"{name}_{number}"
+        taken.add(candidate)
+        names[path] = candidate
+    return names

@@ -1,0 +1,301 @@
+"""An honest speed benchmark of EGTR inference (`egtr benchmark`).
+
+The original FPS number (reference §6.3) was read off tqdm's it/s over the test loader: no warm-up exclusion, no
+device synchronisation, data loading included. Here the measurement is explicit:
+
+* input: one real photo resized like the paper's FPS run (shorter side 600, longer side <= 1000), batch 1;
+* warm-up iterations (cuDNN autotuning, allocator growth, `torch.compile`) are run first and excluded;
+* every timed iteration ends with `torch.cuda.synchronize()` on CUDA, so the time is the device's, not the launch's;
+* the median and the spread (p10/p90, IQR, std) over N runs are reported, FPS = batch size / median;
+* two scopes are reported separately: **model** (the forward pass on a tensor already on the device) and
+  **end-to-end** (decode the file + resize + normalise + host-to-device copy + forward + post-processing into a
+  `SceneGraph`);
+* the parameter count, peak memory (CUDA allocator peak per scope, process peak RSS) and the environment
+  (device name, torch version, threads, TF32 flags) go into the JSON so that numbers can be compared.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from egtr.inference import Predictor, PreparedImage, resolve_device, resolve_dtype
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_IMAGE = Path(__file__).parent / "assets" / "coffee.jpg"  # 400x600 photo -> 600x900 input at 600/1000
+
+
+@dataclass
+class TimingStats:
+    """Summary of per-iteration wall times (milliseconds)."""
+
+    runs: int
+    median_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    p10_ms: float
+    p90_ms: float
+    iqr_ms: float
+    images_per_iteration: int
+    fps: float  # images per second at the median time
+
+    @classmethod
+    def from_seconds(cls, seconds: list[float], images_per_iteration: int = 1) -> TimingStats:
+        if not seconds:
+            raise ValueError("no timed runs")
+        milliseconds = np.asarray(seconds, dtype=np.float64) * 1000.0
+        p10, p25, median, p75, p90 = np.percentile(milliseconds, [10, 25, 50, 75, 90])
+        return cls(
+            runs=len(seconds),
+            median_ms=float(median),
+            mean_ms=float(milliseconds.mean()),
+            std_ms=float(statistics.pstdev(milliseconds.tolist())),
+            min_ms=float(milliseconds.min()),
+            max_ms=float(milliseconds.max()),
+            p10_ms=float(p10),
+            p90_ms=float(p90),
+            iqr_ms=float(p75 - p25),
+            images_per_iteration=images_per_iteration,
+            fps=float(images_per_iteration * 1000.0 / median),
+        )
+
+
+def time_function(
+    function: Callable[[], Any], device: torch.device, warmup: int, runs: int
+) -> tuple[list[float], float]:
+    """Run `function` warmup + runs times; returns (per-run seconds of the timed runs, seconds of the first call).
+
+    The device is synchronised before starting the clock and before stopping it, so queued GPU work is counted in
+    the iteration that issued it.
+    """
+    first_call = 0.0
+    for index in range(warmup):
+        start = time.perf_counter()
+        function()
+        _synchronize(device)
+        if index == 0:
+            first_call = time.perf_counter() - start
+    times = []
+    for _ in range(runs):
+        _synchronize(device)
+        start = time.perf_counter()
+        function()
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times, first_call
+
+
+def run_benchmark(
+    model: torch.nn.Module,
+    image: str | Path | None = None,
+    *,
+    image_size: int = 600,
+    max_size: int | None = 1000,
+    batch_size: int = 1,
+    device: str | torch.device | None = "auto",
+    dtype: str | torch.dtype = "float32",
+    compile_model: bool = False,
+    warmup: int = 10,
+    runs: int = 50,
+    scopes: tuple[str, ...] = ("model", "end_to_end"),
+    model_description: str = "",
+) -> dict[str, Any]:
+    """Measure the inference speed of `model` (an `EGTR`) on one image file.
+
+    Args:
+        model: the network (its weights do not change the speed; random weights are fine).
+        image: image file (decoded in every end-to-end iteration); default: the bundled coffee photo.
+        image_size, max_size: resize of the shorter side / cap on the longer side (paper FPS: 600 / 1000).
+        batch_size: images per forward pass (the paper: 1); the same image is repeated.
+        device: "auto", "cpu", "cuda", ...
+        dtype: "float32", "bfloat16" or "float16" (reduced precision runs under `torch.autocast`, like `Predictor`).
+        compile_model: wrap the model in `torch.compile` (compilation happens in the warm-up, reported apart).
+        warmup: untimed iterations per scope (at least 1).
+        runs: timed iterations per scope.
+        scopes: any of "model", "end_to_end".
+        model_description: free text stored in the result (e.g. the checkpoint path).
+
+    Returns:
+        A JSON-serialisable dict: settings, environment, parameter counts, and per scope the `TimingStats`, the
+        first-call time and the CUDA peak memory.
+    """
+    unknown = set(scopes) - {"model", "end_to_end"}
+    if unknown or not scopes:
+        raise ValueError(f"scopes must be some of ('model', 'end_to_end'), got {scopes}")
+    if warmup < 1 or runs < 1:
+        raise ValueError(f"warmup and runs must be >= 1, got warmup={warmup}, runs={runs}")
+    image_path = Path(image) if image is not None else DEFAULT_IMAGE
+    torch_device = resolve_device(device)
+    predictor = Predictor(
+        model, device=torch_device, dtype=resolve_dtype(dtype), image_size=image_size, max_size=max_size,
+        batch_size=batch_size, top_k=100,
+    )  # fmt: skip
+    parameters = {id(p): p.numel() for p in model.parameters()}  # shared tensors counted once
+    buffers = sum(buffer.numel() for buffer in model.buffers())
+    if compile_model:
+        predictor.model = torch.compile(predictor.model)
+
+    prepared = predictor.prepare(image_path)  # raises DataError naming the file if unreadable
+    batch = [prepared] * batch_size
+    result: dict[str, Any] = {
+        "model": model_description,
+        "parameters": sum(parameters.values()),
+        "buffer_values": buffers,
+        "settings": {
+            "image": str(image_path),
+            "original_size_hw": list(prepared.size_hw),
+            "input_size_hw": list(prepared.pixel_values.shape[-2:]),
+            "image_size": image_size,
+            "max_size": max_size,
+            "batch_size": batch_size,
+            "device": str(torch_device),
+            "dtype": str(predictor.dtype).removeprefix("torch."),
+            "precision": "float32"
+            if predictor.dtype == torch.float32
+            else "torch.autocast (weights float32)",
+            "compile": compile_model,
+            "warmup": warmup,
+            "runs": runs,
+        },
+        "environment": environment(torch_device),
+        "scopes": {},
+    }
+    for scope in scopes:
+        if scope == "model":
+            function = _model_only(predictor, batch)
+        else:
+            function = _end_to_end(predictor, image_path, batch_size)
+        if torch_device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(torch_device)
+        times, first_call = time_function(function, torch_device, warmup, runs)
+        scope_result: dict[str, Any] = asdict(TimingStats.from_seconds(times, batch_size))
+        scope_result["first_call_s"] = first_call  # includes torch.compile / cuDNN autotuning
+        if torch_device.type == "cuda":
+            scope_result["cuda_peak_allocated_bytes"] = torch.cuda.max_memory_allocated(torch_device)
+            scope_result["cuda_peak_reserved_bytes"] = torch.cuda.max_memory_reserved(torch_device)
+        result["scopes"][scope] = scope_result
+        logger.info("%s: median %.1f ms (%.2f FPS)", scope, scope_result["median_ms"], scope_result["fps"])
+    result["process_peak_rss_bytes"] = _peak_rss_bytes()
+    return result
+
+
+def _model_only(predictor: Predictor, batch: list[PreparedImage]) -> Callable[[], Any]:
+    """The forward pass alone, on a padded batch already on the device."""
+    from egtr.data.base import collate_fn
+
+    collated = collate_fn([(item.pixel_values, {}) for item in batch])
+    pixel_values = collated["pixel_values"].to(predictor.device)
+    pixel_mask = collated["pixel_mask"].to(predictor.device)
+
+    @torch.inference_mode()
+    def forward() -> Any:
+        with predictor.autocast_context():
+            return predictor.model(pixel_values, pixel_mask)
+
+    return forward
+
+
+def _end_to_end(predictor: Predictor, image_path: Path, batch_size: int) -> Callable[[], Any]:
+    """Decode + resize + normalise + copy + forward + post-process into `SceneGraph`s."""
+
+    def run() -> Any:
+        batch = [predictor.prepare(image_path) for _ in range(batch_size)]
+        return predictor.postprocess(predictor.forward(batch), batch)
+
+    return run
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_rss_bytes() -> int:
+    """Peak resident memory of this process so far (the whole process, not only the benchmark)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Everything that changes the numbers: hardware, library versions, threads, precision flags."""
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        info |= {
+            "gpu": torch.cuda.get_device_name(device),
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+            "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        }
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def format_result(result: dict[str, Any]) -> str:
+    """A few human-readable lines for the terminal."""
+    settings = result["settings"]
+    height, width = settings["input_size_hw"]
+    environment_info = result["environment"]
+    hardware = (
+        environment_info.get("gpu")
+        or f"{environment_info['cpu']} ({environment_info['torch_threads']} threads)"
+    )
+    compiled = " + torch.compile" if settings["compile"] else ""
+    original_height, original_width = settings["original_size_hw"]
+    lines = [
+        f"model: {result['model'] or 'EGTR'}; {result['parameters']:,} parameters",
+        f"device: {settings['device']} = {hardware}; torch {environment_info['torch']}; "
+        + f"dtype {settings['dtype']}{compiled}",
+        f"input: {Path(settings['image']).name} {original_width}x{original_height} -> {width}x{height} "
+        + f"(shorter side {settings['image_size']}, longer <= {settings['max_size']}), batch {settings['batch_size']}; "
+        + f"{settings['warmup']} warm-up + {settings['runs']} timed runs",
+    ]
+    for scope, values in result["scopes"].items():
+        memory = ""
+        if "cuda_peak_allocated_bytes" in values:
+            memory = f", peak CUDA memory {values['cuda_peak_allocated_bytes'] / 2**20:.0f} MiB"
+        lines.append(
+            f"{scope.replace('_', '-'):>11}: {values['fps']:.2f} FPS, median {values['median_ms']:.1f} ms "
+            f"(p10 {values['p10_ms']:.1f}, p90 {values['p90_ms']:.1f}, IQR {values['iqr_ms']:.1f}), "
+            f"first call {values['first_call_s']:.2f} s{memory}"
+        )
+    lines.append(f"process peak RSS: {result['process_peak_rss_bytes'] / 2**20:.0f} MiB")
+    return "\n".join(lines)
+
+
+def write_result(result: dict[str, Any], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path

@@ -1,0 +1,79 @@
+"""The speed benchmark: statistics, timing loop, and a small CPU run through the API and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from egtr.benchmark import TimingStats, format_result, run_benchmark, time_function
+from egtr.config import EGTRConfig
+from egtr.models.egtr import EGTR
+
+TINY = EGTRConfig(
+    backbone="resnet18", d_model=64, encoder_layers=1, decoder_layers=2, num_queries=20, num_labels=5,
+    num_rel_labels=3, encoder_ffn_dim=128, decoder_ffn_dim=128,
+)  # fmt: skip
+
+
+def test_timing_stats():
+    stats = TimingStats.from_seconds([0.010, 0.020, 0.030, 0.040, 0.100], images_per_iteration=2)
+    assert stats.runs == 5
+    assert stats.median_ms == pytest.approx(30.0)
+    assert stats.mean_ms == pytest.approx(40.0)
+    assert stats.min_ms == pytest.approx(10.0) and stats.max_ms == pytest.approx(100.0)
+    assert stats.iqr_ms == pytest.approx(20.0)  # p75 40 - p25 20
+    assert stats.fps == pytest.approx(2 / 0.030)
+    with pytest.raises(ValueError):
+        TimingStats.from_seconds([])
+
+
+def test_time_function_excludes_warmup():
+    calls = []
+    times, first_call = time_function(lambda: calls.append(1), torch.device("cpu"), warmup=3, runs=4)
+    assert len(calls) == 7
+    assert len(times) == 4 and all(t >= 0 for t in times)
+    assert first_call >= 0
+
+
+def test_run_benchmark_on_cpu_with_the_reference_model(reference_dir):
+    model = EGTR.from_pretrained(reference_dir / "artifact")
+    result = run_benchmark(model, image_size=64, max_size=96, device="cpu", warmup=1, runs=2)
+    assert result["parameters"] == 13_095_553  # the count of the fixture README (shared heads counted once)
+    assert result["settings"]["original_size_hw"] == [400, 600]
+    assert result["settings"]["input_size_hw"] == [64, 96]
+    for scope in ("model", "end_to_end"):
+        values = result["scopes"][scope]
+        assert values["runs"] == 2 and values["fps"] > 0
+        assert values["p10_ms"] <= values["median_ms"] <= values["p90_ms"]
+    assert result["process_peak_rss_bytes"] > 0
+    json.dumps(result)  # serialisable as is
+    text = format_result(result)
+    assert "13,095,553 parameters" in text and "end-to-end" in text and "96x64" in text
+
+
+def test_run_benchmark_checks_arguments():
+    model = EGTR(TINY).eval()
+    with pytest.raises(ValueError, match="scopes"):
+        run_benchmark(model, scopes=("everything",), device="cpu")
+    with pytest.raises(ValueError, match="warmup"):
+        run_benchmark(model, warmup=0, device="cpu")
+
+
+def test_cli_benchmark_with_a_small_config(tmp_path, capsys):
+    from egtr.cli import main
+
+    config_path = tmp_path / "tiny.json"
+    TINY.save(config_path)
+    out = tmp_path / "bench.json"
+    code = main([
+        "benchmark", "--config", str(config_path), "--device", "cpu", "--dtype", "bf16", "--size", "64",
+        "--max-size", "96", "--warmup", "1", "--runs", "2", "--scope", "model", "--out", str(out),
+    ])  # fmt: skip
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["settings"]["dtype"] == "bfloat16"
+    assert list(result["scopes"]) == ["model"]
+    assert result["parameters"] == sum(p.numel() for p in EGTR(TINY).parameters())
+    assert "FPS" in capsys.readouterr().out
