@@ -49,6 +49,9 @@ class EvaluationReport:
 
     def to_json_dict(self, predicate_names: Sequence[str] | None = None) -> dict[str, Any]:
         """JSON-ready dict (NaN -> null) with the metrics, the per-predicate tables and the settings."""
+        if predicate_names is None:
+            metadata = self.settings.get("predictions_metadata") or {}
+            predicate_names = self.settings.get("predicate_names") or metadata.get("predicate_names")
         document: dict[str, Any] = {"metrics": {k: _json_number(v) for k, v in self.metrics.items()}}
         for name in ("graph_constraint", "no_graph_constraint"):
             if name in self.results:

@@ -110,6 +110,16 @@ class PredictionsWriter:
         self._image_ids.extend(-1 if image_id is None else int(image_id) for image_id in image_ids)
         self._image_sizes.append(np.asarray(image_sizes_hw, dtype=np.int64).reshape(batch_size, 2))
 
+    def to_saved_predictions(self) -> SavedPredictions:
+        """The collected predictions as a `SavedPredictions` (what `load_predictions` of the saved file gives)."""
+        return SavedPredictions(
+            image_ids=np.asarray(self._image_ids, dtype=np.int64),
+            image_sizes_hw=_stack(self._image_sizes, (2,), np.int64),
+            scene_graphs={name: list(predictions) for name, predictions in self._sets.items()},
+            detections=list(self._detections) if self._detections else None,
+            metadata=dict(self.metadata),
+        )
+
     def save(self, path: str | Path) -> Path:
         """Write the file (`.npz`); returns its path."""
         if self._detections and len(self._detections) != len(self._image_ids):

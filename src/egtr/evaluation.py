@@ -1,0 +1,342 @@
+"""Evaluate an EGTR model on a dataset split, as the original `evaluate_egtr.py` does, and record every setting.
+
+    >>> from egtr.data import DataConfig
+    >>> report = evaluate_model("path/to/model", DataConfig(kind="vg", root="data/visual_genome"), split="test")
+    >>> print(report.format_table()); report.save_json("metrics.json")
+
+Per batch: forward pass (eval mode, no gradients), `egtr.postprocess` into ranked triplets (graph constraint and,
+by default, without it for VG; the Open Images candidates for OI) and detections, ground truth from the targets
+(`ground_truth_from_target`, the original's float32 rescaling). Then `egtr.metrics.evaluate_predictions`.
+
+The predictions can be saved (`predictions_path`) together with the ground truth used, so that the numbers can be
+recomputed later without the model (`egtr evaluate --predictions`), bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from egtr.metrics import (
+    EvaluationReport,
+    PredictionsWriter,
+    SceneGroundTruth,
+    evaluate_predictions,
+    ground_truth_from_target,
+    save_ground_truths,
+)
+from egtr.postprocess import postprocess_detections, postprocess_open_images, postprocess_scene_graphs
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODES = {"vg": ("graph_constraint", "no_graph_constraint"), "oi": ("graph_constraint", "open_images")}
+
+
+def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def code_version() -> dict[str, str | None]:
+    """The package version and, inside a git checkout, the commit (with `-dirty` for local changes)."""
+    import egtr
+
+    version: dict[str, str | None] = {"egtr": egtr.__version__, "torch": torch.__version__, "git": None}
+    try:
+        here = Path(__file__).parent
+        commit = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            check=False,
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if commit.returncode == 0:
+            version["git"] = commit.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return version
+
+
+def seen_triplets_of(dataset: Any) -> np.ndarray:
+    """The distinct (subject class, object class, predicate) triplets of a dataset's annotations (no image decoding)."""
+    keys = []
+    for target in dataset.annotation_targets():
+        relations, labels = np.asarray(target["relations"]).reshape(-1, 3), np.asarray(target["class_labels"])
+        keys.append(np.column_stack([labels[relations[:, 0]], labels[relations[:, 1]], relations[:, 2]]))
+    return np.unique(np.concatenate(keys), axis=0) if keys else np.zeros((0, 3), np.int64)
+
+
+def _load_model(model: Any, device: torch.device) -> tuple[Any, dict[str, Any]]:
+    from egtr.models import EGTR
+    from egtr.models.checkpoint import resolve_model_path
+
+    if isinstance(model, EGTR):
+        return model.to(device).eval(), {"model": "in-memory EGTR", "checkpoint_sha256": None}
+    _, weights_path = resolve_model_path(model)
+    settings = {
+        "model": str(model),
+        "weights_file": str(weights_path),
+        "checkpoint_sha256": file_sha256(weights_path),
+    }
+    return EGTR.from_pretrained(model, map_location=device).eval(), settings
+
+
+def evaluate_model(
+    model: Any,
+    data_config: Any,
+    split: str = "test",
+    *,
+    batch_size: int = 1,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    top_k: int = 100,
+    modes: Sequence[str] | None = None,
+    detection: bool = True,
+    coco_ground_truth: str | Path | None = "auto",
+    seen_triplets: np.ndarray | str | None = None,
+    max_images: int | None = None,
+    predictions_path: str | Path | None = None,
+    progress: bool = True,
+) -> EvaluationReport:
+    """Run a model over a dataset split and compute the reference metrics.
+
+    Args:
+        model: an `EGTR`, or a path `EGTR.from_pretrained` reads (our directory, the official artifact or `.ckpt`).
+        data_config: `egtr.data.DataConfig` (dataset kind, root, evaluation resize).
+        split: "train", "val" or "test".
+        batch_size, num_workers: DataLoader settings (the original evaluates with batch size 1).
+        device: where the forward pass runs.
+        top_k: triplets kept per image (100).
+        modes: relation sets to evaluate, from "graph_constraint", "no_graph_constraint", "open_images"; default:
+            both graph modes for VG, the graph constraint and the Open Images metrics for OI.
+        detection: also compute the detection AP (pycocotools; slow on a full split).
+        coco_ground_truth: VG detection ground truth: "auto" = the split's COCO json `<root>/<split>.json` when it
+            exists (what the original uses), a path, or None to build it from the targets.
+        seen_triplets: for zero-shot recall: an (S, 3) array, "train" (read from the train split), or None.
+        max_images: evaluate only the first images of the split (for quick checks).
+        predictions_path: also write the predictions file here, and the ground truth next to it
+            (`<name>.ground_truth.npz`).
+        progress: show a progress bar.
+
+    Returns:
+        The `EvaluationReport`; `settings` records the model hash, code version, resize, K values and more.
+    """
+    from torch.utils.data import DataLoader, Subset
+    from tqdm import tqdm
+
+    from egtr.data import build_dataset, collate_fn
+
+    started = time.perf_counter()
+    device = torch.device(device)
+    model, model_settings = _load_model(model, device)
+    dataset = build_dataset(data_config, split, train=False)
+    modes = tuple(modes) if modes is not None else DEFAULT_MODES[data_config.kind]
+    if dataset.num_rel_labels != model.config.num_rel_labels or dataset.num_labels != model.config.num_labels:
+        raise ValueError(
+            f"the model predicts {model.config.num_labels} classes / {model.config.num_rel_labels} predicates but "
+            f"{data_config.root} ({split}) has {dataset.num_labels} / {dataset.num_rel_labels}"
+        )
+    if isinstance(seen_triplets, str):
+        if seen_triplets != "train":
+            raise ValueError(f"seen_triplets must be an array, 'train' or None, got {seen_triplets!r}")
+        seen_triplets = seen_triplets_of(build_dataset(data_config, "train", train=False))
+    if coco_ground_truth == "auto":
+        candidate = Path(data_config.root) / f"{split}.json"
+        coco_ground_truth = candidate if data_config.kind == "vg" and candidate.is_file() else None
+    subset = Subset(dataset, range(min(max_images, len(dataset)))) if max_images is not None else dataset
+    loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_fn)
+
+    writer = PredictionsWriter()
+    ground_truths: list[SceneGroundTruth] = []
+    inference_started = time.perf_counter()
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc=f"evaluate {split}", unit="batch", disable=not progress):
+            outputs = model(batch["pixel_values"].to(device), batch["pixel_mask"].to(device))
+            sizes = torch.stack([target["orig_size"] for target in batch["labels"]]).to(device)
+            raw = (outputs.logits, outputs.pred_boxes, outputs.pred_rel, outputs.pred_connectivity, sizes)
+            scene_graphs = {}
+            for mode in modes:
+                if mode == "open_images":
+                    scene_graphs[mode] = postprocess_open_images(*raw, top_k=top_k)
+                else:
+                    predictions = postprocess_scene_graphs(
+                        *raw, top_k=top_k, graph_constraint=mode == "graph_constraint"
+                    )
+                    for prediction in predictions:
+                        prediction.pair_predicate_scores = (
+                            None  # (K, R) per image: too big to keep for a split
+                        )
+                    scene_graphs[mode] = predictions
+            detections = None
+            if detection and data_config.kind == "vg":
+                detections = postprocess_detections(outputs.logits, outputs.pred_boxes, sizes, top_k=top_k)
+            image_ids = [int(target["image_id"]) for target in batch["labels"]]
+            writer.add(image_ids, sizes.cpu().numpy(), scene_graphs, detections=detections)
+            ground_truths.extend(ground_truth_from_target(target) for target in batch["labels"])
+    inference_seconds = time.perf_counter() - inference_started
+
+    settings: dict[str, Any] = {
+        **model_settings,
+        "code_version": code_version(),
+        "device": str(device),
+        "dataset": {
+            "kind": data_config.kind,
+            "root": str(data_config.root),
+            "split": split,
+            "num_images": len(subset),
+        },
+        "image_size": {"shorter_side": data_config.eval_size, "max_longer_side": data_config.eval_max_size},
+        "batch_size": batch_size,
+        "top_k": top_k,
+        "modes": list(modes),
+        "num_labels": model.config.num_labels,
+        "num_rel_labels": model.config.num_rel_labels,
+        "predicate_names": list(dataset.predicate_names),
+    }
+    writer.metadata = settings
+    saved = writer.to_saved_predictions()
+    if predictions_path is not None:
+        predictions_path = writer.save(predictions_path)
+        truth_path = save_ground_truths(
+            predictions_path.with_name(predictions_path.stem + ".ground_truth.npz"), ground_truths
+        )
+        logger.info("wrote %s and %s", predictions_path, truth_path)
+    report = evaluate_predictions(
+        saved,
+        ground_truths,
+        model.config.num_rel_labels,
+        model.config.num_labels,
+        seen_triplets=seen_triplets,
+        coco_ground_truth=coco_ground_truth,
+        detection=detection,
+        source=f"{data_config.root} ({split})",
+    )
+    report.settings.update(settings)
+    report.settings["predictions_file"] = None if predictions_path is None else str(predictions_path)
+    report.settings["seconds"]["inference"] = inference_seconds
+    report.settings["seconds"]["total"] = time.perf_counter() - started
+    return report
+
+
+def ground_truths_from_dataset(
+    data_config: Any, split: str, max_images: int | None = None
+) -> list[SceneGroundTruth]:
+    """Ground truth of a split read from its annotation files only (no image decoding).
+
+    Boxes go through the loader's target preparation (clipping, degenerate-box removal with relation remapping) and
+    stay in original pixels; the model path (`evaluate_model`) instead rescales the normalised targets in float32
+    like the original, which can differ in the last bits. For bit-exact re-evaluation use the ground-truth file that
+    `evaluate_model(predictions_path=...)` writes.
+    """
+    from egtr.data import build_dataset
+    from egtr.data.targets import prepare_target
+
+    dataset = build_dataset(data_config, split, train=False)
+    annotations = dataset.annotations[:max_images] if max_images is not None else dataset.annotations
+    ground_truths = []
+    for annotation in annotations:
+        if annotation.width is None or annotation.height is None:
+            raise ValueError(
+                f"{annotation.source}: the annotation has no image size; use a ground-truth file"
+            )
+        target = prepare_target(annotation, annotation.width, annotation.height)
+        ground_truths.append(
+            SceneGroundTruth(
+                target["boxes"].numpy(),
+                target["class_labels"].numpy(),
+                target["relations"].numpy(),
+                annotation.image_id,
+            )
+        )
+    return ground_truths
+
+
+def run_evaluation(
+    *,
+    model: str | None,
+    predictions: str | None,
+    data_root: str | None,
+    kind: str = "vg",
+    split: str = "test",
+    ground_truth: str | None = None,
+    size: int = 800,
+    max_size: int = 1333,
+    batch_size: int = 1,
+    num_workers: int = 0,
+    device: str = "auto",
+    top_k: int = 100,
+    modes: Sequence[str] | None = None,
+    detection: bool = True,
+    zero_shot: bool = False,
+    max_images: int | None = None,
+    save_predictions: str | None = None,
+    output: str | Path = "evaluation.json",
+    progress: bool = True,
+) -> tuple[EvaluationReport, Path]:
+    """What `egtr evaluate` does: evaluate a model on a split, or a saved predictions file; write the JSON.
+
+    Returns:
+        The report and the path of the JSON written.
+    """
+    from egtr.data import DataConfig
+    from egtr.metrics import evaluate_predictions_file
+
+    if (model is None) == (predictions is None):
+        raise ValueError("give exactly one of a model or a predictions file")
+    data_config = None
+    if data_root is not None:
+        data_config = DataConfig(
+            kind=kind, root=str(data_root), eval_size=size, eval_max_size=max_size
+        ).validate()
+    if model is not None:
+        if data_config is None:
+            raise ValueError("evaluating a model needs the dataset folder (data_root)")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        report = evaluate_model(
+            model, data_config, split, batch_size=batch_size, num_workers=num_workers, device=device, top_k=top_k,
+            modes=modes, detection=detection, seen_triplets="train" if zero_shot else None, max_images=max_images,
+            predictions_path=save_predictions, progress=progress,
+        )  # fmt: skip
+        report.settings.pop("predictions_metadata", None)  # the same settings are at the top level
+    else:
+        predictions_path = Path(predictions)
+        default_truth = predictions_path.with_name(predictions_path.stem + ".ground_truth.npz")
+        if ground_truth is not None:
+            truths: Any = ground_truth
+        elif default_truth.is_file():
+            truths = default_truth
+        elif data_config is not None:
+            truths = ground_truths_from_dataset(data_config, split, max_images)
+        else:
+            raise ValueError(
+                f"{predictions_path}: no ground truth: give a ground-truth file or the dataset folder"
+            )
+        seen = None
+        if zero_shot:
+            if data_config is None:
+                raise ValueError("zero-shot recall needs the dataset folder (the train split's triplets)")
+            from egtr.data import build_dataset
+
+            seen = seen_triplets_of(build_dataset(data_config, "train", train=False))
+        coco = Path(data_root) / f"{split}.json" if data_root is not None and kind == "vg" else None
+        report = evaluate_predictions_file(
+            predictions_path, truths, seen_triplets=seen, detection=detection,
+            coco_ground_truth=coco if coco is not None and coco.is_file() else None,
+        )  # fmt: skip
+    output = report.save_json(output)
+    return report, output

@@ -1,0 +1,111 @@
+"""`evaluate_model` and `egtr evaluate` end to end: synthetic dataset, tiny untrained model, saved predictions."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from egtr.cli import main
+from egtr.config import EGTRConfig
+from egtr.data import DataConfig
+from egtr.data.synthetic import CLASS_NAMES, PREDICATE_NAMES, generate_synthetic_dataset
+from egtr.evaluation import evaluate_model, file_sha256
+from egtr.metrics import evaluate_predictions_file
+from egtr.models import EGTR
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = generate_synthetic_dataset(
+        tmp_path_factory.mktemp("world"), num_train=4, num_val=1, num_test=4, image_size=96
+    )
+    torch.manual_seed(0)
+    config = EGTRConfig(
+        backbone="resnet18", d_model=32, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+        encoder_attention_heads=4, decoder_attention_heads=4, num_queries=10,
+        num_labels=len(CLASS_NAMES), num_rel_labels=len(PREDICATE_NAMES),
+    )  # fmt: skip
+    model_dir = root / "tiny_model"
+    EGTR(config).save_pretrained(model_dir)
+    return root, model_dir
+
+
+def test_evaluate_model_records_everything_and_is_reproducible_from_the_file(world, tmp_path):
+    root, model_dir = world
+    data_config = DataConfig.for_synthetic(str(root), image_size=96)
+    report = evaluate_model(
+        model_dir, data_config, "test", batch_size=2, seen_triplets="train",
+        predictions_path=tmp_path / "predictions.npz", progress=False,
+    )  # fmt: skip
+    metrics = report.metrics
+    for key in (
+        "(single)R@20",
+        "(single)mR@100",
+        "R@50",
+        "mR@50",
+        "AP50",
+        "graph_constraint/zero_shot_recall@50",
+    ):
+        assert key in metrics
+    assert all(0.0 <= metrics[key] <= 1.0 for key in ("(single)R@100", "R@100", "AP50"))
+    assert metrics["(single)R@20"] <= metrics["(single)R@50"] <= metrics["(single)R@100"]
+    settings = report.settings
+    assert settings["checkpoint_sha256"] == file_sha256(model_dir / "model.safetensors")
+    assert settings["image_size"] == {"shorter_side": 96, "max_longer_side": 192}
+    assert (
+        settings["top_k"] == 100
+        and settings["ks"] == [20, 50, 100]
+        and settings["dataset"]["num_images"] == 4
+    )
+    assert settings["code_version"]["egtr"] and settings["coco_ground_truth"].endswith("test.json")
+    # The saved file (with the ground truth written next to it) gives the same numbers without the model.
+    again = evaluate_predictions_file(
+        tmp_path / "predictions.npz", tmp_path / "predictions.ground_truth.npz",
+        coco_ground_truth=root / "test.json", seen_triplets=_train_triplets(root),
+    )  # fmt: skip
+    assert again.metrics == metrics
+    document = report.to_json_dict()
+    assert document["per_predicate_recall/graph_constraint"][0]["name"] == PREDICATE_NAMES[0]
+    json.dumps(document, allow_nan=False)
+
+
+def _train_triplets(root):
+    from egtr.data import build_dataset
+    from egtr.evaluation import seen_triplets_of
+
+    return seen_triplets_of(
+        build_dataset(DataConfig.for_synthetic(str(root), image_size=96), "train", train=False)
+    )
+
+
+def test_open_images_modes_on_any_layout(world):
+    root, model_dir = world
+    report = evaluate_model(
+        model_dir,
+        DataConfig.for_synthetic(str(root), image_size=96),
+        "val",
+        modes=["open_images"],
+        progress=False,
+    )
+    assert {"w_rel_mAP", "w_phr_mAP", "microR@50", "score", "bbox/AP50"} <= set(report.metrics)
+
+
+def test_cli_evaluate_model_then_predictions(world, tmp_path):
+    root, model_dir = world
+    first, second = tmp_path / "model.json", tmp_path / "file.json"
+    predictions = tmp_path / "saved.npz"
+    common = ["--size", "96", "--max-size", "192", "--no-progress"]
+    assert main(["evaluate", "--model", str(model_dir), "--data-root", str(root), "--device", "cpu", "--max-images", "3",
+                 "--save-predictions", str(predictions), "--output", str(first), *common]) == 0  # fmt: skip
+    assert main(["evaluate", "--predictions", str(predictions), "--data-root", str(root), "--output", str(second),
+                 *common]) == 0  # fmt: skip
+    from_model, from_file = json.loads(first.read_text()), json.loads(second.read_text())
+    assert from_model["metrics"] == from_file["metrics"]
+    assert from_model["settings"]["dataset"]["num_images"] == 3
+    assert np.isfinite(from_model["metrics"]["(single)R@50"])
+
+
+def test_cli_evaluate_needs_a_source(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--data-root", "somewhere"])
