@@ -181,17 +181,24 @@ def postprocess_scene_graphs(
         triplet_scores = (relation * pair_object_scores[..., None]).reshape(batch_size, -1)  # (B, N*N*R)
     ranked = rank_top_k(triplet_scores, top_k)  # (B, K) flat indices
 
+    # Gather the kept entries on the scores' device; only (B, K) or (B, K, R) values travel to the host.
+    ranked_device = torch.from_numpy(ranked).to(triplet_scores.device)
+    selected_triplet_scores = triplet_scores.gather(1, ranked_device).cpu().numpy()  # (B, K)
+    if graph_constraint:
+        pair_rows = relation.reshape(batch_size, num_queries * num_queries, num_predicates)
+        index = ranked_device[..., None].expand(-1, -1, num_predicates)
+        selected_relation = pair_rows.gather(1, index).cpu().numpy()  # (B, K, R)
+    else:
+        selected_relation = relation.reshape(batch_size, -1).gather(1, ranked_device).cpu().numpy()  # (B, K)
     boxes = scale_boxes_to_pixels(pred_boxes.float(), image_sizes_hw).cpu().numpy()
     object_scores_np = object_scores.cpu().numpy()
     object_labels_np = object_labels.cpu().numpy().astype(np.int64)
-    relation_np = relation.cpu().numpy()
-    triplet_scores_np = triplet_scores.cpu().numpy()
     predictions = []
     for image in range(batch_size):
         flat = ranked[image]
         if graph_constraint:
             subjects, objects = np.divmod(flat, num_queries)
-            pair_predicate_scores = relation_np[image, subjects, objects]  # (K, R)
+            pair_predicate_scores = selected_relation[image]  # (K, R)
             # np.argmax: the first index among equal maxima, as upstream.
             predicates = pair_predicate_scores.argmax(1)
             predicate_scores = pair_predicate_scores.max(1)
@@ -199,14 +206,14 @@ def postprocess_scene_graphs(
             pairs, predicates = np.divmod(flat, num_predicates)
             subjects, objects = np.divmod(pairs, num_queries)
             pair_predicate_scores = None
-            predicate_scores = relation_np[image, subjects, objects, predicates]
+            predicate_scores = selected_relation[image]
         predictions.append(
             ScenePrediction(
                 boxes=boxes[image],
                 labels=object_labels_np[image],
                 scores=object_scores_np[image],
                 relations=np.stack([subjects, objects, predicates], axis=1).astype(np.int64),
-                relation_scores=triplet_scores_np[image, flat],
+                relation_scores=selected_triplet_scores[image],
                 predicate_scores=predicate_scores.astype(np.float32),
                 pair_predicate_scores=pair_predicate_scores,
             )
@@ -257,21 +264,24 @@ def select_open_images_candidates(
     flat_scores = triplet_scores.reshape(batch_size, -1)
     ranked = rank_top_k(flat_scores, top_k)  # (B, K) indices into P*k
 
-    flat_scores_np = flat_scores.cpu().numpy()
-    top_predicates_np = top_predicates.reshape(batch_size, -1).cpu().numpy()
-    top_predicate_scores_np = top_predicate_scores.reshape(batch_size, -1).cpu().numpy()
-    pair_indices_np = pair_indices.cpu().numpy()
+    # Gather the kept entries on the device; only (B, K) values travel to the host.
+    ranked_device = torch.from_numpy(ranked).to(flat_scores.device)
+    kept_scores_np = flat_scores.gather(1, ranked_device).cpu().numpy()  # (B, K)
+    kept_predicates_np = top_predicates.reshape(batch_size, -1).gather(1, ranked_device).cpu().numpy()
+    kept_predicate_scores_np = (
+        top_predicate_scores.reshape(batch_size, -1).gather(1, ranked_device).cpu().numpy()
+    )
+    pair_rows = (ranked_device // top_predicates.shape[-1])[..., None].expand(-1, -1, 2)
+    kept_pairs_np = pair_indices.gather(1, pair_rows).cpu().numpy()  # (B, K, 2)
     threshold = np.float32(min_score)
     candidates = []
     for image in range(batch_size):
-        flat = ranked[image]
-        flat = flat[flat_scores_np[image, flat] > threshold]
-        pairs = flat // top_predicates.shape[-1]
-        relations = np.column_stack([pair_indices_np[image, pairs], top_predicates_np[image, flat]]).astype(
+        keep = kept_scores_np[image] > threshold
+        relations = np.column_stack([kept_pairs_np[image][keep], kept_predicates_np[image][keep]]).astype(
             np.int64
         )
         candidates.append(
-            (relations.reshape(-1, 3), flat_scores_np[image, flat], top_predicate_scores_np[image, flat])
+            (relations.reshape(-1, 3), kept_scores_np[image][keep], kept_predicate_scores_np[image][keep])
         )
     return candidates
 
