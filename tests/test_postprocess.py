@@ -117,3 +117,8 @@ def test_self_pairs_removed_and_bad_shapes(outputs, sizes):
     assert all(len(p.relations) == 900 and np.all(p.relation_scores[-30:] == 0) for p in predictions)
     with pytest.raises(ValueError, match="image_sizes_hw"):
         postprocess_scene_graphs(**outputs, image_sizes_hw=sizes[:1])
+
+
+def test_nan_scores_are_an_error():
+    with pytest.raises(ValueError, match="NaN"):
+        rank_top_k(torch.tensor([[0.1, float("nan")]]), 1)

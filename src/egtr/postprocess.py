@@ -89,6 +89,8 @@ def rank_top_k(scores: torch.Tensor, k: int) -> np.ndarray:
         (B, min(k, M)) int64 numpy array of column indices.
     """
     num_rows, num_columns = scores.shape
+    if torch.isnan(scores).any():
+        raise ValueError("the scores to rank contain NaN (diverged model outputs?)")
     k = min(k, num_columns)
     if k == 0:
         return np.zeros((num_rows, 0), dtype=np.int64)

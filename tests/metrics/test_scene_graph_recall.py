@@ -208,3 +208,9 @@ def test_reset_and_bad_input():
         metric.update([_prediction(BOXES, [1, 2], [[0, 1, 0]])], [_truth(BOXES, [1, 2], [[0, 1, 5]])])
     with pytest.raises(ValueError, match="ground truths"):
         metric.update([], [truth])
+
+
+def test_relation_indices_out_of_range_are_reported():
+    truth = _truth(BOXES, [1, 2], [[0, 1, 0]])
+    with pytest.raises(ValueError, match="prediction of image 0 of the batch: field 'relations'"):
+        SceneGraphRecall(3).update([_prediction(BOXES, [1, 2], [[0, 2, 0]])], [truth])

@@ -44,7 +44,7 @@ class FlatTriplets:
     counts: np.ndarray
 
 
-def _flatten(boxes_list, labels_list, relations_list) -> FlatTriplets:
+def _flatten(boxes_list, labels_list, relations_list, what: str) -> FlatTriplets:
     object_counts = np.array([len(labels) for labels in labels_list], dtype=np.int64)
     relation_counts = np.array([len(relations) for relations in relations_list], dtype=np.int64)
     object_offsets = np.concatenate([[0], np.cumsum(object_counts)[:-1]]).astype(np.int64)
@@ -63,6 +63,16 @@ def _flatten(boxes_list, labels_list, relations_list) -> FlatTriplets:
         else np.zeros((0, 3), np.int64)
     )
     image_index = np.repeat(np.arange(len(relation_counts), dtype=np.int64), relation_counts)
+    if len(boxes) != len(labels):
+        raise ValueError(f"{what}: {len(boxes)} boxes but {len(labels)} labels in total")
+    local_indices = relations[:, :2]
+    out_of_range = (local_indices < 0).any(1) | (local_indices >= object_counts[image_index, None]).any(1)
+    if out_of_range.any():
+        image = int(image_index[np.argmax(out_of_range)])
+        raise ValueError(
+            f"{what} of image {image} of the batch: field 'relations' indexes an object outside "
+            f"0..{object_counts[image] - 1}"
+        )
     subjects = relations[:, 0] + object_offsets[image_index]
     objects = relations[:, 1] + object_offsets[image_index]
     return FlatTriplets(
@@ -83,6 +93,7 @@ def flatten_predictions(predictions: Sequence, top_k: int | None = None) -> Flat
         [p.boxes for p in predictions],
         [p.labels for p in predictions],
         [np.asarray(p.relations).reshape(-1, 3)[:top_k] for p in predictions],
+        "prediction",
     )
 
 
@@ -92,6 +103,7 @@ def flatten_ground_truths(ground_truths: Sequence[SceneGroundTruth]) -> FlatTrip
         [g.boxes for g in ground_truths],
         [g.labels for g in ground_truths],
         [g.relations for g in ground_truths],
+        "ground truth",
     )
 
 
