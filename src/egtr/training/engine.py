@@ -1,0 +1,330 @@
+"""`pretrain_detector` and `train_egtr`: the two training stages of EGTR on PyTorch Lightning (reference §4).
+
+Each stage runs two passes, as the original did: `main` (`max_epochs`), then `finetune` (`finetune_epochs`) from the
+best `main` checkpoint with every learning rate times `finetune_lr_factor` (reference §4.1, §4.3). Both passes
+checkpoint on the validation loss (best + `last.ckpt`), stop early on it, and log to CSV and TensorBoard.
+
+Run directory (`config.output_dir`):
+
+    config.json              the TrainConfig (JSON)
+    initialization.json      what was loaded from the backbone / detector files, frequency-statistics summary
+    main/checkpoints/        epoch=EE-validation_loss=V.VVVV.ckpt (best) and last.ckpt, written atomically
+    main/version_K/          metrics.csv (+ TensorBoard events); K counts the (re)starts of the pass
+    main/done.json           written when the pass is complete (resume skips the pass)
+    finetune/...             the same for the second pass
+    model/                   the final model, `EGTR.from_pretrained(run_dir / "model")`
+    summary.json             best validation losses, steps and epochs of each pass
+
+`resume=True` continues the first unfinished pass from its `last.ckpt` (weights, optimiser, epoch and step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities import rank_zero_only
+
+from egtr.config import EGTRConfig
+from egtr.data import frequency_bias_tables, load_or_compute_triplet_counts
+from egtr.data.statistics import count_triplets
+from egtr.models.checkpoint import CONFIG_NAME, read_state_dict, save_json
+from egtr.models.egtr import EGTR
+from egtr.training.checkpoint_io import AtomicCheckpointIO
+from egtr.training.config import TrainConfig
+from egtr.training.datamodule import SceneGraphDataModule
+from egtr.training.initialization import load_backbone_weights, load_pretrained_detector
+from egtr.training.module import EGTRLightningModule
+
+logger = logging.getLogger(__name__)
+
+LAST_CHECKPOINT = "last.ckpt"
+PASSES = ("main", "finetune")
+
+
+@dataclass
+class PassResult:
+    """Outcome of one pass (`main` or `finetune`)."""
+
+    name: str
+    best_checkpoint: str | None  # best validation_loss checkpoint, None without validation/checkpointing
+    best_validation_loss: float | None
+    epochs: int  # epochs completed
+    global_step: int  # optimiser steps taken in this pass
+
+
+@dataclass
+class TrainResult:
+    """Outcome of a training run: where everything is, and how each pass went."""
+
+    run_dir: Path
+    model_dir: Path | None  # the exported final model (rank 0 only; None on other ranks)
+    passes: list[PassResult]
+
+
+# ---------------------------------------------------------------------- public entry points
+def pretrain_detector(config: TrainConfig, resume: bool = False) -> TrainResult:
+    """Stage 0: train the Deformable DETR detector on the scene-graph dataset (reference §4.1).
+
+    Args:
+        config: a detector-stage config (`TrainConfig.for_detector(...)`); `backbone_weights` and/or
+            `detector_weights` (e.g. COCO Deformable DETR) initialise it.
+        resume: continue the run in `config.output_dir` from its last checkpoint.
+    """
+    if config.stage != "detector":
+        raise ValueError("pretrain_detector needs stage='detector' (use TrainConfig.for_detector())")
+    return run_training(config, resume)
+
+
+def train_egtr(config: TrainConfig, resume: bool = False) -> TrainResult:
+    """Stages 1-2: EGTR relation training from a pre-trained detector, then the x0.1 pass (reference §4.2, §4.3).
+
+    Args:
+        config: an EGTR-stage config; `detector_weights` names the pre-trained detector (our `pretrain-detector`
+            run's `model/` directory or the released pre-trained DETR directory). Without it the detector starts
+            from `backbone_weights` or from scratch.
+        resume: continue the run in `config.output_dir` from its last checkpoint.
+    """
+    if config.stage != "egtr":
+        raise ValueError("train_egtr needs stage='egtr'")
+    return run_training(config, resume)
+
+
+def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
+    """Run every pass of `config.stage` in `config.output_dir` and export the final model (see module docstring)."""
+    config.validate()
+    run_dir = Path(config.output_dir)
+    is_rank_zero = rank_zero_only.rank == 0
+    if not resume and (run_dir / "main" / "checkpoints" / LAST_CHECKPOINT).exists():
+        raise FileExistsError(
+            f"{run_dir} already holds a training run; pass resume=True (--resume) to continue it, or choose "
+            "another output directory"
+        )
+    if is_rank_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(run_dir / CONFIG_NAME)
+    datamodule = SceneGraphDataModule(
+        config.data, config.batch_size, config.eval_batch_size, config.num_workers
+    )
+    datamodule.setup()
+    results: list[PassResult] = []
+    model: EGTR | None = None
+    passes = [("main", config.max_epochs, 1.0)]
+    if config.finetune_epochs > 0:
+        passes.append(("finetune", config.finetune_epochs, config.finetune_lr_factor))
+    for pass_name, max_epochs, lr_factor in passes:
+        pass_dir = run_dir / pass_name
+        done_file = pass_dir / "done.json"
+        if resume and done_file.is_file():
+            results.append(PassResult(**json.loads(done_file.read_text())))
+            logger.info("pass %s already complete (%s), skipping", pass_name, done_file)
+            continue
+        last_checkpoint = pass_dir / "checkpoints" / LAST_CHECKPOINT
+        resume_from = last_checkpoint if resume and last_checkpoint.is_file() else None
+        if resume_from is not None:
+            model = model_from_checkpoint(resume_from, load_weights=False)  # fit() restores the weights
+            logger.info("resuming pass %s from %s", pass_name, resume_from)
+        elif not results:
+            model = build_initial_model(config, datamodule, run_dir if is_rank_zero else None)
+        else:
+            model = _model_after(results[-1], model)
+        result, model = _run_pass(config, datamodule, model, pass_name, max_epochs, lr_factor, resume_from)
+        results.append(result)
+        if is_rank_zero and not config.fast_dev_run:
+            save_json(done_file, dataclasses.asdict(result))
+    model = _model_after(results[-1], model)
+    model_dir = None
+    if is_rank_zero:
+        model_dir = run_dir / "model"
+        model.save_pretrained(model_dir)
+        save_json(run_dir / "summary.json", {"passes": [dataclasses.asdict(result) for result in results]})
+        logger.info("final model written to %s", model_dir)
+    return TrainResult(run_dir=run_dir, model_dir=model_dir, passes=results)
+
+
+# ---------------------------------------------------------------------- models
+def _architecture(config: TrainConfig) -> EGTRConfig:
+    """The model sizes: from our own pre-trained detector's config.json when there is one, else `config.model`."""
+    if config.detector_weights:
+        config_path = Path(config.detector_weights) / CONFIG_NAME
+        if config_path.is_file() and "egtr_config" in json.loads(config_path.read_text()):
+            architecture = EGTRConfig.from_json(config_path)
+            logger.info("architecture from the pre-trained detector %s", config_path)
+            # Only the sizes come from the detector; the relation options are this run's.
+            relation_fields = ("use_freq_bias", "use_log_softmax", "freq_bias_eps", "logit_adjustment",
+                               "logit_adj_tau", "dense_relation_head", "freeze_backbone_stem")
+            return dataclasses.replace(
+                architecture, **{name: getattr(config.model, name) for name in relation_fields}
+            )
+    return config.model
+
+
+def build_initial_model(
+    config: TrainConfig, datamodule: SceneGraphDataModule, report_dir: Path | None = None
+) -> EGTR:
+    """The model a run starts from: sizes, class/predicate names of the data, initial weights, frequency tables.
+
+    Args:
+        config: the run's config (architecture, `backbone_weights`, `detector_weights`, stage).
+        datamodule: a set-up data module; its training split gives the names and (EGTR stage) the statistics.
+        report_dir: where to write `initialization.json` (None: nowhere, e.g. on DDP ranks other than 0).
+    """
+    train_dataset = datamodule.train_dataset
+    architecture = _architecture(config)
+    model_config = dataclasses.replace(
+        architecture,
+        num_labels=train_dataset.num_labels,
+        num_rel_labels=train_dataset.num_rel_labels,
+        class_names=list(train_dataset.class_names),
+        predicate_names=list(train_dataset.predicate_names),
+    ).validate()
+    model = EGTR(model_config)
+    report: dict[str, Any] = {}
+    if config.backbone_weights:
+        report["backbone"] = dataclasses.asdict(load_backbone_weights(model, config.backbone_weights))
+        report["backbone"]["path"] = str(config.backbone_weights)
+    if config.detector_weights:
+        report["detector"] = dataclasses.asdict(load_pretrained_detector(model, config.detector_weights))
+        report["detector"]["path"] = str(config.detector_weights)
+    if config.stage == "egtr" and model_config.use_freq_bias:
+        # Reference §4.2: statistics over the whole training split before training. Only rank 0 uses the cache
+        # next to the dataset, so that DDP ranks never write the same file at once.
+        if rank_zero_only.rank == 0:
+            counts = load_or_compute_triplet_counts(train_dataset)
+        else:
+            counts = count_triplets(train_dataset, model_config.num_labels, model_config.num_rel_labels)
+        model.set_frequency_tables(*frequency_bias_tables(counts, eps=model_config.freq_bias_eps))
+        report["frequency_statistics"] = {
+            "training_relations": int(counts.sum()),
+            "distinct_triplets": int((counts > 0).sum()),
+        }
+    if report_dir is not None:
+        save_json(report_dir / "initialization.json", report)
+    return model
+
+
+def model_from_checkpoint(path: str | Path, load_weights: bool = True) -> EGTR:
+    """Rebuild the model of one of our Lightning checkpoints (its config is stored inside)."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if "egtr_model_config" not in payload:
+        raise ValueError(f"{path}: not a checkpoint of `egtr train` (no 'egtr_model_config' entry)")
+    model = EGTR(EGTRConfig.from_dict(payload["egtr_model_config"]))
+    if load_weights:
+        model.load_state_dict(read_state_dict(path), strict=True)
+    return model
+
+
+def _model_after(result: PassResult, model: EGTR | None) -> EGTR:
+    """The best model of a finished pass: its best checkpoint, else the model as the pass left it."""
+    if result.best_checkpoint and Path(result.best_checkpoint).is_file():
+        return model_from_checkpoint(result.best_checkpoint)
+    if model is None:
+        raise RuntimeError(f"pass {result.name} left neither a best checkpoint nor a model")
+    return model
+
+
+# ---------------------------------------------------------------------- one pass
+def _loggers(config: TrainConfig, run_dir: Path, pass_name: str) -> list[Logger]:
+    loggers: list[Logger] = [CSVLogger(save_dir=run_dir, name=pass_name)]
+    try:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        import tensorboard  # noqa: F401  (TensorBoardLogger also accepts tensorboardX; we ask for the real one)
+
+        loggers.append(TensorBoardLogger(save_dir=run_dir, name=pass_name, version=loggers[0].version))
+    except ImportError:
+        logger.warning("tensorboard is not installed: metrics go to CSV only (pip install 'egtr[train]')")
+    return loggers
+
+
+def build_trainer(config: TrainConfig, pass_dir: Path, max_epochs: int, extra_callbacks: list[Callback] = ()) -> pl.Trainer:
+    """The Lightning Trainer of one pass: checkpointing, early stopping, loggers, DDP and precision settings."""
+    checkpoint_dir = pass_dir / "checkpoints"
+    callbacks: list[Callback] = [
+        ModelCheckpoint(
+            dirpath=checkpoint_dir,
+            filename="{epoch:02d}-{validation_loss:.4f}",
+            monitor="validation_loss",
+            mode="min",
+            save_top_k=1,
+            save_last=True,
+        )
+    ]
+    if config.checkpoint_every_n_steps:
+        # Refreshes last.ckpt inside long epochs; keeps no other file.
+        callbacks.append(
+            ModelCheckpoint(dirpath=checkpoint_dir, every_n_train_steps=config.checkpoint_every_n_steps,
+                            save_top_k=0, save_last=True)
+        )
+    if config.early_stopping_patience:
+        callbacks.append(EarlyStopping(monitor="validation_loss", mode="min", patience=config.early_stopping_patience))
+    callbacks.extend(extra_callbacks)
+    distributed = not isinstance(config.devices, int) or config.devices > 1 or config.num_nodes > 1
+    strategy: Any = DDPStrategy(find_unused_parameters=config.find_unused_parameters) if distributed else "auto"
+    optional: dict[str, Any] = {}
+    if config.limit_train_batches is not None:
+        optional["limit_train_batches"] = config.limit_train_batches
+    if config.limit_val_batches is not None:
+        optional["limit_val_batches"] = config.limit_val_batches
+    return pl.Trainer(
+        accelerator=config.accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=strategy,
+        precision=config.precision,
+        max_epochs=max_epochs,
+        accumulate_grad_batches=config.accumulate_grad_batches,
+        gradient_clip_val=config.gradient_clip_val or None,
+        gradient_clip_algorithm="norm",
+        callbacks=callbacks,
+        logger=_loggers(config, pass_dir.parent, pass_dir.name),
+        plugins=[AtomicCheckpointIO()],
+        log_every_n_steps=config.log_every_n_steps,
+        num_sanity_val_steps=config.sanity_val_steps,
+        deterministic=config.deterministic,
+        enable_progress_bar=config.progress_bar,
+        fast_dev_run=config.fast_dev_run or False,
+        default_root_dir=pass_dir,
+        **optional,
+    )
+
+
+def _run_pass(
+    config: TrainConfig,
+    datamodule: SceneGraphDataModule,
+    model: EGTR,
+    pass_name: str,
+    max_epochs: int,
+    lr_factor: float,
+    resume_from: Path | None,
+) -> tuple[PassResult, EGTR]:
+    pl.seed_everything(config.seed, workers=True)
+    pass_dir = Path(config.output_dir) / pass_name
+    module = EGTRLightningModule(model, config, lr_factor)
+    trainer = build_trainer(config, pass_dir, max_epochs)
+    logger.info(
+        "pass %s: up to %d epochs, %s images per optimiser step, lr x %g", pass_name, max_epochs,
+        config.effective_batch_size or "?", lr_factor,
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    checkpoint = trainer.checkpoint_callback
+    best_path = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+    best_score = checkpoint.best_model_score if checkpoint is not None else None
+    result = PassResult(
+        name=pass_name,
+        best_checkpoint=best_path,
+        best_validation_loss=float(best_score) if best_score is not None else None,
+        epochs=trainer.current_epoch,
+        global_step=trainer.global_step,
+    )
+    logger.info("pass %s finished: %s", pass_name, result)
+    return result, module.model

@@ -1,0 +1,191 @@
+"""`EGTRLightningModule`: the model, its criterion and the optimiser parameter groups of the paper.
+
+One module serves both stages (reference §4): the detector pre-training (detection losses with auxiliary decoder
+losses, 2 learning-rate groups, relation head frozen) and the EGTR relation training (all losses, 3 groups). The
+validation loss is the criterion in evaluation mode (the dense, unsampled relation loss, reference §3.3), logged as
+`validation_loss`; it drives checkpointing and early stopping as in the original.
+
+The model sits in the attribute `model`, so Lightning checkpoints carry the official key layout (`model.` + the
+EGTR state dict keys, reference §2.8) and `egtr.models.checkpoint.read_state_dict` reads them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from egtr.losses import EGTRCriterion
+from egtr.models.checkpoint import RELATION_HEAD_PREFIXES
+from egtr.models.egtr import EGTR
+from egtr.training.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+# Substrings of parameter names, as in the original `train_egtr.py` / `pretrain_detr.py` (reference §4.1, §4.2).
+BACKBONE_GROUP_KEYS = ("backbone", "reference_points", "sampling_offsets")
+RELATION_HEAD_GROUP_KEYS = (
+    "proj_q", "proj_k", "final_sub_proj", "final_obj_proj", "rel_predictor_gate", "rel_predictor",
+    "connectivity_layer",
+)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the run stops before the state is stepped or saved."""
+
+
+def build_parameter_groups(model: EGTR, config: TrainConfig, lr_factor: float = 1.0) -> list[dict[str, Any]]:
+    """AdamW parameter groups by name substring (reference §4.1, §4.2).
+
+    Detector stage: 2 groups, `lr` for the body and heads, `lr_backbone` for names containing "backbone",
+    "reference_points" or "sampling_offsets". EGTR stage: a third group, `lr_relation_head`, for the relation head.
+    Unlike the original, the relation head gets its own group even when the detector was not pre-trained (the
+    original then trained it with the tiny body lr, quirk Q13). Frozen parameters (`requires_grad=False`: the
+    backbone stem, the frequency tables, the relation head in the detector stage) are left out.
+
+    Args:
+        model: the model.
+        config: learning rates, weight decay and stage.
+        lr_factor: multiplies every learning rate (the x0.1 "finetune" pass).
+
+    Returns:
+        Groups for `torch.optim.AdamW`, each with a `name` ("body", "backbone", "relation_head") and `lr`; empty
+        groups are dropped.
+    """
+    grouped: dict[str, list[torch.nn.Parameter]] = {"body": [], "backbone": [], "relation_head": []}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        if config.stage == "egtr" and any(key in name for key in RELATION_HEAD_GROUP_KEYS):
+            grouped["relation_head"].append(parameter)
+        elif any(key in name for key in BACKBONE_GROUP_KEYS):
+            grouped["backbone"].append(parameter)
+        else:
+            grouped["body"].append(parameter)
+    learning_rates = {"body": config.lr, "backbone": config.lr_backbone, "relation_head": config.lr_relation_head}
+    return [
+        {"name": group, "params": parameters, "lr": learning_rates[group] * lr_factor}
+        for group, parameters in grouped.items()
+        if parameters
+    ]
+
+
+def freeze_relation_head(model: EGTR) -> None:
+    """Detector pre-training: the relation head gets no loss, so it must not train (and DDP must not wait for it)."""
+    for name, parameter in model.named_parameters():
+        if name.startswith(RELATION_HEAD_PREFIXES):
+            parameter.requires_grad_(False)
+
+
+class EGTRLightningModule(pl.LightningModule):
+    """Training and validation steps of either stage.
+
+    Args:
+        model: an `EGTR` whose class counts, names and (EGTR stage) frequency tables are already set.
+        config: the run's `TrainConfig` (stage, learning rates, loss settings).
+        lr_factor: multiplies every learning rate (1 for the main pass, `finetune_lr_factor` for the second one).
+    """
+
+    def __init__(self, model: EGTR, config: TrainConfig, lr_factor: float = 1.0) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.lr_factor = lr_factor
+        if config.stage == "detector":
+            freeze_relation_head(model)
+        self.criterion = EGTRCriterion(
+            config.loss,
+            model.config.num_labels,
+            model.config.num_rel_labels,
+            use_relation_losses=config.stage == "egtr",
+            num_decoder_layers=model.config.decoder_layers,
+            all_reduce_num_boxes=config.all_reduce_num_boxes,
+        )
+        self._last_step_time: float | None = None
+
+    def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor) -> Any:
+        return self.model(pixel_values, pixel_mask)
+
+    # ------------------------------------------------------------------ steps
+    def _losses(self, batch: dict[str, Any], training: bool) -> dict[str, torch.Tensor]:
+        outputs = self.model(batch["pixel_values"], batch["pixel_mask"])
+        return self.criterion(outputs, batch["labels"], training=training)
+
+    def training_step(self, batch: dict[str, Any], batch_index: int) -> torch.Tensor:
+        losses = self._losses(batch, training=True)
+        loss = losses["loss"]
+        self._stop_if_not_finite(loss, losses)
+        batch_size = len(batch["labels"])
+        self.log("train_loss", loss.detach(), prog_bar=True, batch_size=batch_size)
+        self.log_dict(
+            {f"train/{name}": value.detach() for name, value in losses.items() if name != "loss"},
+            batch_size=batch_size,
+        )
+        self._log_throughput(batch_size)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_index: int) -> torch.Tensor:
+        losses = self._losses(batch, training=False)
+        batch_size = len(batch["labels"])
+        # Mean over the epoch, synchronised over DDP ranks: the number that checkpointing and early stopping read.
+        self.log("validation_loss", losses["loss"], prog_bar=True, sync_dist=True, batch_size=batch_size)
+        self.log_dict(
+            {f"validation/{name}": value for name, value in losses.items() if name != "loss"},
+            sync_dist=True,
+            batch_size=batch_size,
+        )
+        return losses["loss"]
+
+    def _stop_if_not_finite(self, loss: torch.Tensor, losses: dict[str, torch.Tensor]) -> None:
+        """Raise `NonFiniteLossError` on every rank if any rank's loss is NaN/inf (before backward and step).
+
+        The decision is reduced over DDP ranks so that all processes stop together instead of one waiting forever
+        in the gradient all-reduce. `ModelCheckpoint(save_on_exception=False)` writes nothing on the way out, so the
+        last checkpoint stays the last good state.
+        """
+        local_bad = not bool(torch.isfinite(loss.detach()).item())
+        any_bad = self.trainer.strategy.reduce_boolean_decision(local_bad, all=False)
+        if not any_bad:
+            return
+        terms = ", ".join(
+            f"{name}={value.item():.4g}" for name, value in losses.items() if name.startswith("loss")
+        )
+        where = "this rank" if local_bad else "another rank"
+        raise NonFiniteLossError(
+            f"non-finite training loss on {where} at epoch {self.current_epoch}, global step {self.global_step} "
+            f"({terms}). Training stopped; no checkpoint was written for this state. Try a lower learning rate, "
+            "gradient clipping, precision=32-true or bf16-mixed instead of 16-mixed, and check the data "
+            "(`egtr data validate`). Resume from the last checkpoint with --resume."
+        )
+
+    def _log_throughput(self, batch_size: int) -> None:
+        """Images per second over all ranks, from the wall time between consecutive training steps."""
+        now = time.perf_counter()
+        if self._last_step_time is not None:
+            elapsed = now - self._last_step_time
+            if elapsed > 0:
+                images_per_second = batch_size * self.trainer.world_size / elapsed
+                self.log("images_per_second", images_per_second, prog_bar=True, batch_size=batch_size)
+        self._last_step_time = now
+
+    def on_train_epoch_start(self) -> None:
+        self._last_step_time = None  # the validation pass between epochs is not training time
+
+    # ------------------------------------------------------------------ optimiser and checkpoints
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        groups = build_parameter_groups(self.model, self.config, self.lr_factor)
+        for group in groups:
+            count = sum(parameter.numel() for parameter in group["params"])
+            logger.info("parameter group %-13s lr %.3g, %d tensors, %d parameters", group["name"], group["lr"],
+                        len(group["params"]), count)
+        return torch.optim.AdamW(groups, weight_decay=self.config.weight_decay)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Plain dicts (JSON types only): the checkpoint alone says how to rebuild the model.
+        checkpoint["egtr_model_config"] = self.model.config.to_dict()
+        checkpoint["egtr_train_config"] = self.config.to_dict()
+        checkpoint["egtr_lr_factor"] = self.lr_factor
+
