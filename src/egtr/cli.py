@@ -266,12 +266,62 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by `train` and `pretrain-detector` (see docs/training.md)."""
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="any TrainConfig setting, dotted for nested ones: lr=1e-4 data.eval_size=600 model.num_queries=100")
+    parser.add_argument("--data-root", default=None, help="dataset folder (VG: RelTR layout; OI: SGTR layout)")
+    parser.add_argument("--dataset", choices=("vg", "oi"), default="vg", help="dataset preset (OI: reference §4.5)")
+    parser.add_argument("--config", default=None, help="a TrainConfig JSON file (e.g. a run's config.json)")
+    parser.add_argument("--output-dir", default=None, help="run directory (checkpoints, metrics, final model)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last.ckpt")
+    parser.add_argument("--detector-weights", default=None,
+                        help="pre-trained detector: a run's model/ dir, the released DETR dir or COCO Deformable DETR")
+    parser.add_argument("--backbone-weights", default=None, help="ImageNet ResNet checkpoint (torchvision/timm names)")
+    parser.add_argument("--devices", default=None, help="devices per node (>1: DDP), or 'auto'")
+    parser.add_argument("--num-nodes", type=int, default=None, help="nodes (torchrun / SLURM launch)")
+    parser.add_argument("--accelerator", default=None, help="cpu, gpu or auto")
+    parser.add_argument("--precision", default=None, choices=("32-true", "bf16-mixed", "16-mixed"))
+    parser.add_argument("--batch-size", type=int, default=None, help="images per device and step")
+    parser.add_argument("--accumulate-grad-batches", type=int, default=None, help="steps per optimiser update")
+    parser.add_argument("--max-epochs", type=int, default=None, help="epochs of the main pass")
+    parser.add_argument("--finetune-epochs", type=int, default=None, help="epochs of the x0.1 pass (0: none)")
+    parser.add_argument("--num-workers", type=int, default=None, help="DataLoader workers per device")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--fast-dev-run", type=int, nargs="?", const=1, default=None,
+                        help="smoke test: N training + N validation batches per pass, no checkpoints")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+
+
+def _add_train_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help="EGTR relation training from a pre-trained detector (main + x0.1 pass, reference §4.2-4.3)"
+    )
+    _add_training_arguments(parser)
+    parser.set_defaults(func=lambda args: _run_training(args, "egtr"))
+
+
+def _add_pretrain_detector_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "pretrain-detector", help="stage 0: Deformable DETR training on the scene-graph dataset (reference §4.1)"
+    )
+    _add_training_arguments(parser)
+    parser.set_defaults(func=lambda args: _run_training(args, "detector"))
+
+
+def _run_training(args: argparse.Namespace, stage: str) -> int:
+    from egtr.training.commandline import run_command
+
+    return run_command(args, stage)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="egtr", description="EGTR scene graph generation")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for add_command in (
         _add_info_command, _add_data_command, _add_predict_command, _add_benchmark_command, _add_evaluate_command,
+        _add_train_command, _add_pretrain_detector_command,
     ):  # fmt: skip
         add_command(subparsers)
     return parser
