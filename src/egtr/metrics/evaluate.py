@@ -4,9 +4,9 @@ Which metrics run depends on what the predictions hold:
 
 * `graph_constraint` relation set -> `SceneGraphRecall` with the graph constraint (`(single)R@K`, ...);
 * `no_graph_constraint` set -> `SceneGraphRecall` without it (`R@K`, `mR@K`);
-* `open_images` set -> `OpenImagesRelationMetrics` (`microR@50`, `w_rel_mAP`, `w_phr_mAP`, `score`) and the
-  Open Images detection AP over all predicted objects (`bbox/*`);
-* `detections` -> COCO-style detection AP (`AP50`, `bbox/*`), unless the Open Images one already ran.
+* `open_images` set -> `OpenImagesRelationMetrics` (`microR@50`, `w_rel_mAP`, `w_phr_mAP`, `score`);
+* detection AP: with `detections` (the VG path), the COCO-style AP of those (`AP50`, `bbox/*`); otherwise, with an
+  `open_images` set, the Open Images detection AP over all predicted objects (`bbox/*`).
 
 Predictions and ground truths are paired by position; where both carry image ids they must agree.
 """
@@ -152,18 +152,15 @@ def evaluate_predictions(
         timings["open_images"] = time.perf_counter() - started
     if detection:
         started = time.perf_counter()
-        if "open_images" in predictions.scene_graphs:
+        if predictions.detections is not None and (num_classes is not None or coco_ground_truth is not None):
+            metric = DetectionAP(num_classes, style="coco", coco_ground_truth=coco_ground_truth)
+            report.results["detection"] = metric.update(predictions.detections, ground_truths).compute()
+        elif "open_images" in predictions.scene_graphs:
             if num_classes is None:
                 raise ValueError("num_classes is needed for the Open Images detection AP")
             metric = DetectionAP(num_classes, style="open_images")
-            report.results["detection"] = metric.update(
-                predictions.scene_graphs["open_images"], ground_truths
-            ).compute()
-        elif predictions.detections is not None and (
-            num_classes is not None or coco_ground_truth is not None
-        ):
-            metric = DetectionAP(num_classes, style="coco", coco_ground_truth=coco_ground_truth)
-            report.results["detection"] = metric.update(predictions.detections, ground_truths).compute()
+            objects = predictions.scene_graphs["open_images"]
+            report.results["detection"] = metric.update(objects, ground_truths).compute()
         if "detection" in report.results:
             timings["detection"] = time.perf_counter() - started
     for result in report.results.values():

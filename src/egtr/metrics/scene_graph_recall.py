@@ -159,17 +159,16 @@ class SceneGraphRecall(Metric):
         """
         if len(predictions) != len(ground_truths):
             raise ValueError(f"got {len(predictions)} predictions but {len(ground_truths)} ground truths")
-        for offset, relations in enumerate(g.relations for g in ground_truths):
-            relations = np.asarray(relations)
-            if relations.size and relations[:, 2].max() >= self.num_predicates:
-                raise ValueError(
-                    f"ground truth of image {self._num_images + offset}: field 'relations' has predicate "
-                    f"{int(relations[:, 2].max())} >= num_predicates={self.num_predicates}"
-                )
         deduplicated = [
             SceneGroundTruth(g.boxes, g.labels, unique_relations(g.relations)) for g in ground_truths
         ]
         flat_truth = flatten_ground_truths(deduplicated)
+        if flat_truth.predicates.size and flat_truth.predicates.max() >= self.num_predicates:
+            image = int(flat_truth.image_index[np.argmax(flat_truth.predicates >= self.num_predicates)])
+            raise ValueError(
+                f"ground truth of image {image} of the batch: field 'relations' has predicate "
+                f"{int(flat_truth.predicates.max())} >= num_predicates={self.num_predicates}"
+            )
         flat_predictions = flatten_predictions(predictions, top_k=max(self.ks))
         ranks = first_match_ranks(flat_predictions, flat_truth, self.iou_threshold)
         self._image_relation_counts.append(flat_truth.counts)
