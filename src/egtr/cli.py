@@ -119,6 +119,7 @@ def _add_predict_command(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--no-draw", action="store_true", help="write only the JSON files")
     parser.add_argument("--draw-relations", type=int, default=40, help="relations shown in a drawing (default 40)")
+    parser.add_argument("--dpi", type=int, default=120, help="resolution of PNG drawings (default 120)")
     parser.add_argument("--recursive", action="store_true", help="also take images from sub-folders")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_run_predict)
@@ -140,7 +141,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     )  # fmt: skip
     report = predict_files(
         predictor, paths, args.out, draw_formats=[] if args.no_draw else args.format,
-        max_draw_relations=args.draw_relations, progress=not args.no_progress,
+        max_draw_relations=args.draw_relations, dpi=args.dpi, progress=not args.no_progress,
     )  # fmt: skip
     print(f"{len(report.outputs)} of {len(paths)} images processed; results in {args.out}")
     if report.failures:

@@ -384,6 +384,7 @@ def predict_files(
     *,
     draw_formats: Sequence[str] = ("png",),
     max_draw_relations: int | None = 40,
+    dpi: int = 120,
     progress: bool = True,
 ) -> FilesReport:
     """Predict every image file, writing `<out_dir>/<name>.json` and `<out_dir>/<name>.<format>` drawings.
@@ -397,6 +398,7 @@ def predict_files(
         out_dir: created if missing.
         draw_formats: drawing formats ("png", "svg", "pdf"); empty = JSON only.
         max_draw_relations: relations shown in a drawing (the JSON keeps all of them).
+        dpi: resolution of raster drawings.
         progress: show a tqdm progress bar.
     """
     from tqdm import tqdm
@@ -434,7 +436,7 @@ def predict_files(
                 graph.to_json(written[0])
                 for fmt in formats:
                     written.append(out_dir / f"{stem}.{fmt}")
-                    graph.draw(written[-1], image=item.image, max_relations=max_draw_relations)
+                    graph.draw(written[-1], image=item.image, max_relations=max_draw_relations, dpi=dpi)
                 report.outputs[str(item.path)] = written
                 bar.update(1)
     return report
