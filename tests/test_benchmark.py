@@ -77,3 +77,15 @@ def test_cli_benchmark_with_a_small_config(tmp_path, capsys):
     assert list(result["scopes"]) == ["model"]
     assert result["parameters"] == sum(p.numel() for p in EGTR(TINY).parameters())
     assert "FPS" in capsys.readouterr().out
+
+
+def test_cli_benchmark_reports_bad_inputs(tmp_path, capsys):
+    from egtr.cli import main
+
+    config_path = tmp_path / "tiny.json"
+    TINY.save(config_path)
+    missing = tmp_path / "missing.jpg"
+    assert main(["benchmark", "--config", str(config_path), "--device", "cpu", "--image", str(missing)]) == 2
+    assert "missing.jpg" in capsys.readouterr().err
+    assert main(["benchmark", "--config", str(config_path), "--device", "cpu", "--dtype", "int8"]) == 2
+    assert "int8" in capsys.readouterr().err

@@ -224,3 +224,19 @@ def test_cli_predict_all_good_exits_zero(reference_dir, tmp_path, capsys):
     assert len(graph.relations) == 40 and len(set(pairs)) < 40  # some pair carries several predicates
     assert not (tmp_path / "astronaut.png").exists()
     assert main(["predict", str(tmp_path / "none*.jpg"), "--model", "x", "--out", str(tmp_path)]) == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when CUDA is missing")
+def test_cli_predict_reports_a_missing_device(reference_dir, tmp_path, capsys):
+    from egtr.cli import main
+
+    arguments = [
+        "predict",
+        str(ASTRONAUT),
+        "--model",
+        str(reference_dir / "artifact"),
+        "--out",
+        str(tmp_path),
+    ]
+    assert main([*arguments, "--device", "cuda"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err

@@ -134,11 +134,15 @@ def _run_predict(args: argparse.Namespace) -> int:
     if not paths:
         print("error: no images to process", file=sys.stderr)
         return 2
-    predictor = Predictor.from_pretrained(
-        args.model, device=args.device, dtype=args.dtype, image_size=args.size, max_size=args.max_size,
-        top_k=args.top_k, score_threshold=args.score_threshold, graph_constraint=not args.no_graph_constraint,
-        object_threshold=args.object_threshold, batch_size=args.batch_size,
-    )  # fmt: skip
+    try:
+        predictor = Predictor.from_pretrained(
+            args.model, device=args.device, dtype=args.dtype, image_size=args.size, max_size=args.max_size,
+            top_k=args.top_k, score_threshold=args.score_threshold, graph_constraint=not args.no_graph_constraint,
+            object_threshold=args.object_threshold, batch_size=args.batch_size,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError) as error:  # bad model path/checkpoint, device or dtype
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     report = predict_files(
         predictor, paths, args.out, draw_formats=[] if args.no_draw else args.format,
         max_draw_relations=args.draw_relations, dpi=args.dpi, progress=not args.no_progress,
@@ -195,18 +199,22 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     if args.model and args.config:
         print("error: give --model or --config, not both", file=sys.stderr)
         return 2
-    if args.model:
-        model, description = EGTR.from_pretrained(args.model), str(args.model)
-    else:
-        config = EGTRConfig.from_json(args.config) if args.config else EGTRConfig()
-        model = EGTR(config).eval()
-        description = f"{args.config or 'EGTR VG configuration'} (random weights; speed does not depend on them)"
     scopes = {"model": ("model",), "end-to-end": ("end_to_end",), "both": ("model", "end_to_end")}[args.scope]
-    result = run_benchmark(
-        model, args.image, image_size=args.size, max_size=args.max_size, batch_size=args.batch_size,
-        device=args.device, dtype=args.dtype, compile_model=args.compile, warmup=args.warmup, runs=args.runs,
-        scopes=scopes, model_description=description,
-    )  # fmt: skip
+    try:
+        if args.model:
+            model, description = EGTR.from_pretrained(args.model), str(args.model)
+        else:
+            config = EGTRConfig.from_json(args.config) if args.config else EGTRConfig()
+            model = EGTR(config).eval()
+            description = f"{args.config or 'EGTR VG configuration'} (random weights; speed does not depend on them)"
+        result = run_benchmark(
+            model, args.image, image_size=args.size, max_size=args.max_size, batch_size=args.batch_size,
+            device=args.device, dtype=args.dtype, compile_model=args.compile, warmup=args.warmup, runs=args.runs,
+            scopes=scopes, model_description=description,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError) as error:  # bad model/config path, image, device, dtype or counts
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(format_result(result))
     if args.out:
         print(f"written to {write_result(result, args.out)}")
