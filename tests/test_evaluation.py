@@ -109,3 +109,34 @@ def test_cli_evaluate_model_then_predictions(world, tmp_path):
 def test_cli_evaluate_needs_a_source(capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", "--data-root", "somewhere"])
+
+
+def test_a_training_run_directory_is_evaluated_through_its_exported_model(world, tmp_path):
+    root, model_dir = world
+    run = tmp_path / "run"
+    EGTR.from_pretrained(model_dir).save_pretrained(run / "model")
+    (run / "summary.json").write_text("{}")
+    (run / "config.json").write_text("{}")  # the run's TrainConfig, not a model config
+    report = evaluate_model(
+        run, DataConfig.for_synthetic(str(root), image_size=96), "val", detection=False, progress=False
+    )
+    assert report.settings["weights_file"] == str(run / "model" / "model.safetensors")
+
+
+def test_a_lightning_checkpoint_of_egtr_train(world, tmp_path):
+    root, model_dir = world
+    model = EGTR.from_pretrained(model_dir)
+    # The layout `egtr train` writes: the Lightning state dict (module attribute `model`) + the model config.
+    payload = {
+        "state_dict": {f"model.{key}": value for key, value in model.state_dict().items()},
+        "egtr_model_config": model.config.to_dict(),
+    }
+    torch.save(payload, tmp_path / "epoch=00-validation_loss=1.0000.ckpt")
+    report = evaluate_model(
+        tmp_path / "epoch=00-validation_loss=1.0000.ckpt", DataConfig.for_synthetic(str(root), image_size=96), "val",
+        detection=False, progress=False,
+    )  # fmt: skip
+    reference = evaluate_model(
+        model_dir, DataConfig.for_synthetic(str(root), image_size=96), "val", detection=False, progress=False
+    )
+    assert report.metrics == reference.metrics

@@ -230,7 +230,7 @@ def _add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
         "wmAP_rel, wmAP_phr and score_wtd. Writes a JSON with every number and the settings, prints a table.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="model directory (save_pretrained), official artifact or .ckpt")
+    source.add_argument("--model", help="model directory, official artifact or .ckpt, or an `egtr train` run")
     source.add_argument("--predictions", help="a predictions .npz written by --save-predictions (no model needed)")
     parser.add_argument("--data-root", default=None, help="dataset folder (needed with --model)")
     parser.add_argument("--kind", choices=("vg", "oi"), default="vg", help="dataset layout: vg (RelTR) or oi (SGTR)")

@@ -81,18 +81,35 @@ def seen_triplets_of(dataset: Any) -> np.ndarray:
 
 
 def _load_model(model: Any, device: torch.device) -> tuple[Any, dict[str, Any]]:
+    """An `EGTR` from a model object, our directory, the official artifact, an `egtr train` run directory (its
+    exported `model/`) or one of its Lightning checkpoints (`.ckpt` with the model config inside)."""
     from egtr.models import EGTR
     from egtr.models.checkpoint import resolve_model_path
 
     if isinstance(model, EGTR):
         return model.to(device).eval(), {"model": "in-memory EGTR", "checkpoint_sha256": None}
-    _, weights_path = resolve_model_path(model)
+    path = Path(model)
+    if path.is_dir() and (path / "model" / "config.json").is_file() and (path / "summary.json").is_file():
+        logger.info("%s is a training run: evaluating its exported model %s", path, path / "model")
+        path = path / "model"
+    if path.is_file() and path.suffix == ".ckpt":
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(payload, dict) and "egtr_model_config" in payload:
+            from egtr.training.engine import model_from_checkpoint
+
+            settings = {
+                "model": str(model),
+                "weights_file": str(path),
+                "checkpoint_sha256": file_sha256(path),
+            }
+            return model_from_checkpoint(path).to(device).eval(), settings
+    _, weights_path = resolve_model_path(path)
     settings = {
         "model": str(model),
         "weights_file": str(weights_path),
         "checkpoint_sha256": file_sha256(weights_path),
     }
-    return EGTR.from_pretrained(model, map_location=device).eval(), settings
+    return EGTR.from_pretrained(path, map_location=device).eval(), settings
 
 
 def evaluate_model(
@@ -115,7 +132,8 @@ def evaluate_model(
     """Run a model over a dataset split and compute the reference metrics.
 
     Args:
-        model: an `EGTR`, or a path `EGTR.from_pretrained` reads (our directory, the official artifact or `.ckpt`).
+        model: an `EGTR`, or a path: our directory, the official artifact or its `.ckpt`, an `egtr train` run
+            directory (its exported `model/`) or one of the run's Lightning checkpoints.
         data_config: `egtr.data.DataConfig` (dataset kind, root, evaluation resize).
         split: "train", "val" or "test".
         batch_size, num_workers: DataLoader settings (the original evaluates with batch size 1).
