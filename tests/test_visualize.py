@@ -113,3 +113,13 @@ def test_colours_are_distinct_and_text_readable():
     assert len({tuple(np.round(colour, 3)) for colour in colours}) == 40
     assert text_colour((1.0, 1.0, 0.9)) == "black"
     assert text_colour((0.1, 0.1, 0.4)) == "white"
+
+
+def test_objects_outside_the_drawn_relations_sit_in_a_bottom_row():
+    graph = random_scene_graph(12, 0)
+    relations = [SceneRelation(0, 1, 0, "on", 0.9, 0.9), SceneRelation(2, 1, 1, "has", 0.8, 0.8)]
+    half_sizes = np.tile([0.05, 0.02], (12, 1))
+    positions = _layout(graph, relations, half_sizes)
+    linked, unlinked = positions[:3], positions[3:]
+    assert unlinked[:, 1].max() + 0.02 <= linked[:, 1].min() - 0.02  # below every linked label, no overlap
+    assert len({round(y, 6) for y in unlinked[:, 1]}) <= 2  # in one or two rows

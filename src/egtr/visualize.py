@@ -320,10 +320,13 @@ def _draw_graph_panel(
 
 
 def _layout(scene_graph: SceneGraph, relations: list, half_sizes: np.ndarray) -> np.ndarray:
-    """(n, 2) node centres in [0, 1] axes units: box centres -> bounded force layout -> overlap removal."""
+    """(n, 2) node centres in [0, 1] axes units.
+
+    Objects with an edge: box centres -> bounded force layout -> stretched to the panel -> overlap removal. Objects
+    without one (e.g. only in relations beyond `max_relations`) sit in rows along the bottom, so that they neither
+    crowd the graph nor get thrown into the corners by the repulsion.
+    """
     count = len(scene_graph.objects)
-    if count == 1:
-        return np.array([[0.5, 0.5]])
     height, width = scene_graph.image_size if all(scene_graph.image_size) else (1, 1)
     boxes = np.array([item.box for item in scene_graph.objects], dtype=np.float64).reshape(count, 4)
     box_centres = np.stack(
@@ -332,8 +335,45 @@ def _layout(scene_graph: SceneGraph, relations: list, half_sizes: np.ndarray) ->
     # Duplicate detections have (almost) the same centre; a tiny deterministic jitter separates them.
     start = np.clip(box_centres, 0, 1) + np.random.default_rng(0).uniform(-0.01, 0.01, size=(count, 2))
     edges = np.array([(r.subject, r.object) for r in relations if r.subject != r.object], dtype=np.int64)
-    positions = _force_layout(start, edges.reshape(-1, 2), half_sizes)
-    return _remove_overlaps(_fill_panel(positions, half_sizes), half_sizes)
+    edges = edges.reshape(-1, 2)
+    linked = np.zeros(count, dtype=bool)
+    linked[edges.reshape(-1)] = True
+    positions = np.zeros((count, 2))
+
+    isolated = np.flatnonzero(~linked)
+    band = 0.0  # height of the rows of unlinked objects at the bottom
+    if len(isolated):
+        positions[isolated], band = _rows(half_sizes[isolated])
+        if not linked.any():
+            positions[isolated, 1] += (1 - band) / 2  # nothing else to draw: centre the rows vertically
+    linked_indices = np.flatnonzero(linked)
+    if len(linked_indices):
+        # Lay out in a unit square whose y axis is then squeezed into [band, 1]; label heights are scaled up by
+        # the same factor so that the result is still free of overlaps.
+        squeeze = 1.0 - band
+        local_half_sizes = half_sizes[linked_indices] / np.array([1.0, squeeze])
+        new_index = np.full(count, -1)
+        new_index[linked_indices] = np.arange(len(linked_indices))
+        local_start = start[linked_indices]
+        local_start[:, 1] = np.clip((local_start[:, 1] - band) / squeeze, 0, 1)
+        local = _force_layout(local_start, new_index[edges], local_half_sizes)
+        local = _remove_overlaps(_fill_panel(local, local_half_sizes), local_half_sizes)
+        positions[linked_indices, 0] = local[:, 0]
+        positions[linked_indices, 1] = band + local[:, 1] * squeeze
+    return positions
+
+
+def _rows(half_sizes: np.ndarray, gap: float = 0.012) -> tuple[np.ndarray, float]:
+    """Centres of labels set left to right in rows from the bottom up; returns (centres (m, 2), band height)."""
+    row_height = 2 * half_sizes[:, 1].max() + gap
+    centres = np.zeros((len(half_sizes), 2))
+    x, row = gap, 0
+    for index, (half_width, _) in enumerate(half_sizes):
+        if x + 2 * half_width > 1 and x > gap:
+            x, row = gap, row + 1
+        centres[index] = (x + half_width, gap + row * row_height + row_height / 2)
+        x += 2 * half_width + gap
+    return centres, min(gap + (row + 1) * row_height + gap, 0.6)
 
 
 def _fill_panel(positions: np.ndarray, half_sizes: np.ndarray, margin: float = 0.06) -> np.ndarray:
@@ -363,7 +403,7 @@ def _force_layout(
     """
     count = len(start)
     positions = start.copy()
-    ideal_distance = 0.75 / math.sqrt(count)  # k of the paper for an area of ~0.56
+    ideal_distance = 0.9 / math.sqrt(count)  # k of the paper for an area of ~0.8
     temperature = 0.1
     for _ in range(iterations):
         delta = positions[:, None, :] - positions[None, :, :]  # (n, n, 2), i minus j
@@ -377,7 +417,7 @@ def _force_layout(
             attraction = edge_delta * edge_distance / ideal_distance  # d^2 / k along the unit vector
             np.add.at(displacement, edges[:, 0], -attraction)
             np.add.at(displacement, edges[:, 1], attraction)
-        displacement += 0.3 * (start - positions) / ideal_distance * ideal_distance
+        displacement += 0.1 * (start - positions)
         length = np.maximum(np.linalg.norm(displacement, axis=-1, keepdims=True), 1e-9)
         positions = positions + displacement / length * np.minimum(length, temperature)
         positions = np.clip(positions, half_sizes, 1 - half_sizes)
