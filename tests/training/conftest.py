@@ -34,7 +34,7 @@ def tiny_train_config(data_root: Path, output_dir: Path, **overrides) -> TrainCo
         lr=2e-4, lr_backbone=2e-5, lr_relation_head=2e-4,
         max_epochs=2, finetune_epochs=0, batch_size=2, accumulate_grad_batches=1,
         accelerator="cpu", num_workers=0, limit_train_batches=2, limit_val_batches=1,
-        sanity_val_steps=0, log_every_n_steps=1, progress_bar=False,
+        sanity_val_steps=0, log_every_n_steps=1, progress_bar=False, freeze_backbone=True,
     )  # fmt: skip
     values.update(overrides)
     return TrainConfig(**values).validate()

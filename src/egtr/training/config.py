@@ -39,6 +39,7 @@ class TrainConfig:
     lr: float = 2e-6  # everything not listed below (the pre-trained detector body and heads)
     lr_backbone: float = 2e-7  # parameters named *backbone*, *reference_points*, *sampling_offsets*
     lr_relation_head: float = 2e-4  # the new relation head (proj_q/k, final_*_proj, gate, predictor, connectivity)
+    freeze_backbone: bool = False  # train no backbone parameter (saves memory and time; the stem is always frozen)
     weight_decay: float = 1e-4
     gradient_clip_val: float = 0.1  # clip of the total gradient norm; 0 disables
     max_epochs: int = 50  # main stage (stage 0: 150)

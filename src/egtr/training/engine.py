@@ -8,6 +8,7 @@ Run directory (`config.output_dir`):
 
     config.json              the TrainConfig (JSON)
     initialization.json      what was loaded from the backbone / detector files, frequency-statistics summary
+    main/config.json         the model config: `EGTR.from_pretrained("main")` loads the best checkpoint of the pass
     main/checkpoints/        epoch=EE-validation_loss=V.VVVV.ckpt (best) and last.ckpt, written atomically
     main/version_K/          metrics.csv (+ TensorBoard events); K counts the (re)starts of the pass
     main/done.json           written when the pass is complete (resume skips the pass)
@@ -234,7 +235,10 @@ def _model_after(result: PassResult, model: EGTR | None) -> EGTR:
 
 # ---------------------------------------------------------------------- one pass
 def _loggers(config: TrainConfig, run_dir: Path, pass_name: str) -> list[Logger]:
-    loggers: list[Logger] = [CSVLogger(save_dir=run_dir, name=pass_name)]
+    # Flushed at every logging step, so that a killed run keeps its metrics up to its last step.
+    loggers: list[Logger] = [
+        CSVLogger(save_dir=run_dir, name=pass_name, flush_logs_every_n_steps=config.log_every_n_steps)
+    ]
     try:
         from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -309,6 +313,11 @@ def _run_pass(
 ) -> tuple[PassResult, EGTR]:
     pl.seed_everything(config.seed, workers=True)
     pass_dir = Path(config.output_dir) / pass_name
+    if rank_zero_only.rank == 0:
+        # The official artifact layout (config.json + checkpoints/*.ckpt): `EGTR.from_pretrained(pass_dir)` loads
+        # the best checkpoint, `EGTR.from_pretrained(any .ckpt of the pass)` that checkpoint.
+        pass_dir.mkdir(parents=True, exist_ok=True)
+        save_json(pass_dir / CONFIG_NAME, {"egtr_config": model.config.to_dict()})
     module = EGTRLightningModule(model, config, lr_factor)
     trainer = build_trainer(config, pass_dir, max_epochs)
     logger.info(

@@ -100,6 +100,17 @@ def _detector_weights_file(path: Path) -> Path:
     raise CheckpointError(f"{path}: neither {WEIGHTS_NAME} nor {DETECTOR_WEIGHTS_NAME} found")
 
 
+def _unaliased(model: EGTR, report: LoadReport) -> list[str]:
+    """Missing keys that are not another name of a loaded tensor.
+
+    The detection heads are one module listed once per decoder layer (`class_embed.0..L-1`); files saved with
+    safetensors keep one copy, so `class_embed.1..` are absent from them but loaded through `class_embed.0`.
+    """
+    state = model.state_dict(keep_vars=True)
+    loaded_storage = {state[key].data_ptr() for key in report.loaded if key in state}
+    return [key for key in report.missing if state[key].data_ptr() not in loaded_storage]
+
+
 def load_pretrained_detector(model: EGTR, path: str | Path) -> LoadReport:
     """Load a pre-trained Deformable DETR into the detector part of `model` (not the relation head).
 
@@ -121,7 +132,7 @@ def load_pretrained_detector(model: EGTR, path: str | Path) -> LoadReport:
     # The relation head and the class-dependent frequency tables are trained anew.
     state_dict = {key: value for key, value in state_dict.items() if not key.startswith(RELATION_HEAD_PREFIXES)}
     report = load_weights_non_strict(model, state_dict)
-    report.missing = [key for key in report.missing if not key.startswith(RELATION_HEAD_PREFIXES)]
+    report.missing = [key for key in _unaliased(model, report) if not key.startswith(RELATION_HEAD_PREFIXES)]
     if not any(key.startswith("model.encoder.") for key in report.loaded):
         raise CheckpointError(
             f"{weights}: no Deformable DETR encoder weights fit this model; it looks like "

@@ -96,6 +96,8 @@ class EGTRLightningModule(pl.LightningModule):
         self.lr_factor = lr_factor
         if config.stage == "detector":
             freeze_relation_head(model)
+        if config.freeze_backbone:
+            model.model.backbone.requires_grad_(False)
         self.criterion = EGTRCriterion(
             config.loss,
             model.config.num_labels,
