@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("matplotlib")
-pytest.importorskip("networkx")
 
 from egtr.scene_graph import SceneGraph, SceneObject, SceneRelation
 from egtr.visualize import _layout, draw_scene_graph, object_colours, text_colour

@@ -1,10 +1,11 @@
 """Scene graph drawings: the image with labelled boxes, side by side with the graph.
 
 Object i has the same colour and the same "i label" tag in both panels, so a node can be found in the picture at a
-glance. Graph nodes start at their box centres (the graph keeps the picture's rough geometry), are spread by a force
-layout (`networkx.spring_layout`) and then pushed apart until no two labels overlap, which keeps 30+ objects
-readable. Needs the `viz` extra (matplotlib, networkx). Uses matplotlib's object API (no pyplot), so drawing many
-images in a loop neither leaks figures nor touches a GUI backend.
+glance. Graph nodes start at their box centres (the graph keeps the picture's rough geometry), are spread by a
+Fruchterman-Reingold force layout confined to the panel and then pushed apart until no two labels overlap; objects
+outside the drawn relations sit in rows at the bottom; edge labels slide along their arrows to avoid each other.
+This keeps 30+ objects readable. Needs matplotlib (the `viz` extra). Uses matplotlib's object API (no pyplot), so
+drawing many images in a loop neither leaks figures nor touches a GUI backend.
 """
 
 from __future__ import annotations
