@@ -2,7 +2,9 @@
 Generation", CVPR 2024)."""
 
 from egtr.config import EGTRConfig, LossConfig
-from egtr.models import EGTR, EGTROutput, CheckpointError
+from egtr.inference import Predictor
+from egtr.models import EGTR, CheckpointError, EGTROutput
+from egtr.scene_graph import SceneGraph
 
 __version__ = "0.1.0"
-__all__ = ["EGTR", "EGTROutput", "EGTRConfig", "LossConfig", "CheckpointError", "__version__"]
+__all__ = ["EGTR", "EGTROutput", "EGTRConfig", "LossConfig", "CheckpointError", "Predictor", "SceneGraph", "__version__"]
