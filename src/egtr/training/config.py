@@ -61,6 +61,7 @@ class TrainConfig:
     seed: int = 42
     deterministic: bool = False  # torch deterministic algorithms (CUDA grid_sample backward has none: errors there)
     log_every_n_steps: int = 50
+    val_every_n_epochs: int = 1  # validation (and so best/last checkpoints) every n epochs
     checkpoint_every_n_steps: int = 0  # also refresh last.ckpt every n optimiser steps (long epochs); 0 = per epoch
     limit_train_batches: float | int | None = None  # Lightning's limits (fraction or count), for quick runs
     limit_val_batches: float | int | None = None
@@ -102,7 +103,8 @@ class TrainConfig:
         for name in ("lr", "lr_backbone", "lr_relation_head", "weight_decay", "gradient_clip_val"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("max_epochs", "batch_size", "accumulate_grad_batches", "num_nodes", "log_every_n_steps"):
+        for name in ("max_epochs", "batch_size", "accumulate_grad_batches", "num_nodes", "log_every_n_steps",
+                     "val_every_n_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("finetune_epochs", "early_stopping_patience", "num_workers", "checkpoint_every_n_steps",

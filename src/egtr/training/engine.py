@@ -294,6 +294,7 @@ def build_trainer(config: TrainConfig, pass_dir: Path, max_epochs: int, extra_ca
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=config.log_every_n_steps,
         num_sanity_val_steps=config.sanity_val_steps,
+        check_val_every_n_epoch=config.val_every_n_epochs,
         deterministic=config.deterministic,
         enable_progress_bar=config.progress_bar,
         fast_dev_run=config.fast_dev_run or False,
