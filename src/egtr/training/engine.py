@@ -253,17 +253,20 @@ def _loggers(config: TrainConfig, run_dir: Path, pass_name: str) -> list[Logger]
 def build_trainer(config: TrainConfig, pass_dir: Path, max_epochs: int, extra_callbacks: list[Callback] = ()) -> pl.Trainer:
     """The Lightning Trainer of one pass: checkpointing, early stopping, loggers, DDP and precision settings."""
     checkpoint_dir = pass_dir / "checkpoints"
-    callbacks: list[Callback] = [
-        ModelCheckpoint(
-            dirpath=checkpoint_dir,
-            filename="{epoch:02d}-{validation_loss:.4f}",
-            monitor="validation_loss",
-            mode="min",
-            save_top_k=1,
-            save_last=True,
+    callbacks: list[Callback] = []
+    checkpointing = not config.fast_dev_run  # a smoke test must leave nothing that --resume would pick up
+    if checkpointing:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=checkpoint_dir,
+                filename="{epoch:02d}-{validation_loss:.4f}",
+                monitor="validation_loss",
+                mode="min",
+                save_top_k=1,
+                save_last=True,
+            )
         )
-    ]
-    if config.checkpoint_every_n_steps:
+    if config.checkpoint_every_n_steps and checkpointing:
         # Refreshes last.ckpt inside long epochs; keeps no other file.
         callbacks.append(
             ModelCheckpoint(dirpath=checkpoint_dir, every_n_train_steps=config.checkpoint_every_n_steps,
@@ -290,6 +293,7 @@ def build_trainer(config: TrainConfig, pass_dir: Path, max_epochs: int, extra_ca
         gradient_clip_val=config.gradient_clip_val or None,
         gradient_clip_algorithm="norm",
         callbacks=callbacks,
+        enable_checkpointing=checkpointing,
         logger=_loggers(config, pass_dir.parent, pass_dir.name),
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=config.log_every_n_steps,

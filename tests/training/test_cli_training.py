@@ -1,0 +1,54 @@
+"""`egtr train` / `egtr pretrain-detector`: config resolution and a fast-dev-run through the real command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from egtr import EGTR
+from egtr.cli import main
+from egtr.training import TrainConfig
+from tests.training.conftest import tiny_train_config
+
+
+def test_print_config_applies_presets_options_and_overrides(capsys):
+    code = main(["pretrain-detector", "--print-config", "--data-root", "/data/vg", "--devices", "2",
+                 "--precision", "bf16-mixed", "lr=3e-4", "model.num_queries=100"])  # fmt: skip
+    assert code == 0
+    config = json.loads(capsys.readouterr().out)
+    assert config["stage"] == "detector" and config["loss"]["auxiliary_loss"]
+    assert config["data"]["root"] == "/data/vg" and config["devices"] == 2 and config["precision"] == "bf16-mixed"
+    assert config["lr"] == 3e-4 and config["lr_backbone"] == 1e-5 and config["model"]["num_queries"] == 100
+
+
+def test_open_images_preset(capsys):
+    assert main(["train", "--print-config", "--dataset", "oi"]) == 0
+    config = json.loads(capsys.readouterr().out)
+    assert config["data"]["kind"] == "oi" and config["loss"]["connectivity_loss_coefficient"] == 90
+
+
+def test_config_of_the_other_stage_is_refused(tmp_path):
+    config_file = tmp_path / "config.json"
+    TrainConfig.for_detector().save(config_file)
+    with pytest.raises(ValueError, match="stage"):
+        main(["train", "--config", str(config_file), "--print-config"])
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_fast_dev_run_trains_both_passes_and_exports(synthetic_root: Path, tmp_path: Path, precision, capsys):
+    config_file = tmp_path / "config.json"
+    tiny_train_config(synthetic_root, tmp_path / "unused", finetune_epochs=1).save(config_file)
+    code = main(["train", "--config", str(config_file), "--output-dir", str(tmp_path / "run"), "--fast-dev-run",
+                 "--precision", precision])  # fmt: skip
+    assert code == 0
+    assert "final model:" in capsys.readouterr().out
+    assert not list((tmp_path / "run").rglob("*.ckpt"))  # a smoke test writes no checkpoints
+    model = EGTR.from_pretrained(tmp_path / "run" / "model")
+    assert model.config.num_labels == 8
+
+
+def test_missing_dataset_is_a_clear_error(capsys):
+    assert main(["train", "--output-dir", "/tmp/nowhere"]) == 2
+    assert "--data-root" in capsys.readouterr().out
