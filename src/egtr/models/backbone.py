@@ -47,13 +47,24 @@ class FrozenBatchNorm2d(nn.Module):
         if track_num_batches:
             self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def scale_and_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
         scale = self.weight * (self.running_var + self.eps).rsqrt()
-        shift = self.bias - self.running_mean * scale
+        return scale, self.bias - self.running_mean * scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.scale_and_shift()
         return x * scale[None, :, None, None] + shift[None, :, None, None]
 
 
+def conv_frozen_bn(conv: nn.Conv2d, norm: FrozenBatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """`norm(conv(x))` as one convolution: the frozen norm is a per-channel affine map, so it folds into the
+    convolution's weight and bias. Same function up to float rounding, without two passes over the activations."""
+    scale, shift = norm.scale_and_shift()
+    return F.conv2d(x, conv.weight * scale[:, None, None, None], shift, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
 def _downsample(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
+    # A Sequential, not a single module, for the official key names `downsample.0` (conv) / `downsample.1` (norm).
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
         FrozenBatchNorm2d(out_channels, track_num_batches=True),
@@ -75,10 +86,10 @@ class BasicBlock(nn.Module):
         self.downsample = _downsample(in_channels, channels, stride) if needs_projection else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = self.bn2(self.conv2(x))
-        return F.relu(x + shortcut)
+        shortcut = x if self.downsample is None else conv_frozen_bn(self.downsample[0], self.downsample[1], x)
+        x = conv_frozen_bn(self.conv1, self.bn1, x).relu_()
+        x = conv_frozen_bn(self.conv2, self.bn2, x)
+        return x.add_(shortcut).relu_()
 
 
 class Bottleneck(nn.Module):
@@ -99,11 +110,11 @@ class Bottleneck(nn.Module):
         self.downsample = _downsample(in_channels, out_channels, stride) if needs_projection else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = F.relu(self.bn2(self.conv2(x)))
-        x = self.bn3(self.conv3(x))
-        return F.relu(x + shortcut)
+        shortcut = x if self.downsample is None else conv_frozen_bn(self.downsample[0], self.downsample[1], x)
+        x = conv_frozen_bn(self.conv1, self.bn1, x).relu_()
+        x = conv_frozen_bn(self.conv2, self.bn2, x).relu_()
+        x = conv_frozen_bn(self.conv3, self.bn3, x)
+        return x.add_(shortcut).relu_()
 
 
 class ResNet(nn.Module):
@@ -128,7 +139,7 @@ class ResNet(nn.Module):
         self.out_channels = [channels * block.expansion for channels in (128, 256, 512)]  # C3, C4, C5
 
     def forward(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
-        x = F.relu(self.bn1(self.conv1(pixel_values)))
+        x = conv_frozen_bn(self.conv1, self.bn1, pixel_values).relu_()
         x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
         x = self.layer1(x)
         c3 = self.layer2(x)
