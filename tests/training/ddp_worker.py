@@ -14,9 +14,10 @@ from lightning.pytorch.callbacks import Callback
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for `tests.training`
 
-from egtr.training import EGTRLightningModule, SceneGraphDataModule, build_initial_model  # noqa: E402
-from egtr.training.engine import build_trainer  # noqa: E402
-from tests.training.conftest import tiny_train_config  # noqa: E402
+from tests.training.conftest import tiny_train_config
+
+from egtr.training import EGTRLightningModule, SceneGraphDataModule, build_initial_model
+from egtr.training.engine import build_trainer
 
 
 class RecordImages(Callback):
@@ -31,8 +32,15 @@ class RecordImages(Callback):
 
 def main(data_root: str, output_dir: str) -> None:
     torch.set_num_threads(1)  # two processes share the two cores
-    config = tiny_train_config(Path(data_root), Path(output_dir), devices=2, max_epochs=1, limit_train_batches=3,
-                               limit_val_batches=1, early_stopping_patience=0)
+    config = tiny_train_config(
+        Path(data_root),
+        Path(output_dir),
+        devices=2,
+        max_epochs=1,
+        limit_train_batches=3,
+        limit_val_batches=1,
+        early_stopping_patience=0,
+    )
     datamodule = SceneGraphDataModule(config.data, config.batch_size, num_workers=0)
     datamodule.setup()
     torch.manual_seed(0)  # identical initial weights (DDP also broadcasts rank 0's at the start)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from egtr.training import AtomicCheckpointIO
-from egtr.training import checkpoint_io
+from egtr.training import AtomicCheckpointIO, checkpoint_io
 
 
 def test_save_and_load_round_trip(tmp_path):

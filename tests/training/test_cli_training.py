@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.training.conftest import tiny_train_config
 
 from egtr import EGTR
 from egtr.cli import main
 from egtr.training import TrainConfig
-from tests.training.conftest import tiny_train_config
 
 
 def test_print_config_applies_presets_options_and_overrides(capsys):
@@ -19,7 +19,11 @@ def test_print_config_applies_presets_options_and_overrides(capsys):
     assert code == 0
     config = json.loads(capsys.readouterr().out)
     assert config["stage"] == "detector" and config["loss"]["auxiliary_loss"]
-    assert config["data"]["root"] == "/data/vg" and config["devices"] == 2 and config["precision"] == "bf16-mixed"
+    assert (
+        config["data"]["root"] == "/data/vg"
+        and config["devices"] == 2
+        and config["precision"] == "bf16-mixed"
+    )
     assert config["lr"] == 3e-4 and config["lr_backbone"] == 1e-5 and config["model"]["num_queries"] == 100
 
 

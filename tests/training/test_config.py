@@ -25,7 +25,12 @@ def test_detector_and_open_images_presets():
     detector = TrainConfig.for_detector()
     # Reference §4.1: aux losses on, 1e-4 / 1e-5, 150 + 50 epochs, no accumulation.
     assert detector.stage == "detector" and detector.loss.auxiliary_loss
-    assert (detector.lr, detector.lr_backbone, detector.max_epochs, detector.finetune_epochs) == (1e-4, 1e-5, 150, 50)
+    assert (detector.lr, detector.lr_backbone, detector.max_epochs, detector.finetune_epochs) == (
+        1e-4,
+        1e-5,
+        150,
+        50,
+    )
     assert detector.accumulate_grad_batches == 1
     open_images = TrainConfig.for_open_images()
     # Reference §4.5: connectivity weight 90, random non-matching sampling, OI data layout.

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.training.conftest import tiny_train_config
 
 from egtr import EGTR
 from egtr.training import TrainConfig, pretrain_detector, run_training, train_egtr
-from tests.training.conftest import tiny_train_config
 
 
 def test_two_passes_write_a_complete_run_directory(synthetic_root: Path, tmp_path: Path):
     run_dir = tmp_path / "run"
-    config = tiny_train_config(synthetic_root, run_dir, max_epochs=1, finetune_epochs=1)
+    config = tiny_train_config(synthetic_root, run_dir, max_epochs=1, finetune_epochs=1, evaluate_split="val")
     result = train_egtr(config)
 
     assert [item.name for item in result.passes] == ["main", "finetune"]
@@ -29,10 +29,15 @@ def test_two_passes_write_a_complete_run_directory(synthetic_root: Path, tmp_pat
     assert best.name.startswith("epoch=00-validation_loss=") and best.is_file()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["passes"][1]["name"] == "finetune"
-    assert json.loads((run_dir / "initialization.json").read_text())["frequency_statistics"]["training_relations"] > 0
+    initialization = json.loads((run_dir / "initialization.json").read_text())
+    assert initialization["frequency_statistics"]["training_relations"] > 0
+    metrics = json.loads((run_dir / "evaluation_val.json").read_text())["metrics"]
+    assert "(single)R@50" in metrics  # the final model was evaluated on the validation split
 
     # The finetune pass trains with every learning rate x 0.1 (reference §4.3).
-    finetune = torch.load(run_dir / "finetune" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    finetune = torch.load(
+        run_dir / "finetune" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+    )
     learning_rates = {group["name"]: group["lr"] for group in finetune["optimizer_states"][0]["param_groups"]}
     assert learning_rates == pytest.approx({"body": 2e-5, "backbone": 2e-6, "relation_head": 2e-5})
 
@@ -70,4 +75,3 @@ def test_detector_stage_then_egtr_stage_from_its_model(synthetic_root: Path, tmp
     assert any(key.startswith("model.encoder.") for key in report["detector"]["loaded"])
     trained = EGTR.from_pretrained(result.model_dir)
     assert trained.config.d_model == detector_model.config.d_model == 64
-

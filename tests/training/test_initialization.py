@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 from safetensors.torch import save_file
+from tests.training.conftest import tiny_model_config
 
 from egtr import EGTR
 from egtr.models.checkpoint import CheckpointError
 from egtr.training import load_backbone_weights, load_pretrained_detector
 from egtr.training.initialization import BACKBONE_PREFIX
-from tests.training.conftest import tiny_model_config
 
 
 def imagenet_resnet18_state_dict() -> dict[str, torch.Tensor]:
@@ -21,7 +21,7 @@ def imagenet_resnet18_state_dict() -> dict[str, torch.Tensor]:
     state_dict = {}
     for key, value in source.state_dict().items():
         if key.startswith(BACKBONE_PREFIX):
-            name = key[len(BACKBONE_PREFIX):]
+            name = key[len(BACKBONE_PREFIX) :]
             state_dict[name] = torch.randn_like(value) if value.is_floating_point() else value
             if name.endswith("running_var"):
                 state_dict[name.replace("running_var", "num_batches_tracked")] = torch.tensor(7)
@@ -69,15 +69,22 @@ def test_backbone_file_that_is_not_a_resnet_is_refused(tmp_path):
 def coco_like_detector_dir(tmp_path, use_safetensors: bool):
     """transformers' Deformable DETR layout: config.json + weights with 91 classes and 300 queries."""
     coco = EGTR(tiny_model_config(num_labels=91, num_queries=300))
-    state_dict = {key: value for key, value in coco.state_dict().items() if not key.startswith(
-        ("proj_q", "proj_k", "final_", "rel_predictor", "connectivity_layer", "triplet_dist", "rel_dist"))}
+    state_dict = {
+        key: value
+        for key, value in coco.state_dict().items()
+        if not key.startswith(
+            ("proj_q", "proj_k", "final_", "rel_predictor", "connectivity_layer", "triplet_dist", "rel_dist")
+        )
+    }
     directory = tmp_path / "deformable-detr"
     directory.mkdir()
     (directory / "config.json").write_text(json.dumps({"model_type": "deformable_detr", "num_queries": 300}))
     if use_safetensors:
         # safetensors refuses shared tensors: the released files hold one copy per class_embed.i anyway.
-        save_file({key: value.clone().contiguous() for key, value in state_dict.items()},
-                  str(directory / "model.safetensors"))
+        save_file(
+            {key: value.clone().contiguous() for key, value in state_dict.items()},
+            str(directory / "model.safetensors"),
+        )
     else:
         torch.save(state_dict, directory / "pytorch_model.bin")
     return directory, state_dict

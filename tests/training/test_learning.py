@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.training.conftest import IMAGE_SIZE, tiny_train_config
 
 from egtr import EGTR
 from egtr.box_ops import box_cxcywh_to_xyxy, box_iou
+from egtr.config import LossConfig
 from egtr.data import build_dataset, collate_fn
 from egtr.data.synthetic import generate_synthetic_dataset
-from egtr.config import LossConfig
 from egtr.training import SceneGraphDataModule, build_initial_model, train_egtr
-from tests.training.conftest import IMAGE_SIZE, tiny_train_config
 
 # Four scenes, one full batch per step: the tiny model memorises them in well under 100 steps.
 NUM_TRAIN_IMAGES = 4
@@ -33,7 +33,9 @@ def scores_on(model: EGTR, dataset) -> dict[str, float]:
     outputs = model(batch["pixel_values"], batch["pixel_mask"])
     ious, class_hits, predicate_hits = [], [], []
     for image, target in enumerate(batch["labels"]):
-        overlap = box_iou(box_cxcywh_to_xyxy(target["boxes"]), box_cxcywh_to_xyxy(outputs.pred_boxes[image]))[0]
+        overlap = box_iou(box_cxcywh_to_xyxy(target["boxes"]), box_cxcywh_to_xyxy(outputs.pred_boxes[image]))[
+            0
+        ]
         best_iou, query = overlap.max(dim=1)  # (objects,)
         ious.extend(best_iou.tolist())
         class_hits.extend((outputs.logits[image, query].argmax(-1) == target["class_labels"]).tolist())

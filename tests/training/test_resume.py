@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.training.conftest import tiny_train_config
 
 from egtr.cli import main
-from tests.training.conftest import tiny_train_config
 
 STEPS_PER_EPOCH = 2
 

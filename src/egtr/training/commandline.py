@@ -21,8 +21,19 @@ logger = logging.getLogger(__name__)
 
 # Named command-line options that map one-to-one onto TrainConfig fields.
 _FIELD_OPTIONS = (
-    "output_dir", "detector_weights", "backbone_weights", "devices", "num_nodes", "accelerator", "precision",
-    "batch_size", "accumulate_grad_batches", "max_epochs", "finetune_epochs", "num_workers", "fast_dev_run",
+    "output_dir",
+    "detector_weights",
+    "backbone_weights",
+    "devices",
+    "num_nodes",
+    "accelerator",
+    "precision",
+    "batch_size",
+    "accumulate_grad_batches",
+    "max_epochs",
+    "finetune_epochs",
+    "num_workers",
+    "fast_dev_run",
     "seed",
 )
 
@@ -42,7 +53,9 @@ def config_from_arguments(args: argparse.Namespace, stage: str) -> TrainConfig:
             raise ValueError("--resume needs --output-dir (the run directory to continue)")
         saved = Path(args.output_dir) / "config.json"
         if not saved.is_file():
-            raise FileNotFoundError(f"{saved}: no saved config; is {args.output_dir} a training run directory?")
+            raise FileNotFoundError(
+                f"{saved}: no saved config; is {args.output_dir} a training run directory?"
+            )
         config = TrainConfig.load(saved)
     elif args.config:
         config = TrainConfig.load(args.config)
@@ -82,6 +95,8 @@ def run_command(args: argparse.Namespace, stage: str) -> int:
     if result.model_dir is not None:
         for item in result.passes:
             loss = "n/a" if item.best_validation_loss is None else f"{item.best_validation_loss:.4f}"
-            print(f"pass {item.name}: {item.epochs} epochs, {item.global_step} steps, best validation_loss {loss}")
+            print(
+                f"pass {item.name}: {item.epochs} epochs, {item.global_step} steps, best validation_loss {loss}"
+            )
         print(f"final model: {result.model_dir}")
     return 0

@@ -14,6 +14,7 @@ Run directory (`config.output_dir`):
     main/done.json           written when the pass is complete (resume skips the pass)
     finetune/...             the same for the second pass
     model/                   the final model, `EGTR.from_pretrained(run_dir / "model")`
+    evaluation_val.json      EGTR stage: R@K / mR@K of the final model on `evaluate_split` (default val)
     summary.json             best validation losses, steps and epochs of each pass
 
 `resume=True` continues the first unfinished pass from its `last.ckpt` (weights, optimiser, epoch and step).
@@ -149,7 +150,24 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
         model.save_pretrained(model_dir)
         save_json(run_dir / "summary.json", {"passes": [dataclasses.asdict(result) for result in results]})
         logger.info("final model written to %s", model_dir)
+        if config.stage == "egtr" and config.evaluate_split and not config.fast_dev_run:
+            _evaluate(config, model, run_dir)
     return TrainResult(run_dir=run_dir, model_dir=model_dir, passes=results)
+
+
+def _evaluate(config: TrainConfig, model: EGTR, run_dir: Path) -> None:
+    """Scene-graph metrics of the final model on `config.evaluate_split` (as the original did after training)."""
+    from egtr.evaluation import evaluate_model
+
+    use_cuda = config.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    report = evaluate_model(
+        model, config.data, config.evaluate_split, batch_size=config.eval_batch_size or config.batch_size,
+        num_workers=config.num_workers, device="cuda" if use_cuda else "cpu", progress=config.progress_bar,
+    )  # fmt: skip
+    path = report.save_json(
+        run_dir / f"evaluation_{config.evaluate_split}.json", model.config.predicate_names
+    )
+    logger.info("evaluation on %s written to %s\n%s", config.evaluate_split, path, report.format_table())
 
 
 # ---------------------------------------------------------------------- models
@@ -161,8 +179,15 @@ def _architecture(config: TrainConfig) -> EGTRConfig:
             architecture = EGTRConfig.from_json(config_path)
             logger.info("architecture from the pre-trained detector %s", config_path)
             # Only the sizes come from the detector; the relation options are this run's.
-            relation_fields = ("use_freq_bias", "use_log_softmax", "freq_bias_eps", "logit_adjustment",
-                               "logit_adj_tau", "dense_relation_head", "freeze_backbone_stem")
+            relation_fields = (
+                "use_freq_bias",
+                "use_log_softmax",
+                "freq_bias_eps",
+                "logit_adjustment",
+                "logit_adj_tau",
+                "dense_relation_head",
+                "freeze_backbone_stem",
+            )
             return dataclasses.replace(
                 architecture, **{name: getattr(config.model, name) for name in relation_fields}
             )
@@ -240,9 +265,8 @@ def _loggers(config: TrainConfig, run_dir: Path, pass_name: str) -> list[Logger]
         CSVLogger(save_dir=run_dir, name=pass_name, flush_logs_every_n_steps=config.log_every_n_steps)
     ]
     try:
-        from lightning.pytorch.loggers import TensorBoardLogger
-
         import tensorboard  # noqa: F401  (TensorBoardLogger also accepts tensorboardX; we ask for the real one)
+        from lightning.pytorch.loggers import TensorBoardLogger
 
         loggers.append(TensorBoardLogger(save_dir=run_dir, name=pass_name, version=loggers[0].version))
     except ImportError:
@@ -250,7 +274,9 @@ def _loggers(config: TrainConfig, run_dir: Path, pass_name: str) -> list[Logger]
     return loggers
 
 
-def build_trainer(config: TrainConfig, pass_dir: Path, max_epochs: int, extra_callbacks: list[Callback] = ()) -> pl.Trainer:
+def build_trainer(
+    config: TrainConfig, pass_dir: Path, max_epochs: int, extra_callbacks: list[Callback] = ()
+) -> pl.Trainer:
     """The Lightning Trainer of one pass: checkpointing, early stopping, loggers, DDP and precision settings."""
     checkpoint_dir = pass_dir / "checkpoints"
     callbacks: list[Callback] = []
@@ -269,14 +295,22 @@ def build_trainer(config: TrainConfig, pass_dir: Path, max_epochs: int, extra_ca
     if config.checkpoint_every_n_steps and checkpointing:
         # Refreshes last.ckpt inside long epochs; keeps no other file.
         callbacks.append(
-            ModelCheckpoint(dirpath=checkpoint_dir, every_n_train_steps=config.checkpoint_every_n_steps,
-                            save_top_k=0, save_last=True)
+            ModelCheckpoint(
+                dirpath=checkpoint_dir,
+                every_n_train_steps=config.checkpoint_every_n_steps,
+                save_top_k=0,
+                save_last=True,
+            )
         )
     if config.early_stopping_patience:
-        callbacks.append(EarlyStopping(monitor="validation_loss", mode="min", patience=config.early_stopping_patience))
+        callbacks.append(
+            EarlyStopping(monitor="validation_loss", mode="min", patience=config.early_stopping_patience)
+        )
     callbacks.extend(extra_callbacks)
     distributed = not isinstance(config.devices, int) or config.devices > 1 or config.num_nodes > 1
-    strategy: Any = DDPStrategy(find_unused_parameters=config.find_unused_parameters) if distributed else "auto"
+    strategy: Any = (
+        DDPStrategy(find_unused_parameters=config.find_unused_parameters) if distributed else "auto"
+    )
     optional: dict[str, Any] = {}
     if config.limit_train_batches is not None:
         optional["limit_train_batches"] = config.limit_train_batches
@@ -326,8 +360,11 @@ def _run_pass(
     module = EGTRLightningModule(model, config, lr_factor)
     trainer = build_trainer(config, pass_dir, max_epochs)
     logger.info(
-        "pass %s: up to %d epochs, %s images per optimiser step, lr x %g", pass_name, max_epochs,
-        config.effective_batch_size or "?", lr_factor,
+        "pass %s: up to %d epochs, %s images per optimiser step, lr x %g",
+        pass_name,
+        max_epochs,
+        config.effective_batch_size or "?",
+        lr_factor,
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     checkpoint = trainer.checkpoint_callback

@@ -28,7 +28,12 @@ logger = logging.getLogger(__name__)
 # Substrings of parameter names, as in the original `train_egtr.py` / `pretrain_detr.py` (reference §4.1, §4.2).
 BACKBONE_GROUP_KEYS = ("backbone", "reference_points", "sampling_offsets")
 RELATION_HEAD_GROUP_KEYS = (
-    "proj_q", "proj_k", "final_sub_proj", "final_obj_proj", "rel_predictor_gate", "rel_predictor",
+    "proj_q",
+    "proj_k",
+    "final_sub_proj",
+    "final_obj_proj",
+    "rel_predictor_gate",
+    "rel_predictor",
     "connectivity_layer",
 )
 
@@ -65,7 +70,11 @@ def build_parameter_groups(model: EGTR, config: TrainConfig, lr_factor: float = 
             grouped["backbone"].append(parameter)
         else:
             grouped["body"].append(parameter)
-    learning_rates = {"body": config.lr, "backbone": config.lr_backbone, "relation_head": config.lr_relation_head}
+    learning_rates = {
+        "body": config.lr,
+        "backbone": config.lr_backbone,
+        "relation_head": config.lr_relation_head,
+    }
     return [
         {"name": group, "params": parameters, "lr": learning_rates[group] * lr_factor}
         for group, parameters in grouped.items()
@@ -181,8 +190,13 @@ class EGTRLightningModule(pl.LightningModule):
         groups = build_parameter_groups(self.model, self.config, self.lr_factor)
         for group in groups:
             count = sum(parameter.numel() for parameter in group["params"])
-            logger.info("parameter group %-13s lr %.3g, %d tensors, %d parameters", group["name"], group["lr"],
-                        len(group["params"]), count)
+            logger.info(
+                "parameter group %-13s lr %.3g, %d tensors, %d parameters",
+                group["name"],
+                group["lr"],
+                len(group["params"]),
+                count,
+            )
         return torch.optim.AdamW(groups, weight_decay=self.config.weight_decay)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -190,4 +204,3 @@ class EGTRLightningModule(pl.LightningModule):
         checkpoint["egtr_model_config"] = self.model.config.to_dict()
         checkpoint["egtr_train_config"] = self.config.to_dict()
         checkpoint["egtr_lr_factor"] = self.lr_factor
-
