@@ -10,7 +10,7 @@ import torch
 from tests.training.conftest import tiny_train_config
 
 from egtr import EGTR
-from egtr.training import TrainConfig, pretrain_detector, run_training, train_egtr
+from egtr.training import TrainConfig, checkpoint_io, pretrain_detector, run_training, train_egtr
 
 
 def test_two_passes_write_a_complete_run_directory(synthetic_root: Path, tmp_path: Path):
@@ -75,3 +75,22 @@ def test_detector_stage_then_egtr_stage_from_its_model(synthetic_root: Path, tmp
     assert any(key.startswith("model.encoder.") for key in report["detector"]["loaded"])
     trained = EGTR.from_pretrained(result.model_dir)
     assert trained.config.d_model == detector_model.config.d_model == 64
+
+
+def test_step_checkpoints_refresh_the_one_last_checkpoint(synthetic_root: Path, tmp_path: Path, monkeypatch):
+    saved: list[tuple[str, int]] = []
+    real_save = checkpoint_io.atomic_torch_save
+
+    def spy(payload, path):
+        saved.append((Path(path).name, payload["global_step"]))
+        real_save(payload, path)
+
+    monkeypatch.setattr(checkpoint_io, "atomic_torch_save", spy)
+    config = tiny_train_config(
+        synthetic_root, tmp_path / "run", max_epochs=1, limit_train_batches=3, checkpoint_every_n_steps=1
+    )
+    run_training(config)
+    last_steps = [step for name, step in saved if name == "last.ckpt"]
+    assert last_steps[:3] == [1, 2, 3]  # refreshed inside the epoch, not only at its end
+    files = sorted(path.name for path in (tmp_path / "run" / "main" / "checkpoints").iterdir())
+    assert files[-1] == "last.ckpt" and len(files) == 2 and files[0].startswith("epoch=00-")

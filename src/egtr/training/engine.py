@@ -214,6 +214,12 @@ def build_initial_model(
         predicate_names=list(train_dataset.predicate_names),
     ).validate()
     model = EGTR(model_config)
+    if config.stage == "egtr" and not config.detector_weights:
+        logger.warning(
+            "no detector_weights: the detector starts from %s, but the EGTR-stage learning rates (lr=%g, "
+            "lr_backbone=%g) assume a pre-trained detector; run `egtr pretrain-detector` first or raise them",
+            "the backbone weights" if config.backbone_weights else "scratch", config.lr, config.lr_backbone,
+        )  # fmt: skip
     report: dict[str, Any] = {}
     if config.backbone_weights:
         report["backbone"] = dataclasses.asdict(load_backbone_weights(model, config.backbone_weights))
@@ -290,6 +296,7 @@ def build_trainer(
                 mode="min",
                 save_top_k=1,
                 save_last=True,
+                enable_version_counter=False,  # the step callback below writes the same last.ckpt
             )
         )
     if config.checkpoint_every_n_steps and checkpointing:
@@ -300,6 +307,7 @@ def build_trainer(
                 every_n_train_steps=config.checkpoint_every_n_steps,
                 save_top_k=0,
                 save_last=True,
+                enable_version_counter=False,
             )
         )
     if config.early_stopping_patience:
