@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # CPU build of PyTorch; CUDA users: see README ("Install").
 TORCH_SPEC ?= torch==2.13.0
+# Extra options of `egtr demo`, e.g. make demo DEMO_ARGS="--quick" (CI) or DEMO_ARGS="--restart".
+DEMO_ARGS ?=
 
 .PHONY: setup demo test lint clean
 
@@ -17,8 +19,7 @@ $(BIN)/egtr: pyproject.toml
 setup: $(BIN)/egtr
 
 demo: setup
-	$(BIN)/egtr --help
-	$(BIN)/egtr info --image src/egtr/assets/astronaut.jpg
+	$(BIN)/egtr demo $(DEMO_ARGS)
 
 test: setup
 	$(BIN)/python -m pytest -q tests
