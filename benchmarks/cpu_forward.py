@@ -1,0 +1,92 @@
+"""CPU forward-pass benchmark of the full VG model (ResNet-50, 200 queries) at 600x1000, batch 1.
+
+Every variant runs in its own subprocess (so peak memory is that variant's alone), with warm-up runs excluded:
+- `current`: this checkout;
+- `dense-head`: this checkout with the original's materialised relation tensor (`dense_relation_head=True`);
+- `baseline`: the straightforward first implementation of the same model (git revision `--baseline-rev`, default
+  764528b: the original's structure, unfused batch norm, dense relation head), checked out into a temporary worktree.
+
+Reports wall-clock median/min and CPU time (the sum over threads, less sensitive to other load on the machine) and
+the peak resident memory. Usage:
+
+    python benchmarks/cpu_forward.py --runs 5 --threads 2 --out cpu_forward.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import json, resource, statistics, sys, time
+import torch
+from egtr import EGTR, EGTRConfig
+runs, threads, height, width, dense = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+config = EGTRConfig(dense_relation_head=True) if dense else EGTRConfig()
+model = EGTR(config).eval()
+pixel_values = torch.randn(1, 3, height, width)
+pixel_mask = torch.ones(1, height, width, dtype=torch.long)
+wall, cpu = [], []
+with torch.inference_mode():
+    for index in range(runs + 2):  # two warm-up runs, excluded
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
+        model(pixel_values, pixel_mask)
+        if index >= 2:
+            wall.append(time.perf_counter() - start_wall)
+            cpu.append(time.process_time() - start_cpu)
+print(json.dumps({"wall_median_s": statistics.median(wall), "wall_min_s": min(wall), "cpu_median_s": statistics.median(cpu),
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def run_variant(source_dir: Path, args: argparse.Namespace, dense: bool) -> dict:
+    environment = dict(os.environ, PYTHONPATH=str(source_dir / "src"))
+    command = [sys.executable, "-c", CHILD, str(args.runs), str(args.threads), str(args.height), str(args.width), "1" if dense else "0"]
+    completed = subprocess.run(command, env=environment, capture_output=True, text=True, check=True)
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--height", type=int, default=600)
+    parser.add_argument("--width", type=int, default=1000)
+    parser.add_argument("--baseline-rev", default="764528b")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    results = {}
+    with tempfile.TemporaryDirectory() as worktree:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", worktree, args.baseline_rev],
+                       check=True, capture_output=True)
+        try:
+            results["baseline"] = run_variant(Path(worktree), args, dense=False)
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", worktree], capture_output=True)
+    results["dense-head"] = run_variant(REPO, args, dense=True)
+    results["current"] = run_variant(REPO, args, dense=False)
+
+    baseline = results["baseline"]
+    print(f"{'variant':<12} {'wall median':>12} {'wall min':>10} {'cpu median':>11} {'peak RSS':>10} {'speed-up':>9}")
+    for name, result in results.items():
+        speedup = baseline["wall_median_s"] / result["wall_median_s"]
+        print(f"{name:<12} {result['wall_median_s']:>11.2f}s {result['wall_min_s']:>9.2f}s {result['cpu_median_s']:>10.2f}s "
+              f"{result['peak_rss_mib']:>8.0f}MiB {speedup:>8.2f}x")
+    if args.out:
+        settings = {key: str(value) for key, value in vars(args).items()}
+        args.out.write_text(json.dumps({"settings": settings, "results": results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
