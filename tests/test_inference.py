@@ -240,3 +240,30 @@ def test_cli_predict_reports_a_missing_device(reference_dir, tmp_path, capsys):
     ]
     assert main([*arguments, "--device", "cuda"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_decoding_ahead_keeps_order_and_reports_failures(tmp_path):
+    """The thread pool that decodes ahead yields images in input order, with unreadable ones as errors."""
+    from PIL import Image as PILImage
+
+    from egtr.inference import _chunks, _prepare_ahead
+
+    class RecordingPredictor:
+        def prepare(self, path):
+            with PILImage.open(path) as image:
+                return image.size
+
+    paths = []
+    for index in range(7):
+        path = tmp_path / f"{index}.png"
+        if index == 3:
+            path.write_bytes(b"not an image")
+        else:
+            PILImage.new("RGB", (10 + index, 5)).save(path)
+        paths.append(path)
+    for workers in (0, 2):
+        results = list(_prepare_ahead(RecordingPredictor(), paths, workers))
+        assert [path for path, _ in results] == paths
+        assert isinstance(results[3][1], Exception)
+        assert [item for _, item in results if not isinstance(item, Exception)] == [(10 + i, 5) for i in range(7) if i != 3]
+    assert [len(chunk) for chunk in _chunks(iter(range(7)), 3)] == [3, 3, 1]

@@ -121,6 +121,7 @@ def _add_predict_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--draw-relations", type=int, default=40, help="relations shown in a drawing (default 40)")
     parser.add_argument("--dpi", type=int, default=120, help="resolution of PNG drawings (default 120)")
     parser.add_argument("--recursive", action="store_true", help="also take images from sub-folders")
+    parser.add_argument("--decode-workers", type=int, default=2, help="threads decoding ahead of the model (default 2)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_run_predict)
 
@@ -147,6 +148,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         report = predict_files(
             predictor, paths, args.out, draw_formats=[] if args.no_draw else args.format,
             max_draw_relations=args.draw_relations, dpi=args.dpi, progress=not args.no_progress,
+            decode_workers=args.decode_workers,
         )  # fmt: skip
     except ImportError as error:  # drawing without the `viz` extra
         print(f"error: {error} (or pass --no-draw)", file=sys.stderr)

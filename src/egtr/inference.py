@@ -13,8 +13,9 @@ The ranking of the triplets is the one of the paper's evaluation (reference §5)
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -326,9 +327,11 @@ def _is_single_image(images: Any) -> bool:
     return isinstance(images, (str, Path, Image.Image, np.ndarray, torch.Tensor))
 
 
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of `size` items (the last may be shorter), consuming `items` lazily."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
 
 
 # ================================================================================================== many files
@@ -386,6 +389,7 @@ def predict_files(
     max_draw_relations: int | None = 40,
     dpi: int = 120,
     progress: bool = True,
+    decode_workers: int = 2,
 ) -> FilesReport:
     """Predict every image file, writing `<out_dir>/<name>.json` and `<out_dir>/<name>.<format>` drawings.
 
@@ -400,11 +404,12 @@ def predict_files(
         max_draw_relations: relations shown in a drawing (the JSON keeps all of them).
         dpi: resolution of raster drawings.
         progress: show a tqdm progress bar.
+        decode_workers: threads that decode and resize the next images while the model runs (PIL releases the
+            GIL while decoding and resizing, so this keeps a second core busy); 0 decodes in the calling thread.
     """
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from egtr.data.errors import DataError
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -418,15 +423,16 @@ def predict_files(
         logging_redirect_tqdm(),
         tqdm(total=len(paths), unit="image", disable=not progress, dynamic_ncols=True) as bar,
     ):
-        for chunk in _chunks(list(paths), predictor.batch_size):
+        # Decoding runs ahead in threads while the model works on the current chunk.
+        for chunk in _chunks(_prepare_ahead(predictor, paths, decode_workers), predictor.batch_size):
             prepared = []
-            for path in chunk:
-                try:
-                    prepared.append(predictor.prepare(path))
-                except (DataError, OSError, ValueError) as error:
-                    report.failures[str(path)] = str(error)
-                    logger.warning("skipped %s", error)
+            for path, item in chunk:
+                if isinstance(item, Exception):
+                    report.failures[str(path)] = str(item)
+                    logger.warning("skipped %s", item)
                     bar.update(1)
+                else:
+                    prepared.append(item)
             if not prepared:
                 continue
             graphs = predictor.postprocess(predictor.forward(prepared), prepared)
@@ -440,6 +446,37 @@ def predict_files(
                 report.outputs[str(item.path)] = written
                 bar.update(1)
     return report
+
+
+def _prepare_ahead(
+    predictor: Predictor, paths: Sequence[Path], workers: int
+) -> Iterator[tuple[Path, PreparedImage | Exception]]:
+    """Yield (path, prepared image or the error that made it unreadable) in input order, decoding up to
+    `2 * workers` images ahead in a thread pool."""
+    from egtr.data.errors import DataError
+
+    def prepare(path: Path) -> PreparedImage | Exception:
+        try:
+            return predictor.prepare(path)
+        except (DataError, OSError, ValueError) as error:
+            return error
+
+    if workers <= 0:
+        yield from ((path, prepare(path)) for path in paths)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="egtr-decode") as pool:
+        pending: deque = deque()
+        for path in paths:
+            pending.append((path, pool.submit(prepare, path)))
+            if len(pending) > 2 * workers:
+                done_path, future = pending.popleft()
+                yield done_path, future.result()
+        while pending:
+            done_path, future = pending.popleft()
+            yield done_path, future.result()
 
 
 def _require_drawing_libraries() -> None:
