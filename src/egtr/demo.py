@@ -70,10 +70,10 @@ class DemoSettings:
     # ---- schedule (each stage: a main pass, then a x0.1 pass from its best checkpoint, as the engine does)
     detector_epochs: int = 4
     detector_finetune_epochs: int = 0
-    egtr_epochs: int = 8
-    egtr_finetune_epochs: int = 2
+    egtr_epochs: int = 6
+    egtr_finetune_epochs: int = 3
     batch_size: int = 8
-    learning_rate: float = 2e-4
+    learning_rate: float = 1e-3
     gradient_clip: float = 0.1
     # ---- evaluation and drawings
     num_drawings: int = 6
@@ -89,16 +89,16 @@ class DemoSettings:
         """A tiny run of every step (under 2 minutes on 2 CPU cores), for CI and a first look."""
         return cls(
             name="quick",
-            num_train=96,
+            num_train=240,
             num_val=16,
-            num_test=24,
+            num_test=32,
             image_size=96,
             d_model=64,
             encoder_layers=1,
             decoder_layers=2,
             ffn_dim=128,
             num_queries=12,
-            detector_epochs=1,
+            detector_epochs=3,
             egtr_epochs=3,
             egtr_finetune_epochs=0,
             num_drawings=3,
