@@ -20,6 +20,7 @@ were chosen by measurement to finish within the time budget on 2 CPU cores (see 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -27,7 +28,7 @@ import math
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,8 @@ class DemoSettings:
     # ---- schedule (each stage: a main pass, then a x0.1 pass from its best checkpoint, as the engine does)
     detector_epochs: int = 4
     detector_finetune_epochs: int = 0
-    egtr_epochs: int = 6
-    egtr_finetune_epochs: int = 3
+    egtr_epochs: int = 7
+    egtr_finetune_epochs: int = 4
     batch_size: int = 8
     learning_rate: float = 1e-3
     gradient_clip: float = 0.1
@@ -89,7 +90,7 @@ class DemoSettings:
         """A tiny run of every step (under 2 minutes on 2 CPU cores), for CI and a first look."""
         return cls(
             name="quick",
-            num_train=240,
+            num_train=320,
             num_val=16,
             num_test=32,
             image_size=96,
@@ -100,7 +101,7 @@ class DemoSettings:
             num_queries=12,
             detector_epochs=3,
             egtr_epochs=3,
-            egtr_finetune_epochs=0,
+            egtr_finetune_epochs=1,
             num_drawings=3,
         )
 
@@ -441,7 +442,7 @@ def run_demo(
         clear_outputs(out_dir)
     started = time.perf_counter()
     echo(f"egtr demo ({settings.name}): every output goes to {Path(out_dir).resolve()}")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_lightning():
         # Lightning's advice to use more DataLoader workers does not apply: the demo loads in-process on purpose.
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
@@ -449,6 +450,21 @@ def run_demo(
     echo("")
     echo(format_summary(result, time.perf_counter() - started))
     return result
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Lightning's INFO lines (model summary table, hardware, tips) drown the demo's own progress lines; its
+    progress bars and warnings stay."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [item.level for item in loggers]
+    for item in loggers:
+        item.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for item, level in zip(loggers, levels):
+            item.setLevel(level)
 
 
 def _percent(metrics: dict[str, float], key: str) -> str:
