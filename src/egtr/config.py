@@ -47,6 +47,7 @@ class EGTRConfig:
     logit_adjustment: bool = False  # post-hoc: relation_logits -= tau * log(rel_dist) at inference
     logit_adj_tau: float = 0.3
     dense_relation_head: bool = False  # True: the original's materialised pair tensor (slow; for checks)
+    backbone_norm: str = "frozen"  # "frozen" (pre-trained backbones, the paper) or "batch" (training from scratch)
     freeze_backbone_stem: bool = True  # conv1 + layer1 get requires_grad=False, as in the original
     class_names: list[str] | None = None  # len num_labels; None means generic names
     predicate_names: list[str] | None = None  # len num_rel_labels
@@ -60,6 +61,8 @@ class EGTRConfig:
                 raise ValueError(f"d_model={self.d_model} is not divisible by {heads_field}={getattr(self, heads_field)}")
         if self.d_model % 2 or (self.d_model // 2) % 2:
             raise ValueError("d_model must be a multiple of 4 (sine position embedding)")
+        if self.backbone_norm not in ("frozen", "batch"):
+            raise ValueError(f"backbone_norm must be 'frozen' or 'batch', got {self.backbone_norm!r}")
         if not 3 <= self.num_feature_levels <= 8:
             # C3..C5 are always used; levels beyond them are extra stride-2 convolutions.
             raise ValueError(f"num_feature_levels must be in 3..8, got {self.num_feature_levels}")

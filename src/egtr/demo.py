@@ -117,8 +117,9 @@ class DemoSettings:
             num_feature_levels=self.num_feature_levels, dropout=0.0, num_labels=len(CLASS_NAMES),
             num_rel_labels=len(PREDICATE_NAMES), class_names=list(CLASS_NAMES),
             predicate_names=list(PREDICATE_NAMES),
-            # No pre-trained stem exists offline: the whole backbone must learn.
-            freeze_backbone_stem=False,
+            # No pre-trained backbone exists offline: the whole backbone learns, with trainable batch norm (frozen
+            # norms leave a randomly initialised ResNet without any normalisation; see docs/demo-experiments.md).
+            freeze_backbone_stem=False, backbone_norm="batch",
         ).validate()  # fmt: skip
 
     def data_config(self, root: str | Path) -> Any:

@@ -110,3 +110,22 @@ def test_full_size_forward_at_600x1000_on_cpu():
     assert output.pred_rel.shape == (1, 200, 200, 50)
     assert output.pred_connectivity.shape == (1, 200, 200, 1)
     assert torch.isfinite(output.pred_rel).all() and (output.pred_boxes >= 0).all() and (output.pred_boxes <= 1).all()
+
+
+def test_trainable_batch_norm_option_matches_frozen_in_eval():
+    """backbone_norm="batch" (training from scratch) has the same keys and, in eval mode, the same function."""
+    small = dict(backbone="resnet18", d_model=64, encoder_layers=1, decoder_layers=2, num_queries=8, num_labels=4,
+                 num_rel_labels=3, encoder_ffn_dim=64, decoder_ffn_dim=64)
+    batch_model = EGTR(EGTRConfig(**small, backbone_norm="batch"))
+    frozen_model = EGTR(EGTRConfig(**small))
+    pixel_values = torch.randn(2, 3, 64, 96)
+    batch_model.train()
+    batch_model(pixel_values)  # batch statistics update the running averages
+    norm = batch_model.model.backbone.conv_encoder.model.bn1
+    assert isinstance(norm, torch.nn.BatchNorm2d) and int(norm.num_batches_tracked) == 1
+    state = {k: v for k, v in batch_model.state_dict().items() if k in frozen_model.state_dict()}
+    assert set(frozen_model.state_dict()) <= set(batch_model.state_dict())
+    frozen_model.load_state_dict(state)
+    batch_model.eval()
+    with torch.no_grad():
+        assert torch.allclose(batch_model(pixel_values).pred_boxes, frozen_model(pixel_values).pred_boxes, atol=1e-5)

@@ -75,7 +75,7 @@ class DataConfig:
         """Sizes for the synthetic scene world: train around `image_size`, evaluate at `image_size`.
 
         No intermediate resize (the images are already small); the longer-side caps are loose because the synthetic
-        images are square.
+        images are square. No horizontal flip: "left of" and "touching" are directional and a flip does not swap them.
         """
         step = max(1, image_size // 8)
         train_sizes = tuple(range(image_size - 2 * step, image_size + 2 * step + 1, step))
@@ -85,6 +85,7 @@ class DataConfig:
             "train_sizes": train_sizes,
             "train_max_size": 2 * (image_size + 2 * step),
             "train_intermediate_prob": 0.0,
+            "horizontal_flip_prob": 0.0,
             "eval_size": image_size,
             "eval_max_size": 2 * image_size,
         }

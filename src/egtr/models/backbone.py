@@ -59,15 +59,28 @@ class FrozenBatchNorm2d(nn.Module):
 def conv_frozen_bn(conv: nn.Conv2d, norm: FrozenBatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     """`norm(conv(x))` as one convolution: the frozen norm is a per-channel affine map, so it folds into the
     convolution's weight and bias. Same function up to float rounding, without two passes over the activations."""
+    if not isinstance(norm, FrozenBatchNorm2d):  # a trainable BatchNorm2d (backbone_norm="batch")
+        return norm(conv(x))
     scale, shift = norm.scale_and_shift()
     return F.conv2d(x, conv.weight * scale[:, None, None, None], shift, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
-def _downsample(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
+def make_norm(kind: str, num_features: int, track_num_batches: bool = False) -> nn.Module:
+    """"frozen": fixed statistics (for pre-trained backbones, the paper's setting); "batch": trainable
+    BatchNorm2d with batch statistics, for training a backbone from scratch. Both have the same state-dict keys
+    (BatchNorm2d adds `num_batches_tracked`), and in eval mode compute the same function of those values."""
+    if kind == "frozen":
+        return FrozenBatchNorm2d(num_features, track_num_batches=track_num_batches)
+    if kind == "batch":
+        return nn.BatchNorm2d(num_features)
+    raise ValueError(f"backbone_norm must be 'frozen' or 'batch', got {kind!r}")
+
+
+def _downsample(in_channels: int, out_channels: int, stride: int, norm: str) -> nn.Sequential:
     # A Sequential, not a single module, for the official key names `downsample.0` (conv) / `downsample.1` (norm).
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-        FrozenBatchNorm2d(out_channels, track_num_batches=True),
+        make_norm(norm, out_channels, track_num_batches=True),
     )
 
 
@@ -76,14 +89,14 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_channels: int, channels: int, stride: int = 1):
+    def __init__(self, in_channels: int, channels: int, stride: int = 1, norm: str = "frozen"):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = FrozenBatchNorm2d(channels)
+        self.bn1 = make_norm(norm, channels)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-        self.bn2 = FrozenBatchNorm2d(channels)
+        self.bn2 = make_norm(norm, channels)
         needs_projection = stride != 1 or in_channels != channels
-        self.downsample = _downsample(in_channels, channels, stride) if needs_projection else None
+        self.downsample = _downsample(in_channels, channels, stride, norm) if needs_projection else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else conv_frozen_bn(self.downsample[0], self.downsample[1], x)
@@ -97,17 +110,17 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, in_channels: int, channels: int, stride: int = 1):
+    def __init__(self, in_channels: int, channels: int, stride: int = 1, norm: str = "frozen"):
         super().__init__()
         out_channels = channels * self.expansion
         self.conv1 = nn.Conv2d(in_channels, channels, 1, bias=False)
-        self.bn1 = FrozenBatchNorm2d(channels)
+        self.bn1 = make_norm(norm, channels)
         self.conv2 = nn.Conv2d(channels, channels, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = FrozenBatchNorm2d(channels)
+        self.bn2 = make_norm(norm, channels)
         self.conv3 = nn.Conv2d(channels, out_channels, 1, bias=False)
-        self.bn3 = FrozenBatchNorm2d(out_channels)
+        self.bn3 = make_norm(norm, out_channels)
         needs_projection = stride != 1 or in_channels != out_channels
-        self.downsample = _downsample(in_channels, out_channels, stride) if needs_projection else None
+        self.downsample = _downsample(in_channels, out_channels, stride, norm) if needs_projection else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else conv_frozen_bn(self.downsample[0], self.downsample[1], x)
@@ -120,20 +133,20 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """ResNet trunk returning the stage outputs C3, C4, C5 (no pooling head, no classifier)."""
 
-    def __init__(self, depth: str = "resnet50"):
+    def __init__(self, depth: str = "resnet50", norm: str = "frozen"):
         super().__init__()
         if depth not in RESNET_LAYOUTS:
             raise ValueError(f"unknown backbone {depth!r}; choose one of {sorted(RESNET_LAYOUTS)}")
         block_type, blocks_per_stage = RESNET_LAYOUTS[depth]
         block = BasicBlock if block_type == "basic" else Bottleneck
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = FrozenBatchNorm2d(64)
+        self.bn1 = make_norm(norm, 64)
         in_channels = 64
         for stage, (num_blocks, channels) in enumerate(zip(blocks_per_stage, (64, 128, 256, 512)), start=1):
             stride = 1 if stage == 1 else 2
             blocks = []
             for index in range(num_blocks):
-                blocks.append(block(in_channels, channels, stride if index == 0 else 1))
+                blocks.append(block(in_channels, channels, stride if index == 0 else 1, norm))
                 in_channels = channels * block.expansion
             setattr(self, f"layer{stage}", nn.Sequential(*blocks))
         self.out_channels = [channels * block.expansion for channels in (128, 256, 512)]  # C3, C4, C5
@@ -151,9 +164,9 @@ class ResNet(nn.Module):
 class ConvEncoder(nn.Module):
     """Holds the ResNet under the attribute name `model`, giving the official key prefix `conv_encoder.model.`."""
 
-    def __init__(self, depth: str):
+    def __init__(self, depth: str, norm: str = "frozen"):
         super().__init__()
-        self.model = ResNet(depth)
+        self.model = ResNet(depth, norm)
 
     def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Returns [(feature (B, C_l, H_l, W_l), mask (B, H_l, W_l) bool, True = real pixel)] for C3..C5."""
@@ -195,9 +208,9 @@ def sine_position_embedding(mask: torch.Tensor, num_channels: int, temperature: 
 class Backbone(nn.Module):
     """ResNet features C3..C5 with their masks and sine position embeddings (key prefix `backbone.conv_encoder`)."""
 
-    def __init__(self, depth: str, d_model: int):
+    def __init__(self, depth: str, d_model: int, norm: str = "frozen"):
         super().__init__()
-        self.conv_encoder = ConvEncoder(depth)
+        self.conv_encoder = ConvEncoder(depth, norm)
         self.d_model = d_model
         self.out_channels = self.conv_encoder.model.out_channels
 

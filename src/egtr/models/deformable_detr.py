@@ -257,7 +257,7 @@ class DeformableDetrModel(nn.Module):
         super().__init__()
         self.config = config
         d_model = config.d_model
-        self.backbone = Backbone(config.backbone, d_model)
+        self.backbone = Backbone(config.backbone, d_model, config.backbone_norm)
         projections = [
             nn.Sequential(nn.Conv2d(channels, d_model, kernel_size=1), nn.GroupNorm(32, d_model))
             for channels in self.backbone.out_channels[: config.num_feature_levels]
