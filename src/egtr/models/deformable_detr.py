@@ -117,6 +117,21 @@ class MultiscaleDeformableAttention(nn.Module):
         return self.output_proj(output)
 
 
+def _add_feed_forward(layer: nn.Module, config: EGTRConfig, ffn_dim: int) -> None:
+    """Give an encoder/decoder layer its feed-forward block (registered last, for the official key order)."""
+    layer.fc1 = nn.Linear(config.d_model, ffn_dim)
+    layer.fc2 = nn.Linear(ffn_dim, config.d_model)
+    layer.final_layer_norm = nn.LayerNorm(config.d_model)
+    layer.dropout = nn.Dropout(config.dropout)
+    layer.activation_dropout = nn.Dropout(config.activation_dropout)
+
+
+def _feed_forward(layer: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    """Post-norm ReLU feed-forward block with its residual connection."""
+    feed_forward = layer.fc2(layer.activation_dropout(F.relu(layer.fc1(hidden_states))))
+    return layer.final_layer_norm(hidden_states + layer.dropout(feed_forward))
+
+
 class EncoderLayer(nn.Module):
     """Post-norm: deformable self-attention over all levels, then a ReLU feed-forward network."""
 
@@ -127,19 +142,14 @@ class EncoderLayer(nn.Module):
             d_model, config.encoder_attention_heads, config.num_feature_levels, config.encoder_n_points
         )
         self.self_attn_layer_norm = nn.LayerNorm(d_model)
-        self.fc1 = nn.Linear(d_model, config.encoder_ffn_dim)
-        self.fc2 = nn.Linear(config.encoder_ffn_dim, d_model)
-        self.final_layer_norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(config.dropout)
-        self.activation_dropout = nn.Dropout(config.activation_dropout)
+        _add_feed_forward(self, config, config.encoder_ffn_dim)
 
     def forward(self, hidden_states, position_embeddings, mask, reference_points, spatial_shapes, spatial_shapes_tensor):
         attended = self.self_attn(
             hidden_states + position_embeddings, hidden_states, mask, reference_points, spatial_shapes, spatial_shapes_tensor
         )
         hidden_states = self.self_attn_layer_norm(hidden_states + self.dropout(attended))
-        feed_forward = self.fc2(self.activation_dropout(F.relu(self.fc1(hidden_states))))
-        return self.final_layer_norm(hidden_states + self.dropout(feed_forward))
+        return _feed_forward(self, hidden_states)
 
 
 class DecoderSelfAttention(nn.Module):
@@ -187,11 +197,7 @@ class DecoderLayer(nn.Module):
             d_model, config.decoder_attention_heads, config.num_feature_levels, config.decoder_n_points
         )
         self.encoder_attn_layer_norm = nn.LayerNorm(d_model)
-        self.fc1 = nn.Linear(d_model, config.decoder_ffn_dim)
-        self.fc2 = nn.Linear(config.decoder_ffn_dim, d_model)
-        self.final_layer_norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(config.dropout)
-        self.activation_dropout = nn.Dropout(config.activation_dropout)
+        _add_feed_forward(self, config, config.decoder_ffn_dim)
 
     def forward(self, hidden_states, query_position, memory, memory_mask, reference_points, spatial_shapes, spatial_shapes_tensor):
         attended, query, key = self.self_attn(hidden_states, query_position)
@@ -200,8 +206,7 @@ class DecoderLayer(nn.Module):
             hidden_states + query_position, memory, memory_mask, reference_points, spatial_shapes, spatial_shapes_tensor
         )
         hidden_states = self.encoder_attn_layer_norm(hidden_states + self.dropout(cross))
-        feed_forward = self.fc2(self.activation_dropout(F.relu(self.fc1(hidden_states))))
-        return self.final_layer_norm(hidden_states + self.dropout(feed_forward)), query, key
+        return _feed_forward(self, hidden_states), query, key
 
 
 class Encoder(nn.Module):
