@@ -43,3 +43,13 @@ def test_failure_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 def test_storage_options_are_rejected(tmp_path):
     with pytest.raises(TypeError):
         AtomicCheckpointIO().save_checkpoint({}, tmp_path / "x.ckpt", storage_options={"a": 1})
+
+
+def test_stale_temporaries_of_a_killed_write_are_removed(tmp_path):
+    from egtr.training.checkpoint_io import remove_stale_temporaries
+
+    (tmp_path / ".last.ckpt.abc123.tmp").write_bytes(b"partial")
+    (tmp_path / "last.ckpt").write_bytes(b"complete")
+    (tmp_path / "notes.tmp").write_bytes(b"not ours")  # not a name atomic_torch_save makes
+    assert remove_stale_temporaries(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "notes.tmp"]

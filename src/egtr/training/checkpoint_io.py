@@ -38,6 +38,21 @@ def atomic_torch_save(payload: Any, path: str | Path) -> None:
     _fsync_directory(path.parent)
 
 
+def remove_stale_temporaries(directory: str | Path) -> int:
+    """Delete the temporary files of writes that a killed process (SIGKILL) could not clean up; returns how many.
+
+    Only names `atomic_torch_save` creates (`.<target>.<random>.tmp`) are touched. Call it before resuming, when no
+    other process writes to `directory`.
+    """
+    removed = 0
+    for temporary in Path(directory).glob(".*.tmp"):
+        temporary.unlink(missing_ok=True)
+        removed += 1
+    if removed:
+        logger.warning("removed %d unfinished checkpoint file(s) left by an interrupted run in %s", removed, directory)
+    return removed
+
+
 def _fsync_directory(directory: Path) -> None:
     """Persist the rename itself (POSIX); a no-op where directories cannot be opened (Windows)."""
     try:

@@ -41,7 +41,7 @@ from egtr.data import frequency_bias_tables, load_or_compute_triplet_counts
 from egtr.data.statistics import count_triplets
 from egtr.models.checkpoint import CONFIG_NAME, read_state_dict, save_json
 from egtr.models.egtr import EGTR
-from egtr.training.checkpoint_io import AtomicCheckpointIO
+from egtr.training.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries
 from egtr.training.config import TrainConfig
 from egtr.training.datamodule import SceneGraphDataModule
 from egtr.training.initialization import load_backbone_weights, load_pretrained_detector
@@ -133,6 +133,8 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
         last_checkpoint = pass_dir / "checkpoints" / LAST_CHECKPOINT
         resume_from = last_checkpoint if resume and last_checkpoint.is_file() else None
         if resume_from is not None:
+            if rank_zero_only.rank == 0:
+                remove_stale_temporaries(last_checkpoint.parent)  # a SIGKILL mid-write leaves its temp file
             model = model_from_checkpoint(resume_from, load_weights=False)  # fit() restores the weights
             logger.info("resuming pass %s from %s", pass_name, resume_from)
         elif not results:
