@@ -17,6 +17,14 @@ from typing import Any
 SUPPORTED_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 
 
+def reject_unknown_fields(config_class: type, values: dict[str, Any]) -> None:
+    """Raise ValueError naming the keys that are not fields of the dataclass `config_class` (a typo in a config
+    file must not silently keep a default)."""
+    unknown = set(values) - {f.name for f in dataclasses.fields(config_class)}
+    if unknown:
+        raise ValueError(f"unknown {config_class.__name__} fields: {sorted(unknown)}")
+
+
 @dataclass
 class EGTRConfig:
     """Architecture of EGTR: ResNet + Deformable DETR + relation head.
@@ -101,10 +109,7 @@ class EGTRConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "EGTRConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown EGTRConfig fields: {sorted(unknown)}")
+        reject_unknown_fields(cls, values)
         return cls(**values).validate()
 
     @classmethod

@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from egtr.config import reject_unknown_fields
+
 DATASET_KINDS = ("vg", "oi")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -98,9 +100,6 @@ class DataConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DataConfig:
         """Inverse of `to_dict` (lists from JSON become tuples); unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown DataConfig fields: {sorted(unknown)}")
+        reject_unknown_fields(cls, values)
         converted = {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
         return cls(**converted).validate()

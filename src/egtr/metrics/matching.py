@@ -107,6 +107,49 @@ def flatten_ground_truths(ground_truths: Sequence[SceneGroundTruth]) -> FlatTrip
     )
 
 
+def label_compatible_pairs(predicted: FlatTriplets, ground_truth: FlatTriplets) -> tuple[np.ndarray, np.ndarray]:
+    """All (prediction, ground truth) row pairs of the same image with equal subject class, predicate and object
+    class, sorted by prediction then ground truth (boxes are not compared here).
+
+    Each triplet becomes one mixed-radix integer key of (image, subject class, predicate, object class); a sort of
+    the ground-truth keys and two binary searches then give every prediction's equal-key range, without a loop.
+
+    Returns:
+        (prediction rows (P,), ground-truth rows (P,)) int64.
+    """
+    empty = np.zeros(0, dtype=np.int64)
+    if len(predicted.predicates) == 0 or len(ground_truth.predicates) == 0:
+        return empty, empty
+    num_images = int(max(predicted.image_index.max(), ground_truth.image_index.max())) + 1
+    num_labels = 1 + int(
+        max(
+            predicted.subject_labels.max(),
+            predicted.object_labels.max(),
+            ground_truth.subject_labels.max(),
+            ground_truth.object_labels.max(),
+        )
+    )
+    num_predicates = int(max(predicted.predicates.max(), ground_truth.predicates.max())) + 1
+    if num_images * num_labels * num_labels * num_predicates >= 2**62:
+        raise ValueError("too many images x classes x predicates for one batch; evaluate in smaller chunks")
+
+    def encode(triplets: FlatTriplets) -> np.ndarray:
+        key = triplets.image_index * num_labels + triplets.subject_labels
+        key = key * num_predicates + triplets.predicates
+        return key * num_labels + triplets.object_labels
+
+    ground_truth_keys = encode(ground_truth)
+    order = np.argsort(ground_truth_keys, kind="stable")
+    sorted_keys = ground_truth_keys[order]
+    predicted_keys = encode(predicted)
+    first = np.searchsorted(sorted_keys, predicted_keys, side="left")
+    counts = np.searchsorted(sorted_keys, predicted_keys, side="right") - first
+    # Expand every prediction into its label-compatible ground truths.
+    prediction_rows = np.repeat(np.arange(len(predicted_keys), dtype=np.int64), counts)
+    within = np.arange(len(prediction_rows), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    return prediction_rows, order[first[prediction_rows] + within].astype(np.int64)
+
+
 def match_triplets(
     predicted: FlatTriplets, ground_truth: FlatTriplets, iou_threshold: float = 0.5, phrase: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -121,41 +164,9 @@ def match_triplets(
     Returns:
         (prediction rows (P,), ground-truth rows (P,)) int64.
     """
-    if len(predicted.predicates) == 0 or len(ground_truth.predicates) == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty
-    num_images = int(max(predicted.image_index.max(), ground_truth.image_index.max())) + 1
-    num_labels = (
-        int(
-            max(
-                predicted.subject_labels.max(),
-                predicted.object_labels.max(),
-                ground_truth.subject_labels.max(),
-                ground_truth.object_labels.max(),
-            )
-        )
-        + 1
-    )
-    num_predicates = int(max(predicted.predicates.max(), ground_truth.predicates.max())) + 1
-    if num_images * num_labels * num_labels * num_predicates >= 2**62:
-        raise ValueError("too many images x classes x predicates for one batch; evaluate in smaller chunks")
-
-    def encode(triplets: FlatTriplets) -> np.ndarray:
-        # Mixed-radix integer key of (image, subject class, predicate, object class).
-        key = triplets.image_index * num_labels + triplets.subject_labels
-        key = key * num_predicates + triplets.predicates
-        return key * num_labels + triplets.object_labels
-
-    ground_truth_keys = encode(ground_truth)
-    order = np.argsort(ground_truth_keys, kind="stable")
-    sorted_keys = ground_truth_keys[order]
-    predicted_keys = encode(predicted)
-    first = np.searchsorted(sorted_keys, predicted_keys, side="left")
-    counts = np.searchsorted(sorted_keys, predicted_keys, side="right") - first
-    # Expand every prediction into its label-compatible ground truths.
-    prediction_rows = np.repeat(np.arange(len(predicted_keys), dtype=np.int64), counts)
-    within = np.arange(len(prediction_rows), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-    ground_truth_rows = order[first[prediction_rows] + within]
+    prediction_rows, ground_truth_rows = label_compatible_pairs(predicted, ground_truth)
+    if len(prediction_rows) == 0:
+        return prediction_rows, ground_truth_rows
 
     if phrase:
         ground_truth_union = union_boxes(

@@ -32,7 +32,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from egtr.metrics.core import Metric, SceneGroundTruth, paired_iou_open_images, union_boxes, unique_relations
-from egtr.metrics.matching import FlatTriplets, first_match_ranks, flatten_ground_truths, flatten_predictions
+from egtr.metrics.matching import (
+    FlatTriplets,
+    first_match_ranks,
+    flatten_ground_truths,
+    flatten_predictions,
+    label_compatible_pairs,
+)
 
 DEFAULT_RECALL_KS = (20, 50, 100)
 
@@ -242,33 +248,7 @@ def _best_ground_truth(
     best_truth = np.full(num_detections, -1, dtype=np.int64)
     if num_detections == 0 or len(truth.predicates) == 0:
         return best_overlap, best_truth
-    num_labels = (
-        int(
-            max(
-                predicted.subject_labels.max(),
-                predicted.object_labels.max(),
-                truth.subject_labels.max(),
-                truth.object_labels.max(),
-            )
-        )
-        + 1
-    )
-    num_predicates = int(max(predicted.predicates.max(), truth.predicates.max())) + 1
-
-    def encode(triplets: FlatTriplets) -> np.ndarray:
-        key = triplets.image_index * num_labels + triplets.subject_labels
-        key = key * num_predicates + triplets.predicates
-        return key * num_labels + triplets.object_labels
-
-    truth_keys = encode(truth)
-    order = np.argsort(truth_keys, kind="stable")
-    sorted_keys = truth_keys[order]
-    detection_keys = encode(predicted)
-    first = np.searchsorted(sorted_keys, detection_keys, side="left")
-    counts = np.searchsorted(sorted_keys, detection_keys, side="right") - first
-    detection_rows = np.repeat(np.arange(num_detections), counts)
-    within = np.arange(len(detection_rows)) - np.repeat(np.cumsum(counts) - counts, counts)
-    truth_rows = order[first[detection_rows] + within]
+    detection_rows, truth_rows = label_compatible_pairs(predicted, truth)
     if phrase:
         overlaps = paired_iou_open_images(
             union_boxes(predicted.subject_boxes[detection_rows], predicted.object_boxes[detection_rows]),

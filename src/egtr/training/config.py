@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from egtr.config import EGTRConfig, LossConfig
+from egtr.config import EGTRConfig, LossConfig, reject_unknown_fields
 from egtr.data.config import DataConfig
 
 STAGES = ("detector", "egtr")
@@ -168,10 +168,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Inverse of `to_dict`; unknown keys are an error (a typo must not silently keep a default)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
+        reject_unknown_fields(cls, values)
         values = dict(values)
         if isinstance(values.get("data"), dict):
             values["data"] = DataConfig.from_dict(values["data"])
