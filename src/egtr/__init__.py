@@ -7,4 +7,4 @@ from egtr.models import EGTR, CheckpointError, EGTROutput
 from egtr.scene_graph import SceneGraph
 
 __version__ = "0.1.0"
-__all__ = ["EGTR", "EGTROutput", "EGTRConfig", "LossConfig", "CheckpointError", "Predictor", "SceneGraph", "__version__"]
+__all__ = ["EGTR", "CheckpointError", "EGTRConfig", "EGTROutput", "LossConfig", "Predictor", "SceneGraph", "__version__"]

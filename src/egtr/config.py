@@ -60,7 +60,7 @@ class EGTRConfig:
     class_names: list[str] | None = None  # len num_labels; None means generic names
     predicate_names: list[str] | None = None  # len num_rel_labels
 
-    def validate(self) -> "EGTRConfig":
+    def validate(self) -> EGTRConfig:
         """Raise ValueError if the sizes do not fit together; returns self."""
         if self.backbone not in SUPPORTED_BACKBONES:
             raise ValueError(f"backbone must be one of {SUPPORTED_BACKBONES}, got {self.backbone!r}")
@@ -108,12 +108,12 @@ class EGTRConfig:
         Path(path).write_text(json.dumps({"egtr_config": self.to_dict()}, indent=2) + "\n")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "EGTRConfig":
+    def from_dict(cls, values: dict[str, Any]) -> EGTRConfig:
         reject_unknown_fields(cls, values)
         return cls(**values).validate()
 
     @classmethod
-    def from_official_dict(cls, values: dict[str, Any]) -> "EGTRConfig":
+    def from_official_dict(cls, values: dict[str, Any]) -> EGTRConfig:
         """Read the official HF-style `config.json` (transformers 4.18 + EGTR fields).
 
         Fields that do not describe the architecture (loss weights, training flags) are ignored here; see
@@ -134,7 +134,7 @@ class EGTRConfig:
         return cls(**sizes).validate()
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "EGTRConfig":
+    def from_json(cls, path: str | Path) -> EGTRConfig:
         """Load either our `config.json` (key `egtr_config`) or the official one."""
         try:
             values = json.loads(Path(path).read_text())
@@ -167,11 +167,11 @@ class LossConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def for_open_images(cls) -> "LossConfig":
+    def for_open_images(cls) -> LossConfig:
         return cls(connectivity_loss_coefficient=90.0, rel_sample_nonmatching_largest=False)
 
     @classmethod
-    def from_official_dict(cls, values: dict[str, Any]) -> "LossConfig":
+    def from_official_dict(cls, values: dict[str, Any]) -> LossConfig:
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         return cls(**{k: values[k] for k in known if k in values})
 

@@ -114,8 +114,8 @@ def test_full_size_forward_at_600x1000_on_cpu():
 
 def test_trainable_batch_norm_option_matches_frozen_in_eval():
     """backbone_norm="batch" (training from scratch) has the same keys and, in eval mode, the same function."""
-    small = dict(backbone="resnet18", d_model=64, encoder_layers=1, decoder_layers=2, num_queries=8, num_labels=4,
-                 num_rel_labels=3, encoder_ffn_dim=64, decoder_ffn_dim=64)
+    small = {"backbone": "resnet18", "d_model": 64, "encoder_layers": 1, "decoder_layers": 2, "num_queries": 8, "num_labels": 4,
+                 "num_rel_labels": 3, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64}
     batch_model = EGTR(EGTRConfig(**small, backbone_norm="batch"))
     frozen_model = EGTR(EGTRConfig(**small))
     pixel_values = torch.randn(2, 3, 64, 96)

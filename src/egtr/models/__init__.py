@@ -3,4 +3,4 @@
 from egtr.models.checkpoint import CheckpointError, LoadReport, load_detector_weights, load_egtr, save_egtr
 from egtr.models.egtr import EGTR, EGTROutput
 
-__all__ = ["EGTR", "EGTROutput", "CheckpointError", "LoadReport", "load_egtr", "save_egtr", "load_detector_weights"]
+__all__ = ["EGTR", "CheckpointError", "EGTROutput", "LoadReport", "load_detector_weights", "load_egtr", "save_egtr"]

@@ -98,7 +98,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def describe_state_dict(state_dict: dict[str, torch.Tensor]) -> str:
     """A one-line guess of what a state dict is, for error messages."""
     keys = list(state_dict)
-    has_relation_head = any(key.startswith("proj_q.") or key.startswith("rel_predictor.") for key in keys)
+    has_relation_head = any(key.startswith(("proj_q.", "rel_predictor.")) for key in keys)
     has_detector = any(key.startswith("model.encoder.") for key in keys)
     if has_detector and not has_relation_head:
         return "a Deformable DETR detector checkpoint without EGTR's relation head (e.g. the released pre-trained DETR)"

@@ -153,7 +153,7 @@ class EGTR(nn.Module):
             self.rel_dist.copy_(rel_dist)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "EGTR":
+    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> EGTR:
         """Load our directory (`config.json` + `model.safetensors`), an official EGTR artifact directory
         (`config.json` + `checkpoints/*.ckpt`) or a single official `.ckpt` file. See `egtr.models.checkpoint`."""
         from egtr.models.checkpoint import load_egtr

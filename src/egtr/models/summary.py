@@ -23,8 +23,10 @@ def describe_model(model_path: str | Path | None = None, image_path: str | Path 
     trainable = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
     lines = [
         f"model: {model_path or 'EGTR (VG configuration, random weights)'}",
-        f"backbone {config.backbone}, d_model {config.d_model}, {config.encoder_layers}+{config.decoder_layers} layers, "
-        f"{config.num_queries} queries, {config.num_labels} classes, {config.num_rel_labels} predicates",
+        (
+            f"backbone {config.backbone}, d_model {config.d_model}, {config.encoder_layers}+{config.decoder_layers} "
+            f"layers, {config.num_queries} queries, {config.num_labels} classes, {config.num_rel_labels} predicates"
+        ),
         f"parameters: {total:,} ({trainable:,} trainable)",
     ]
     if image_path is None:
@@ -46,10 +48,14 @@ def describe_model(model_path: str | Path | None = None, image_path: str | Path 
     top = scores.argsort(descending=True)[:5]
     names = config.id2label
     lines += [
-        f"image: {image_path} {image.size[0]}x{image.size[1]} -> input {tuple(pixel_values.shape[1:])}, "
-        f"forward {elapsed:.2f} s on {torch.get_num_threads()} CPU threads",
-        f"outputs: logits {tuple(output.logits.shape)}, pred_boxes {tuple(output.pred_boxes.shape)}, "
-        f"pred_rel {tuple(output.pred_rel.shape)}, pred_connectivity {tuple(output.pred_connectivity.shape)}",
+        (
+            f"image: {image_path} {image.size[0]}x{image.size[1]} -> input {tuple(pixel_values.shape[1:])}, "
+            f"forward {elapsed:.2f} s on {torch.get_num_threads()} CPU threads"
+        ),
+        (
+            f"outputs: logits {tuple(output.logits.shape)}, pred_boxes {tuple(output.pred_boxes.shape)}, "
+            f"pred_rel {tuple(output.pred_rel.shape)}, pred_connectivity {tuple(output.pred_connectivity.shape)}"
+        ),
         "most confident queries: "
         + ", ".join(f"{names[int(labels[i])]} {float(scores[i]):.2f}" for i in top),
     ]

@@ -14,10 +14,10 @@ counts, so that a model converted without ``id2label`` shows real names instead 
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
-__all__ = ["DATASETS", "load_names", "guess_names"]
+__all__ = ["DATASETS", "guess_names", "load_names"]
 
 # Accepted dataset names (lower-case) -> JSON file inside this package.
 DATASETS: dict[str, str] = {
@@ -28,7 +28,7 @@ DATASETS: dict[str, str] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def _read(filename: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     text = resources.files(__name__).joinpath(filename).read_text(encoding="utf-8")
     data = json.loads(text)
