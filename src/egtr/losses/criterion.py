@@ -182,6 +182,14 @@ class EGTRCriterion(nn.Module):
         loss = sigmoid_focal_loss(logits, one_hot, self.loss_config.focal_alpha, self.loss_config.focal_gamma)
         return {"loss_ce": loss.sum() / num_boxes}
 
+    def _matched_boxes(
+        self, pred_boxes: torch.Tensor, targets: Sequence[Mapping], matching: Matching
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted and ground-truth cxcywh boxes of the matched pairs, both (num_matched, 4) in the prediction dtype."""
+        batch_index, query_index, target_boxes = self._matched_targets(targets, matching, "boxes")
+        source_boxes = pred_boxes[batch_index, query_index]
+        return source_boxes, target_boxes.to(source_boxes.dtype)
+
     def loss_boxes(
         self,
         pred_boxes: torch.Tensor,
@@ -190,9 +198,7 @@ class EGTRCriterion(nn.Module):
         num_boxes: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         """L1 loss between matched predicted and ground-truth cxcywh boxes, divided by `num_boxes`."""
-        batch_index, query_index, target_boxes = self._matched_targets(targets, matching, "boxes")
-        source_boxes = pred_boxes[batch_index, query_index]  # (num_matched, 4)
-        target_boxes = target_boxes.to(source_boxes.dtype)
+        source_boxes, target_boxes = self._matched_boxes(pred_boxes, targets, matching)
         return {"loss_bbox": F.l1_loss(source_boxes, target_boxes, reduction="none").sum() / num_boxes}
 
     def loss_giou(
@@ -203,9 +209,7 @@ class EGTRCriterion(nn.Module):
         num_boxes: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         """Sum of (1 - GIoU) over matched pairs, divided by `num_boxes`."""
-        batch_index, query_index, target_boxes = self._matched_targets(targets, matching, "boxes")
-        source_boxes = pred_boxes[batch_index, query_index]  # (num_matched, 4)
-        target_boxes = target_boxes.to(source_boxes.dtype)
+        source_boxes, target_boxes = self._matched_boxes(pred_boxes, targets, matching)
         giou = torch.diag(
             generalized_box_iou(box_cxcywh_to_xyxy(source_boxes), box_cxcywh_to_xyxy(target_boxes))
         )
