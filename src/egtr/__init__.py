@@ -1,10 +1,12 @@
 """egtr: scene graph generation with EGTR (Im et al., "EGTR: Extracting Graph from Transformer for Scene Graph
 Generation", CVPR 2024)."""
 
+from egtr.allocator import tune_cpu_allocator
 from egtr.config import EGTRConfig, LossConfig
 from egtr.inference import Predictor
 from egtr.models import EGTR, CheckpointError, EGTROutput
 from egtr.scene_graph import SceneGraph
 
 __version__ = "0.1.0"
-__all__ = ["EGTR", "CheckpointError", "EGTRConfig", "EGTROutput", "LossConfig", "Predictor", "SceneGraph", "__version__"]
+__all__ = ["EGTR", "CheckpointError", "EGTRConfig", "EGTROutput", "LossConfig", "Predictor", "SceneGraph", "__version__",
+           "tune_cpu_allocator"]

@@ -11,6 +11,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from egtr.allocator import tune_cpu_allocator
+
 
 def _add_info_command(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("info", help="describe a model (config, parameters) and optionally run one forward pass")
@@ -369,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    tune_cpu_allocator()  # freed activations are reused instead of page-faulted in again (see egtr.allocator)
     return args.func(args)
 
 
