@@ -152,6 +152,10 @@ class ResNet(nn.Module):
         self.out_channels = [channels * block.expansion for channels in (128, 256, 512)]  # C3, C4, C5
 
     def forward(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        if pixel_values.device.type == "cpu":
+            # oneDNN's CPU convolutions are faster channels-last (ResNet-50 at 600x1000 on 2 cores: 0.64 -> 0.49 s of
+            # CPU time); the features then flatten to the encoder's (B, H*W, C) without a copy.
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         x = conv_frozen_bn(self.conv1, self.bn1, pixel_values).relu_()
         x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
         x = self.layer1(x)
