@@ -16,6 +16,12 @@ Differences from the original code, all documented choices:
     whose best class probability exceeds 0.5 and the number of ground-truth objects. It is logged only;
   * `eos_coefficient` does not exist here (quirk Q11: unused by the focal loss);
   * a batch without any relation gives `loss_rel` = 0 and `uncertainty` = 0 instead of the original's NaN.
+
+No host-device synchronisation happens per step apart from the matching (`match`: the matcher's copy of the cost
+matrices to the CPU, and the copy of the assignment back to the device right after it): no `.item()`, no
+data-dependent shapes (boolean masks, `nonzero`), no tensor built from Python data on the device. Targets are
+expected on the outputs' device (Lightning moves the batch there); CPU targets with device outputs cost a
+host-to-device copy per use. `tests/losses/test_no_host_sync.py` checks this.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ class Matching:
         target_to_query: (B, T_max) int64, matched query of every ground-truth object, -1 if none.
         pair_index: (3, K) int64 over the K matched pairs of the batch: image, query, and the target's row in
             the batch-concatenated targets.
+        target_counts: (B,) float32 number of ground-truth objects per image.
     """
 
     indices: MatchIndices
@@ -64,6 +71,7 @@ class Matching:
     query_costs: torch.Tensor
     target_to_query: torch.Tensor
     pair_index: torch.Tensor
+    target_counts: torch.Tensor
 
 
 def _field(outputs: Any, name: str, required: bool = True) -> Any:
@@ -135,28 +143,41 @@ class EGTRCriterion(nn.Module):
         batch_size, num_queries = logits.shape[:2]
         indices, matching_costs = self.matcher(logits, pred_boxes, targets)
         target_counts = [len(target["class_labels"]) for target in targets]
-        # Built on the CPU, where the assignment lives, and copied to the device right after the matcher's
-        # device-to-host copy (the one synchronisation point), so the copies do not wait on queued work.
-        matched = torch.zeros(batch_size, num_queries, dtype=torch.bool)
+        # Built on the CPU, where the assignment lives, and copied to the device in one int64 buffer right after
+        # the matcher's device-to-host copy (the one synchronisation point), so the copy waits on no queued work.
+        matched = torch.zeros(batch_size, num_queries, dtype=torch.int64)
         target_to_query = torch.full((batch_size, max(target_counts + [1])), -1, dtype=torch.int64)
         pair_rows, offset = [], 0
         for image_index, (query_indices, target_indices) in enumerate(indices):
-            matched[image_index, query_indices] = True
+            matched[image_index, query_indices] = 1
             target_to_query[image_index, target_indices] = query_indices
             image_column = torch.full_like(query_indices, image_index)
             pair_rows.append(torch.stack([image_column, query_indices, target_indices + offset]))  # (3, k_b)
             offset += target_counts[image_index]
         device = logits.device
-        pair_index = torch.cat(pair_rows, dim=1).to(device)  # (3, K)
+        host_parts = [
+            torch.cat(pair_rows, dim=1),  # (3, K)
+            target_to_query,
+            matched,
+            torch.tensor(target_counts, dtype=torch.int64),
+        ]
+        device_buffer = torch.cat([part.flatten() for part in host_parts]).to(device)
+        pair_index, target_to_query, matched, counts = (
+            flat.view(part.shape)
+            for flat, part in zip(device_buffer.split([part.numel() for part in host_parts]), host_parts)
+        )
         query_costs = torch.full((batch_size, num_queries), self.matcher.nonmatching_cost, device=device)
         query_costs[pair_index[0], pair_index[1]] = torch.cat(matching_costs)
         return Matching(
-            indices, matching_costs, matched.to(device), query_costs, target_to_query.to(device), pair_index
+            indices, matching_costs, matched.bool(), query_costs, target_to_query, pair_index, counts.float()
         )
 
     def _num_boxes(self, targets: Sequence[Mapping], device: torch.device) -> torch.Tensor:
         """Normaliser of the detection losses: ground-truth box count, clamped >= 1 (a tensor: no sync)."""
-        num_boxes = torch.tensor(float(sum(len(target["class_labels"]) for target in targets)), device=device)
+        # A fill kernel, not `torch.tensor(...)`: a tensor built from Python data is a host-to-device copy.
+        num_boxes = torch.full(
+            (), float(sum(len(target["class_labels"]) for target in targets)), device=device
+        )
         if self.all_reduce_num_boxes and dist.is_available() and dist.is_initialized():
             dist.all_reduce(num_boxes)
             num_boxes = num_boxes / dist.get_world_size()
@@ -171,14 +192,12 @@ class EGTRCriterion(nn.Module):
         Unmatched queries have an all-zero target (no "no-object" class). Original: `.mean(1).sum() /
         num_boxes * N`.
         """
-        batch_size, num_queries, num_classes = logits.shape
-        target_classes = torch.full(
-            (batch_size, num_queries), num_classes, dtype=torch.int64, device=logits.device
-        )
         batch_index, query_index, matched_classes = self._matched_targets(targets, matching, "class_labels")
-        target_classes[batch_index, query_index] = matched_classes.long()
-        # One extra column takes the unmatched queries' "class C"; it is dropped so their target is all zeros.
-        one_hot = F.one_hot(target_classes, num_classes + 1)[..., :num_classes].to(logits.dtype)  # (B, N, C)
+        # Scattered into zeros (F.one_hot checks its input's range with `.item()` on some devices); the value is
+        # a device tensor, as a Python scalar would be copied from the host.
+        one_hot = torch.zeros_like(logits).index_put_(
+            (batch_index, query_index, matched_classes.long()), logits.new_ones(())
+        )  # (B, N, C), all zeros for unmatched queries
         loss = sigmoid_focal_loss(logits, one_hot, self.loss_config.focal_alpha, self.loss_config.focal_gamma)
         return {"loss_ce": loss.sum() / num_boxes}
 
@@ -216,11 +235,10 @@ class EGTRCriterion(nn.Module):
         return {"loss_giou": (1 - giou).sum() / num_boxes}
 
     @torch.no_grad()
-    def log_cardinality(self, logits: torch.Tensor, targets: Sequence[Mapping]) -> dict[str, torch.Tensor]:
+    def log_cardinality(self, logits: torch.Tensor, matching: Matching) -> dict[str, torch.Tensor]:
         """|#queries with best sigmoid score > 0.5 - #objects|, mean over images (logged only; Q10)."""
         predicted_count = (logits.sigmoid().amax(-1) > 0.5).sum(1).float()  # (B,)
-        target_count = torch.tensor([float(len(t["class_labels"])) for t in targets], device=logits.device)
-        return {"cardinality_error": (predicted_count - target_count).abs().mean()}
+        return {"cardinality_error": (predicted_count - matching.target_counts).abs().mean()}
 
     # ------------------------------------------------------------------ relation terms
     def relation_targets(
@@ -239,16 +257,7 @@ class EGTRCriterion(nn.Module):
                 raise ValueError(
                     f"target {image_index}: 'relations' must be (M, 3), got {tuple(relations.shape)}"
                 )
-            if relations.device.type == "cpu" and len(relations):  # range checks are free on the CPU only
-                num_objects = len(target["class_labels"])
-                if relations.min() < 0 or relations[:, :2].max() >= num_objects:
-                    raise ValueError(
-                        f"target {image_index}: 'relations' refers to objects outside 0..{num_objects - 1}"
-                    )
-                if relations[:, 2].max() >= self.num_rel_labels:
-                    raise ValueError(
-                        f"target {image_index}: 'relations' has a predicate >= {self.num_rel_labels}"
-                    )
+            self._check_cpu_relation_ranges(image_index, relations, len(target["class_labels"]))
             relation_list.append(relations.to(device=device, dtype=torch.int64))
             batch_list.append(torch.full((len(relations),), image_index, dtype=torch.int64, device=device))
         return relation_targets_in_query_space(
@@ -259,6 +268,17 @@ class EGTRCriterion(nn.Module):
             num_queries,
             self.num_rel_labels,
         )
+
+    def _check_cpu_relation_ranges(self, image_index: int, relations: torch.Tensor, num_objects: int) -> None:
+        """Range checks of CPU-resident relations (free there; skipped on a device, where they would sync)."""
+        if relations.device.type != "cpu" or not len(relations):
+            return
+        if relations.min() < 0 or relations[:, :2].max() >= num_objects:
+            raise ValueError(
+                f"target {image_index}: 'relations' refers to objects outside 0..{num_objects - 1}"
+            )
+        if relations[:, 2].max() >= self.num_rel_labels:
+            raise ValueError(f"target {image_index}: 'relations' has a predicate >= {self.num_rel_labels}")
 
     def query_weights(self, matching: Matching) -> torch.Tensor:
         """Relation-smoothing weight per query, (B, N): `1 - sigmoid(shifted cost)`, 0 for unmatched queries.
@@ -371,7 +391,7 @@ class EGTRCriterion(nn.Module):
             )
         num_boxes = self._num_boxes(targets, logits.device)
         losses, matching = self._detection_losses(logits, pred_boxes, targets, num_boxes)
-        losses.update(self.log_cardinality(logits, targets))
+        losses.update(self.log_cardinality(logits, matching))
 
         if self.use_relation_losses:
             relation_logits = _field(outputs, "rel_logits").float()

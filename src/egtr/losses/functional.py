@@ -71,7 +71,10 @@ def relation_targets_in_query_space(
         object_query = target_to_query[relation_batch_index, relations[:, 1]]  # (M,)
         subject_query = torch.where(subject_query < 0, num_queries, subject_query)
         object_query = torch.where(object_query < 0, num_queries, object_query)
-        targets[relation_batch_index, subject_query, object_query, relations[:, 2]] = 1.0
+        # A device-side value: a Python scalar would be copied from the host on every call.
+        targets.index_put_(
+            (relation_batch_index, subject_query, object_query, relations[:, 2]), targets.new_ones(())
+        )
     return targets[:, :num_queries, :num_queries]
 
 
