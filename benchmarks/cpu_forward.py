@@ -1,10 +1,14 @@
 """CPU forward-pass benchmark of the full VG model (ResNet-50, 200 queries) at 600x1000, batch 1.
 
 Every variant runs in its own subprocess (so peak memory is that variant's alone), with warm-up runs excluded:
-- `current`: this checkout;
-- `dense-head`: this checkout with the original's materialised relation tensor (`dense_relation_head=True`);
 - `baseline`: the straightforward first implementation of the same model (git revision `--baseline-rev`, default
-  764528b: the original's structure, unfused batch norm, dense relation head), checked out into a temporary worktree.
+  764528b: the original's structure, unfused batch norm, dense relation head, grid_sample attention), checked out into
+  a temporary worktree;
+- `current`: this checkout (gather-form deformable attention, factorised relation head, folded batch norm, ...);
+- `current-dense-head`: this checkout with the original's materialised relation tensor (`dense_relation_head=True`);
+- `current-bf16`: this checkout under `torch.autocast("cpu", torch.bfloat16)`, as `egtr predict --dtype bfloat16`;
+- `+malloc`: the same with freed memory kept for reuse (`egtr.tune_cpu_allocator`, which every `egtr` command
+  applies; here through glibc's equivalent environment variables, so that the baseline gets it too).
 
 Reports wall-clock median/min and CPU time (the sum over threads, less sensitive to other load on the machine) and
 the peak resident memory. Usage:
@@ -17,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,7 +32,8 @@ CHILD = r"""
 import json, resource, statistics, sys, time
 import torch
 from egtr import EGTR, EGTRConfig
-runs, threads, height, width, dense = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
+runs, threads, height, width = (int(argument) for argument in sys.argv[1:5])
+dense, bf16 = sys.argv[5] == "1", sys.argv[6] == "1"
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 config = EGTRConfig(dense_relation_head=True) if dense else EGTRConfig()
@@ -37,7 +41,7 @@ model = EGTR(config).eval()
 pixel_values = torch.randn(1, 3, height, width)
 pixel_mask = torch.ones(1, height, width, dtype=torch.long)
 wall, cpu = [], []
-with torch.inference_mode():
+with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
     for index in range(runs + 2):  # two warm-up runs, excluded
         start_wall, start_cpu = time.perf_counter(), time.process_time()
         model(pixel_values, pixel_mask)
@@ -49,9 +53,15 @@ print(json.dumps({"wall_median_s": statistics.median(wall), "wall_min_s": min(wa
 """
 
 
-def run_variant(source_dir: Path, args: argparse.Namespace, dense: bool) -> dict:
-    environment = dict(os.environ, PYTHONPATH=str(source_dir / "src"))
-    command = [sys.executable, "-c", CHILD, str(args.runs), str(args.threads), str(args.height), str(args.width), "1" if dense else "0"]
+MALLOC_REUSE = {"MALLOC_MMAP_THRESHOLD_": "1073741824", "MALLOC_TRIM_THRESHOLD_": "1073741824"}  # = tune_cpu_allocator()
+
+
+def run_variant(source_dir: Path, args: argparse.Namespace, dense: bool = False, bf16: bool = False,
+                malloc_reuse: bool = False) -> dict:
+    environment = {name: value for name, value in os.environ.items() if name not in MALLOC_REUSE}
+    environment.update(PYTHONPATH=str(source_dir / "src"), **(MALLOC_REUSE if malloc_reuse else {}))
+    command = [sys.executable, "-c", CHILD, str(args.runs), str(args.threads), str(args.height), str(args.width),
+               "1" if dense else "0", "1" if bf16 else "0"]
     completed = subprocess.run(command, env=environment, capture_output=True, text=True, check=True)
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
@@ -71,17 +81,20 @@ def main() -> None:
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", worktree, args.baseline_rev],
                        check=True, capture_output=True)
         try:
-            results["baseline"] = run_variant(Path(worktree), args, dense=False)
+            results["baseline"] = run_variant(Path(worktree), args)
+            results["baseline+malloc"] = run_variant(Path(worktree), args, malloc_reuse=True)
         finally:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", worktree], capture_output=True)
-    results["dense-head"] = run_variant(REPO, args, dense=True)
-    results["current"] = run_variant(REPO, args, dense=False)
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", worktree], check=False, capture_output=True)
+    results["current"] = run_variant(REPO, args)
+    results["current+malloc"] = run_variant(REPO, args, malloc_reuse=True)
+    results["current-dense-head+malloc"] = run_variant(REPO, args, dense=True, malloc_reuse=True)
+    results["current-bf16+malloc"] = run_variant(REPO, args, bf16=True, malloc_reuse=True)
 
     baseline = results["baseline"]
-    print(f"{'variant':<12} {'wall median':>12} {'wall min':>10} {'cpu median':>11} {'peak RSS':>10} {'speed-up':>9}")
+    print(f"{'variant':<26} {'wall median':>12} {'wall min':>10} {'cpu median':>11} {'peak RSS':>10} {'speed-up':>9}")
     for name, result in results.items():
         speedup = baseline["wall_median_s"] / result["wall_median_s"]
-        print(f"{name:<12} {result['wall_median_s']:>11.2f}s {result['wall_min_s']:>9.2f}s {result['cpu_median_s']:>10.2f}s "
+        print(f"{name:<26} {result['wall_median_s']:>11.2f}s {result['wall_min_s']:>9.2f}s {result['cpu_median_s']:>10.2f}s "
               f"{result['peak_rss_mib']:>8.0f}MiB {speedup:>8.2f}x")
     if args.out:
         settings = {key: str(value) for key, value in vars(args).items()}

@@ -110,6 +110,7 @@ def run_benchmark(
     device: str | torch.device | None = "auto",
     dtype: str | torch.dtype = "float32",
     compile_model: bool = False,
+    compile_mode: str = "default",
     warmup: int = 10,
     runs: int = 50,
     scopes: tuple[str, ...] = ("model", "end_to_end"),
@@ -125,6 +126,8 @@ def run_benchmark(
         device: "auto", "cpu", "cuda", ...
         dtype: "float32", "bfloat16" or "float16" (reduced precision runs under `torch.autocast`, like `Predictor`).
         compile_model: wrap the model in `torch.compile` (compilation happens in the warm-up, reported apart).
+        compile_mode: `torch.compile` mode: "default", "reduce-overhead" (CUDA graphs: one launch per forward,
+            the lever at batch 1 where the GPU waits on kernel launches) or "max-autotune".
         warmup: untimed iterations per scope (at least 1).
         runs: timed iterations per scope.
         scopes: any of "model", "end_to_end".
@@ -148,7 +151,7 @@ def run_benchmark(
     parameters = {id(p): p.numel() for p in model.parameters()}  # shared tensors counted once
     buffers = sum(buffer.numel() for buffer in model.buffers())
     if compile_model:
-        predictor.model = torch.compile(predictor.model)
+        predictor.model = torch.compile(predictor.model, mode=compile_mode)
 
     prepared = predictor.prepare(image_path)  # raises DataError naming the file if unreadable
     batch = [prepared] * batch_size
@@ -168,7 +171,7 @@ def run_benchmark(
             "precision": "float32"
             if predictor.dtype == torch.float32
             else "torch.autocast (weights float32)",
-            "compile": compile_model,
+            "compile": compile_mode if compile_model else False,
             "warmup": warmup,
             "runs": runs,
         },

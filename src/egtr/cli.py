@@ -184,7 +184,10 @@ def _add_benchmark_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, ...")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (autocast)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model (compiled during warm-up)")
+    parser.add_argument(
+        "--compile", nargs="?", const="default", default=None, choices=("default", "reduce-overhead", "max-autotune"),
+        help="torch.compile the model, compiled during warm-up; 'reduce-overhead' adds CUDA graphs (default mode: default)",
+    )
     parser.add_argument("--warmup", type=int, default=10, help="untimed iterations per scope (default 10)")
     parser.add_argument("--runs", type=int, default=50, help="timed iterations per scope (default 50)")
     parser.add_argument(
@@ -217,8 +220,9 @@ def _run_benchmark(args: argparse.Namespace) -> int:
             description = f"{args.config or 'EGTR VG configuration'} (random weights; speed does not depend on them)"
         result = run_benchmark(
             model, args.image, image_size=args.size, max_size=args.max_size, batch_size=args.batch_size,
-            device=args.device, dtype=args.dtype, compile_model=args.compile, warmup=args.warmup, runs=args.runs,
-            scopes=scopes, model_description=description,
+            device=args.device, dtype=args.dtype, compile_model=args.compile is not None,
+            compile_mode=args.compile or "default", warmup=args.warmup, runs=args.runs, scopes=scopes,
+            model_description=description,
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as error:  # bad model/config path, image, device, dtype or counts
         print(f"error: {error}", file=sys.stderr)
