@@ -21,6 +21,7 @@ benchmark() { "$python" -m egtr.cli benchmark --device cuda --scope model "$@"; 
     benchmark --dtype bfloat16 --compile reduce-overhead --warmup 20 --out "$OUT/batch1_bf16_compiled.json"
     # Throughput: a batch of 32 padded 600x1000 inputs.
     benchmark --dtype bfloat16 --batch-size 32 --runs 20 --out "$OUT/batch32_bf16.json"
+    "$python" benchmarks/deformable_attention.py --device cuda --runs 50
     "$python" benchmarks/relation_head.py --device cuda --batch-size 4
     "$python" benchmarks/train_step.py --device cuda --dtype bf16 --batch-size 8 --steps 20
 } 2>&1 | tee "$OUT/log.txt"

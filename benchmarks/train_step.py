@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from egtr import EGTR, EGTRConfig, LossConfig
+from egtr import EGTR, EGTRConfig, LossConfig, tune_cpu_allocator
 from egtr.losses import EGTRCriterion
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--dense-relation-head", action="store_true", help="the original's materialised pair tensor")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    tune_cpu_allocator()  # as every `egtr` command (egtr train included) does
     device = torch.device(args.device)
     generator = torch.Generator().manual_seed(0)
 
