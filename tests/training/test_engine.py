@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from tests.training.conftest import tiny_train_config
 
 from egtr import EGTR
 from egtr.training import TrainConfig, checkpoint_io, pretrain_detector, run_training, train_egtr
+from egtr.training.module import EGTRLightningModule
 
 
 def test_two_passes_write_a_complete_run_directory(synthetic_root: Path, tmp_path: Path):
@@ -94,3 +96,65 @@ def test_step_checkpoints_refresh_the_one_last_checkpoint(synthetic_root: Path, 
     assert last_steps[:3] == [1, 2, 3]  # refreshed inside the epoch, not only at its end
     files = sorted(path.name for path in (tmp_path / "run" / "main" / "checkpoints").iterdir())
     assert files[-1] == "last.ckpt" and len(files) == 2 and files[0].startswith("epoch=00-")
+
+
+def _rising_validation_loss(self, batch, batch_index):
+    loss = torch.tensor(float(self.current_epoch))  # 0, 1, 2, ...: no epoch after the first improves
+    self.log("validation_loss", loss, batch_size=len(batch["labels"]))
+    return loss
+
+
+@pytest.mark.parametrize(
+    ("overrides", "final_epochs"),
+    [
+        ({"max_epochs": 3, "finetune_epochs": 2}, (3, 2)),  # the last epochs did not improve
+        ({"max_epochs": 4, "early_stopping_patience": 1}, (2,)),  # early stopping after a worse epoch
+        ({"max_epochs": 3, "val_every_n_epochs": 2}, (3,)),  # the last epoch is not a validation epoch
+    ],
+    ids=["no-improvement", "early-stopping", "val-every-2-epochs"],
+)
+def test_last_checkpoint_holds_the_final_state_when_validation_did_not_improve(
+    synthetic_root: Path, tmp_path: Path, monkeypatch, overrides, final_epochs
+):
+    # Lightning's ModelCheckpoint writes save_last at an epoch end only together with a new best checkpoint; a
+    # validation loss that rises every epoch makes the first validated epoch the only best one.
+    monkeypatch.setattr(EGTRLightningModule, "validation_step", _rising_validation_loss)
+    config = tiny_train_config(synthetic_root, tmp_path / "run", **{"finetune_epochs": 0, **overrides})
+    result = run_training(config)
+
+    assert [item.epochs for item in result.passes] == list(final_epochs)
+    for item, epochs in zip(result.passes, final_epochs):
+        last = torch.load(
+            tmp_path / "run" / item.name / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+        )
+        assert (last["global_step"], last["epoch"]) == (2 * epochs, epochs - 1), item.name
+        # The best checkpoint is still the first validated epoch's.
+        assert Path(item.best_checkpoint).name.startswith(f"epoch={config.val_every_n_epochs - 1:02d}-")
+
+
+def test_a_run_stopped_after_epochs_without_improvement_resumes_after_them(
+    synthetic_root: Path, tmp_path: Path, monkeypatch
+):
+    class Stop(Exception):
+        pass
+
+    def stop_before_epoch_2(self):
+        if self.current_epoch == 2:
+            raise Stop  # like a kill between epochs: the epoch-end checkpoints of epochs 0 and 1 are written
+
+    monkeypatch.setattr(EGTRLightningModule, "validation_step", _rising_validation_loss)
+    monkeypatch.setattr(EGTRLightningModule, "on_train_epoch_start", stop_before_epoch_2)
+    run_dir = tmp_path / "run"
+    config = tiny_train_config(synthetic_root, run_dir, max_epochs=3)
+    with pytest.raises(Stop):
+        run_training(config)
+    last = torch.load(run_dir / "main" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 4  # epoch 1 did not improve, and is in last.ckpt all the same
+
+    monkeypatch.undo()
+    monkeypatch.setattr(EGTRLightningModule, "validation_step", _rising_validation_loss)
+    result = run_training(config, resume=True)
+    assert result.passes[0].global_step == 6
+    with open(run_dir / "main" / "version_1" / "metrics.csv", newline="") as handle:
+        resumed_steps = sorted({int(row["step"]) for row in csv.DictReader(handle) if row.get("train_loss")})
+    assert resumed_steps == [4, 5]  # only epoch 2 trained again, nothing repeated
