@@ -89,3 +89,15 @@ def test_cli_benchmark_reports_bad_inputs(tmp_path, capsys):
     assert "missing.jpg" in capsys.readouterr().err
     assert main(["benchmark", "--config", str(config_path), "--device", "cpu", "--dtype", "int8"]) == 2
     assert "int8" in capsys.readouterr().err
+
+
+def test_benchmark_sizes_come_from_the_model_directory_unless_given(tmp_path, reference_dir):
+    from egtr.benchmark import benchmark_sizes
+    from egtr.models.checkpoint import PreprocessorConfig
+
+    assert benchmark_sizes(None) == (600, 1000)  # the paper's FPS input
+    assert benchmark_sizes(reference_dir / "artifact") == (600, 1000)  # official artifacts record nothing
+    PreprocessorConfig(128, 256).save(tmp_path)
+    assert benchmark_sizes(tmp_path) == (128, 256)
+    assert benchmark_sizes(tmp_path, size=64) == (64, 256)
+    assert benchmark_sizes(tmp_path, 64, 96) == (64, 96)

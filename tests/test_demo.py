@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 
 from egtr.cli import main
-from egtr.demo import OUTPUT_ENTRIES, STATE_FILE, STEPS, DemoSettings, clear_outputs, run_demo
+from egtr.demo import (
+    OUTPUT_ENTRIES,
+    STATE_FILE,
+    STEPS,
+    DemoResult,
+    DemoSettings,
+    clear_outputs,
+    format_summary,
+    run_demo,
+)
+from egtr.models.checkpoint import PreprocessorConfig, load_preprocessor_config
 from egtr.models.egtr import EGTR
 
 
@@ -50,13 +60,15 @@ def test_quick_demo_beats_an_untrained_model(quick_demo: Path) -> None:
 
 @pytest.mark.slow
 def test_demo_model_loads_and_predicts(quick_demo: Path, tmp_path: Path) -> None:
-    """The saved model is in our format: `EGTR.from_pretrained` and `egtr predict` work on it afterwards."""
-    model = EGTR.from_pretrained(quick_demo / "egtr" / "model")
+    """The saved model is in our format: `EGTR.from_pretrained` and `egtr predict` work on it afterwards, at the
+    size it was trained at without being told (its preprocessor_config.json)."""
+    model_dir = quick_demo / "egtr" / "model"
+    model = EGTR.from_pretrained(model_dir)
     assert model.config.class_names[0] == "circle"
+    size = DemoSettings.quick().image_size
+    assert load_preprocessor_config(model_dir) == PreprocessorConfig(size, 2 * size)
     image = max((quick_demo / "data" / "images").glob("*.png"))
-    size = str(DemoSettings.quick().image_size)
-    code = main(["predict", "--model", str(quick_demo / "egtr" / "model"), "--size", size, "--out", str(tmp_path),
-                 "--no-progress", str(image)])  # fmt: skip
+    code = main(["predict", "--model", str(model_dir), "--out", str(tmp_path), "--no-progress", str(image)])
     assert code == 0
     assert (tmp_path / f"{image.stem}.json").is_file() and (tmp_path / f"{image.stem}.png").is_file()
 
@@ -69,6 +81,7 @@ def test_second_run_reuses_every_step(quick_demo: Path, capsys: pytest.CaptureFi
     assert (quick_demo / "egtr" / "model" / "model.safetensors").stat().st_mtime_ns == before
     output = capsys.readouterr().out
     assert "Summary" in output and "(reused)" in output and str(result.model_dir) in output
+    assert "--size" not in output  # the model directory records its size
 
 
 @pytest.mark.slow
@@ -76,6 +89,18 @@ def test_other_settings_in_the_same_folder_are_refused(quick_demo: Path) -> None
     with pytest.raises(ValueError, match="--restart"):
         run_demo(quick_demo, quick=False)
     assert main(["demo", "--out", str(quick_demo)]) == 2
+
+
+def test_summary_hints_the_size_only_for_a_model_without_preprocessor_config(tmp_path: Path) -> None:
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    (tmp_path / "data" / "synthetic.json").write_text(json.dumps({"image_size": 128}))
+    model_dir = tmp_path / "egtr" / "model"
+    model_dir.mkdir(parents=True)
+    result = DemoResult(tmp_path, model_dir, tmp_path / "data", metrics={}, untrained_metrics={}, drawings=[])
+    assert "--size 128 --max-size 256" in format_summary(result)  # exported before the file existed
+    PreprocessorConfig(128, 256).save(model_dir)
+    summary = format_summary(result)
+    assert "--size" not in summary and f"egtr predict --model {model_dir} --out" in summary
 
 
 def test_clear_outputs_removes_only_the_demo_entries(tmp_path: Path) -> None:

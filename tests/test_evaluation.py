@@ -106,6 +106,39 @@ def test_cli_evaluate_model_then_predictions(world, tmp_path):
     assert np.isfinite(from_model["metrics"]["(single)R@50"])
 
 
+def test_cli_evaluate_takes_the_preprocessing_of_the_model_directory(world, tmp_path, capsys):
+    from egtr.models.checkpoint import PREPROCESSOR_NAME, PreprocessorConfig
+
+    root, model_dir = world
+    recorded = tmp_path / "recorded"
+    EGTR.from_pretrained(model_dir).save_pretrained(recorded)
+    PreprocessorConfig(128, 160, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)).save(recorded)
+    common = ["evaluate", "--data-root", str(root), "--device", "cpu", "--max-images", "1", "--no-detection",
+              "--no-progress"]  # fmt: skip
+
+    def settings(*arguments):
+        output = tmp_path / "metrics.json"
+        assert main([*common, *arguments, "--output", str(output)]) == 0
+        return json.loads(output.read_text())["settings"]
+
+    from_file = settings("--model", str(recorded))
+    assert from_file["image_size"] == {"shorter_side": 128, "max_longer_side": 160}
+    assert from_file["image_normalization"] == {"mean": [0.5] * 3, "std": [0.25] * 3}
+    assert settings("--model", str(recorded), "--size", "112")["image_size"] == {
+        "shorter_side": 112, "max_longer_side": 160,
+    }  # fmt: skip
+    # A model without the file (like the official artifacts) keeps the paper's preprocessing.
+    assert settings("--model", str(model_dir), "--max-size", "200")["image_size"] == {
+        "shorter_side": 800, "max_longer_side": 200,
+    }  # fmt: skip
+
+    (recorded / PREPROCESSOR_NAME).write_text(json.dumps({"size": {"shortest_edge": 128, "longest_edge": 160},
+                                                          "image_mean": "imagenet"}))  # fmt: skip
+    assert main([*common, "--model", str(recorded)]) == 2
+    error = capsys.readouterr().err
+    assert str(recorded / PREPROCESSOR_NAME) in error and "field 'image_mean'" in error
+
+
 def test_cli_evaluate_needs_a_source(capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", "--data-root", "somewhere"])

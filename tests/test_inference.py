@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +12,11 @@ import torch
 from PIL import Image
 
 import egtr
+from egtr import EGTR
+from egtr.data.config import IMAGENET_MEAN, IMAGENET_STD
 from egtr.data.errors import DataError
 from egtr.inference import Predictor, SceneGraph, to_pil_image
+from egtr.models.checkpoint import PREPROCESSOR_NAME, PreprocessorConfig, save_egtr
 
 ASTRONAUT = Path(egtr.__file__).parent / "assets" / "astronaut.jpg"
 COFFEE = Path(egtr.__file__).parent / "assets" / "coffee.jpg"
@@ -120,6 +125,74 @@ def test_reduced_precision_runs(reference_dir, dtype):
     predictor = Predictor.from_pretrained(reference_dir / "artifact", dtype=dtype, top_k=10, **FAST)
     assert predictor.dtype == getattr(torch, dtype)
     assert_well_formed(predictor(COFFEE), (400, 600), top_k=10)
+
+
+# ---------------------------------------------------------------------------------------------- preprocessing
+RECORDED = PreprocessorConfig(160, 240, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+
+
+@pytest.fixture(scope="module")
+def model_with_preprocessing(reference_dir, tmp_path_factory) -> Path:
+    """The reference weights in our layout, with a `preprocessor_config.json` of 160 / 240 px."""
+    directory = tmp_path_factory.mktemp("recorded")
+    save_egtr(EGTR.from_pretrained(reference_dir / "artifact"), directory, preprocessor=RECORDED)
+    return directory
+
+
+def test_predictor_takes_the_preprocessing_of_the_model_directory(model_with_preprocessing):
+    predictor = Predictor.from_pretrained(model_with_preprocessing, device="cpu")
+    assert (predictor.image_size, predictor.max_size) == (160, 240)
+    assert (predictor.image_mean, predictor.image_std) == (RECORDED.image_mean, RECORDED.image_std)
+    prepared = predictor.prepare(COFFEE)  # 400 x 600 -> shorter side 160
+    assert tuple(prepared.pixel_values.shape) == (3, 160, 240)
+    resized = np.asarray(to_pil_image(Image.open(COFFEE)).resize((240, 160), Image.BILINEAR), np.float32) / 255
+    expected = (resized - np.array(RECORDED.image_mean)) / np.array(RECORDED.image_std)
+    np.testing.assert_allclose(prepared.pixel_values.permute(1, 2, 0).numpy(), expected, atol=1e-5)
+
+
+def test_explicit_sizes_win_over_the_model_directory(model_with_preprocessing):
+    predictor = Predictor.from_pretrained(model_with_preprocessing, device="cpu", image_size=96)
+    assert (predictor.image_size, predictor.max_size) == (96, 240)  # the size not given still comes from the file
+    assert tuple(predictor.prepare(COFFEE).pixel_values.shape) == (3, 96, 144)
+
+
+def test_official_artifact_keeps_the_paper_preprocessing(reference_dir):
+    predictor = Predictor.from_pretrained(reference_dir / "artifact", device="cpu")
+    assert (predictor.image_size, predictor.max_size) == (800, 1333)
+    assert (predictor.image_mean, predictor.image_std) == (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def test_cli_predict_uses_the_recorded_size_unless_given(model_with_preprocessing, tmp_path, monkeypatch):
+    from egtr.cli import main
+
+    shapes = []
+    original_prepare = Predictor.prepare
+
+    def recording_prepare(self, image):
+        prepared = original_prepare(self, image)
+        shapes.append(tuple(prepared.pixel_values.shape))
+        return prepared
+
+    monkeypatch.setattr(Predictor, "prepare", recording_prepare)
+    arguments = ["predict", str(COFFEE), "--model", str(model_with_preprocessing), "--out", str(tmp_path),
+                 "--device", "cpu", "--no-draw", "--no-progress"]  # fmt: skip
+    assert main(arguments) == 0
+    assert main([*arguments, "--size", "96"]) == 0
+    assert shapes == [(3, 160, 240), (3, 96, 144)]
+
+
+def test_cli_predict_reports_a_malformed_preprocessor_config(model_with_preprocessing, tmp_path, capsys):
+    from egtr.cli import main
+
+    broken = tmp_path / "model"
+    shutil.copytree(model_with_preprocessing, broken)
+    values = json.loads((broken / PREPROCESSOR_NAME).read_text())
+    values["size"] = {"shortest_edge": 160}
+    (broken / PREPROCESSOR_NAME).write_text(json.dumps(values))
+    code = main(["predict", str(COFFEE), "--model", str(broken), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert str(broken / PREPROCESSOR_NAME) in error and "field 'size'" in error
 
 
 def test_unreadable_image_names_the_file(predictor, tmp_path):

@@ -36,6 +36,20 @@ from egtr.inference import Predictor, PreparedImage, resolve_device, resolve_dty
 logger = logging.getLogger(__name__)
 
 DEFAULT_IMAGE = Path(__file__).parent / "assets" / "coffee.jpg"  # 400x600 photo -> 600x900 input at 600/1000
+PAPER_FPS_SIZES = (600, 1000)  # shorter side, cap on the longer side of the paper's FPS run (reference §6.3)
+
+
+def benchmark_sizes(
+    model_path: str | Path | None, size: int | None = None, max_size: int | None = None
+) -> tuple[int, int]:
+    """The resize to time (shorter side, longer-side cap): each size given explicitly wins, then the model
+    directory's `preprocessor_config.json` (the size it was trained for), then the paper's FPS input 600 / 1000.
+    Normalisation does not change the speed, so only the sizes are taken."""
+    from egtr.models.checkpoint import PreprocessorConfig, load_preprocessor_config
+
+    recorded = load_preprocessor_config(model_path) if model_path is not None else None
+    preprocessor = (recorded or PreprocessorConfig(*PAPER_FPS_SIZES)).with_sizes(size, max_size)
+    return preprocessor.shortest_edge, preprocessor.longest_edge
 
 
 @dataclass

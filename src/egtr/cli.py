@@ -92,6 +92,14 @@ def _run_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_size_arguments(parser: argparse.ArgumentParser, size: int, max_size: int, why: str) -> None:
+    """`--size` / `--max-size`. Not given (None) means: the model directory's preprocessor_config.json (the size
+    it was trained for), else `size` / `max_size` (`why` says where those come from)."""
+    recorded = "default: the model's preprocessor_config.json, else"
+    parser.add_argument("--size", type=int, default=None, help=f"shorter side after resize ({recorded} {size}, {why})")
+    parser.add_argument("--max-size", type=int, default=None, help=f"cap on the longer side ({recorded} {max_size})")
+
+
 def _add_predict_command(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict",
@@ -111,8 +119,7 @@ def _add_predict_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--no-graph-constraint", action="store_true", help="allow several predicates per subject/object pair"
     )
-    parser.add_argument("--size", type=int, default=800, help="shorter side after resize (default 800, as evaluation)")
-    parser.add_argument("--max-size", type=int, default=1333, help="cap on the longer side (default 1333)")
+    _add_size_arguments(parser, 800, 1333, "the paper's evaluation")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (autocast)")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
@@ -138,10 +145,12 @@ def _run_predict(args: argparse.Namespace) -> int:
         print("error: no images to process", file=sys.stderr)
         return 2
     try:
+        # Sizes the user did not give come from the model directory (or the Predictor's defaults).
+        sizes = {key: value for key, value in (("image_size", args.size), ("max_size", args.max_size)) if value is not None}
         predictor = Predictor.from_pretrained(
-            args.model, device=args.device, dtype=args.dtype, image_size=args.size, max_size=args.max_size,
-            top_k=args.top_k, score_threshold=args.score_threshold, graph_constraint=not args.no_graph_constraint,
-            object_threshold=args.object_threshold, batch_size=args.batch_size,
+            args.model, device=args.device, dtype=args.dtype, top_k=args.top_k, score_threshold=args.score_threshold,
+            graph_constraint=not args.no_graph_constraint, object_threshold=args.object_threshold,
+            batch_size=args.batch_size, **sizes,
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as error:  # bad model path/checkpoint, device or dtype
         print(f"error: {error}", file=sys.stderr)
@@ -168,9 +177,9 @@ def _add_benchmark_command(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "benchmark",
         help="inference speed: model-only and end-to-end FPS, median and spread, warm-up excluded",
-        description="Measure FPS the way the paper's number should be read: shorter side 600, longer <= 1000, "
-        "batch 1, warm-up excluded, device synchronised; model-only and end-to-end (decode + resize + model + "
-        "post-processing) reported separately.",
+        description="Measure FPS the way the paper's number should be read: shorter side 600, longer <= 1000 (or "
+        "the size in the model directory's preprocessor_config.json), batch 1, warm-up excluded, device "
+        "synchronised; model-only and end-to-end (decode + resize + model + post-processing) reported separately.",
     )
     parser.add_argument(
         "--model", default=None, help="model directory or official artifact; default: random weights of --config"
@@ -179,8 +188,7 @@ def _add_benchmark_command(subparsers: argparse._SubParsersAction) -> None:
         "--config", default=None, help="config.json for a random-weight model (default: the paper's VG model)"
     )
     parser.add_argument("--image", default=None, help="image file (default: a bundled 600x400 photo)")
-    parser.add_argument("--size", type=int, default=600, help="shorter side (default 600, as the paper's FPS)")
-    parser.add_argument("--max-size", type=int, default=1000, help="cap on the longer side (default 1000)")
+    _add_size_arguments(parser, 600, 1000, "the paper's FPS input")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, ...")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (autocast)")
@@ -199,7 +207,7 @@ def _add_benchmark_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_benchmark(args: argparse.Namespace) -> int:
-    from egtr.benchmark import format_result, run_benchmark, write_result
+    from egtr.benchmark import benchmark_sizes, format_result, run_benchmark, write_result
     from egtr.config import EGTRConfig
     from egtr.models.egtr import EGTR
 
@@ -218,8 +226,9 @@ def _run_benchmark(args: argparse.Namespace) -> int:
             config = EGTRConfig.from_json(args.config) if args.config else EGTRConfig()
             model = EGTR(config).eval()
             description = f"{args.config or 'EGTR VG configuration'} (random weights; speed does not depend on them)"
+        image_size, max_size = benchmark_sizes(args.model, args.size, args.max_size)
         result = run_benchmark(
-            model, args.image, image_size=args.size, max_size=args.max_size, batch_size=args.batch_size,
+            model, args.image, image_size=image_size, max_size=max_size, batch_size=args.batch_size,
             device=args.device, dtype=args.dtype, compile_model=args.compile is not None,
             compile_mode=args.compile or "default", warmup=args.warmup, runs=args.runs, scopes=scopes,
             model_description=description,
@@ -251,8 +260,7 @@ def _add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
         "--ground-truth", default=None,
         help="with --predictions: ground-truth .npz (default: the one saved next to the predictions, else --data-root)",
     )  # fmt: skip
-    parser.add_argument("--size", type=int, default=800, help="shorter side after resize (default 800, the paper's)")
-    parser.add_argument("--max-size", type=int, default=1333, help="cap on the longer side (default 1333)")
+    _add_size_arguments(parser, 800, 1333, "the paper's evaluation")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, ...")
@@ -273,15 +281,20 @@ def _add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from egtr.evaluation import run_evaluation
+    from egtr.models.checkpoint import CheckpointError
 
-    report, output = run_evaluation(
-        model=args.model, predictions=args.predictions, data_root=args.data_root, kind=args.kind, split=args.split,
-        ground_truth=args.ground_truth, size=args.size, max_size=args.max_size, batch_size=args.batch_size,
-        num_workers=args.num_workers, device=args.device, top_k=args.top_k,
-        modes=args.modes.split(",") if args.modes else None, detection=not args.no_detection,
-        zero_shot=args.zero_shot, max_images=args.max_images, save_predictions=args.save_predictions,
-        output=args.output or f"evaluation-{args.split}.json", progress=not args.no_progress,
-    )  # fmt: skip
+    try:
+        report, output = run_evaluation(
+            model=args.model, predictions=args.predictions, data_root=args.data_root, kind=args.kind,
+            split=args.split, ground_truth=args.ground_truth, size=args.size, max_size=args.max_size,
+            batch_size=args.batch_size, num_workers=args.num_workers, device=args.device, top_k=args.top_k,
+            modes=args.modes.split(",") if args.modes else None, detection=not args.no_detection,
+            zero_shot=args.zero_shot, max_images=args.max_images, save_predictions=args.save_predictions,
+            output=args.output or f"evaluation-{args.split}.json", progress=not args.no_progress,
+        )  # fmt: skip
+    except (CheckpointError, FileNotFoundError) as error:  # a missing or unreadable model (directory)
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(report.format_table())
     print(f"metrics and settings written to {output}")
     return 0

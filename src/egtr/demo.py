@@ -491,6 +491,8 @@ SUMMARY_METRICS = (
 
 def format_summary(result: DemoResult, total_seconds: float | None = None) -> str:
     """The closing table: time per step, test metrics (trained vs untrained, in %) and where everything is."""
+    from egtr.models.checkpoint import PREPROCESSOR_NAME
+
     lines = ["Summary", f"  {'step':<10} {'time':>8}"]
     for step in STEPS:
         seconds = result.step_seconds.get(step)
@@ -504,11 +506,12 @@ def format_summary(result: DemoResult, total_seconds: float | None = None) -> st
             f"  {label:<30} {_percent(result.metrics, key):>8} {_percent(result.untrained_metrics, key):>10}"
         )
     model, data = result.model_dir, result.data_dir
-    size = (
-        json.loads((data / "synthetic.json").read_text())["image_size"]
-        if (data / "synthetic.json").is_file()
-        else 0
-    )
+    # The exported model records its input size (preprocessor_config.json); a model exported before that file
+    # existed needs it on the command line, or the commands would resize to the paper's 800 px.
+    size_options = ""
+    if not (model / PREPROCESSOR_NAME).is_file() and (data / "synthetic.json").is_file():
+        size = json.loads((data / "synthetic.json").read_text())["image_size"]
+        size_options = f" --size {size} --max-size {2 * size}"
     example = max((data / "images").glob("*.png"), default=data / "images" / "<image>.png")
     lines += [
         "",
@@ -520,7 +523,7 @@ def format_summary(result: DemoResult, total_seconds: float | None = None) -> st
         f"  training logs      {result.out_dir / 'detector'}, {result.out_dir / 'egtr'} (metrics.csv per pass)",
         "",
         "Try",
-        f"  egtr predict --model {model} --size {size} --max-size {2 * size} --out {result.out_dir / 'predict'} {example}",
-        f"  egtr evaluate --model {model} --data-root {data} --split test --size {size} --max-size {2 * size}",
+        f"  egtr predict --model {model}{size_options} --out {result.out_dir / 'predict'} {example}",
+        f"  egtr evaluate --model {model} --data-root {data} --split test{size_options}",
     ]
     return "\n".join(lines)

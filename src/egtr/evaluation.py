@@ -80,6 +80,14 @@ def seen_triplets_of(dataset: Any) -> np.ndarray:
     return np.unique(np.concatenate(keys), axis=0) if keys else np.zeros((0, 3), np.int64)
 
 
+def exported_model_of_run(path: str | Path) -> Path:
+    """An `egtr train` run directory stands for its exported `model/`; any other path for itself."""
+    path = Path(path)
+    if path.is_dir() and (path / "model" / "config.json").is_file() and (path / "summary.json").is_file():
+        return path / "model"
+    return path
+
+
 def _load_model(model: Any, device: torch.device) -> tuple[Any, dict[str, Any]]:
     """An `EGTR` from a model object, our directory, the official artifact, an `egtr train` run directory (its
     exported `model/`) or one of its Lightning checkpoints (`.ckpt` with the model config inside)."""
@@ -88,10 +96,9 @@ def _load_model(model: Any, device: torch.device) -> tuple[Any, dict[str, Any]]:
 
     if isinstance(model, EGTR):
         return model.to(device).eval(), {"model": "in-memory EGTR", "checkpoint_sha256": None}
-    path = Path(model)
-    if path.is_dir() and (path / "model" / "config.json").is_file() and (path / "summary.json").is_file():
-        logger.info("%s is a training run: evaluating its exported model %s", path, path / "model")
-        path = path / "model"
+    path = exported_model_of_run(model)
+    if path != Path(model):
+        logger.info("%s is a training run: evaluating its exported model %s", model, path)
     if path.is_file() and path.suffix == ".ckpt":
         payload = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(payload, dict) and "egtr_model_config" in payload:
@@ -218,6 +225,7 @@ def evaluate_model(
             "num_images": len(subset),
         },
         "image_size": {"shorter_side": data_config.eval_size, "max_longer_side": data_config.eval_max_size},
+        "image_normalization": {"mean": list(data_config.image_mean), "std": list(data_config.image_std)},
         "batch_size": batch_size,
         "top_k": top_k,
         "modes": list(modes),
@@ -291,8 +299,8 @@ def run_evaluation(
     kind: str = "vg",
     split: str = "test",
     ground_truth: str | None = None,
-    size: int = 800,
-    max_size: int = 1333,
+    size: int | None = None,
+    max_size: int | None = None,
     batch_size: int = 1,
     num_workers: int = 0,
     device: str = "auto",
@@ -307,19 +315,22 @@ def run_evaluation(
 ) -> tuple[EvaluationReport, Path]:
     """What `egtr evaluate` does: evaluate a model on a split, or a saved predictions file; write the JSON.
 
+    The resize and normalisation: `size` / `max_size` when given, else those of the model directory's
+    `preprocessor_config.json`, else the paper's 800 / 1333 with ImageNet normalisation (official artifacts).
+
     Returns:
         The report and the path of the JSON written.
     """
-    from egtr.data import DataConfig
     from egtr.metrics import evaluate_predictions_file
+    from egtr.models.checkpoint import PreprocessorConfig, load_preprocessor_config
 
     if (model is None) == (predictions is None):
         raise ValueError("give exactly one of a model or a predictions file")
+    recorded = load_preprocessor_config(exported_model_of_run(model)) if model is not None else None
+    preprocessor = (recorded or PreprocessorConfig()).with_sizes(size, max_size)
     data_config = None
     if data_root is not None:
-        data_config = DataConfig(
-            kind=kind, root=str(data_root), eval_size=size, eval_max_size=max_size
-        ).validate()
+        data_config = preprocessor.data_config(kind=kind, root=str(data_root))
     if model is not None:
         if data_config is None:
             raise ValueError("evaluating a model needs the dataset folder (data_root)")

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from egtr.data.config import IMAGENET_MEAN, IMAGENET_STD
 from egtr.scene_graph import SceneGraph, SceneObject, SceneRelation, scene_graph_from_arrays
 
 if TYPE_CHECKING:
@@ -95,8 +96,9 @@ class Predictor:
     """Turn images into `SceneGraph`s with an EGTR model.
 
     The image pipeline is the evaluation one (`egtr.data.make_transforms(train=False)`: PIL bilinear resize of the
-    shorter side to `image_size`, longer side <= `max_size`, ImageNet normalisation); the ranking is the paper's
-    (`egtr.postprocess.postprocess_scene_graphs`).
+    shorter side to `image_size`, longer side <= `max_size`, mean/std normalisation); the ranking is the paper's
+    (`egtr.postprocess.postprocess_scene_graphs`). `from_pretrained` takes the sizes and normalisation from the
+    model directory's `preprocessor_config.json` when it has one.
 
     Precision: `dtype` float32 runs in full precision; bfloat16/float16 run the forward under `torch.autocast`
     (weights stay float32, numerically sensitive ops stay float32), which is the usual mixed-precision inference.
@@ -106,7 +108,8 @@ class Predictor:
         device: "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...
         dtype: "float32", "bfloat16" or "float16" (or the torch dtype).
         image_size: shorter side after resize (800 = the paper's evaluation).
-        max_size: cap on the longer side (1333 = the paper's evaluation).
+        max_size: cap on the longer side (1333 = the paper's evaluation); None = no cap.
+        image_mean, image_std: per-channel (RGB) normalisation of pixels in [0, 1] (ImageNet's by default).
         top_k: keep at most this many relations per image (ranked by triplet score).
         score_threshold: drop relations whose triplet score is below this.
         graph_constraint: one predicate per subject/object pair (the paper's main setting); False allows several.
@@ -123,6 +126,8 @@ class Predictor:
         dtype: str | torch.dtype = "float32",
         image_size: int = 800,
         max_size: int | None = 1333,
+        image_mean: Sequence[float] = IMAGENET_MEAN,
+        image_std: Sequence[float] = IMAGENET_STD,
         top_k: int = 20,
         score_threshold: float = 0.0,
         graph_constraint: bool = True,
@@ -151,7 +156,12 @@ class Predictor:
         self.predicate_names = [
             self.config.id2predicate[index] for index in range(self.config.num_rel_labels)
         ]
-        data_config = DataConfig(root=".", eval_size=image_size, eval_max_size=max_size or 10**9).validate()
+        self.image_mean = tuple(image_mean)
+        self.image_std = tuple(image_std)
+        data_config = DataConfig(
+            root=".", eval_size=image_size, eval_max_size=max_size or 10**9, image_mean=self.image_mean,
+            image_std=self.image_std,
+        ).validate()  # fmt: skip
         self._transform = make_transforms(data_config, train=False)
 
     @classmethod
@@ -160,10 +170,22 @@ class Predictor:
         **options: Any,
     ) -> Predictor:  # fmt: skip
         """Load a model saved by `EGTR.save_pretrained` or an official EGTR artifact (`config.json` +
-        `checkpoints/*.ckpt`, or the `.ckpt` itself) and wrap it; `options` are the constructor's."""
+        `checkpoints/*.ckpt`, or the `.ckpt` itself) and wrap it; `options` are the constructor's.
+
+        Preprocessing: `image_size`, `max_size`, `image_mean` and `image_std` given in `options` win; the others
+        come from the directory's `preprocessor_config.json` (written by `egtr train`), else the constructor's
+        defaults (the paper's 800 / 1333 and ImageNet, which is right for the official artifacts).
+        """
+        from egtr.models.checkpoint import load_preprocessor_config
         from egtr.models.egtr import EGTR
 
+        recorded = load_preprocessor_config(path)  # read first: a malformed file fails before the weights load
         model = EGTR.from_pretrained(path, map_location="cpu")
+        if recorded is not None:
+            options = {
+                "image_size": recorded.shortest_edge, "max_size": recorded.longest_edge,
+                "image_mean": recorded.image_mean, "image_std": recorded.image_std, **options,
+            }  # fmt: skip
         return cls(model, device=device, dtype=dtype, **options)
 
     # ------------------------------------------------------------------ pipeline pieces

@@ -1,13 +1,22 @@
 """Loading and saving every supported checkpoint layout, and the errors for wrong files."""
 
 import json
+import re
 import shutil
 
 import pytest
 import torch
 
 from egtr import EGTR, CheckpointError, EGTRConfig
-from egtr.models.checkpoint import load_detector_weights, read_state_dict
+from egtr.data.config import IMAGENET_MEAN, IMAGENET_STD
+from egtr.models.checkpoint import (
+    PREPROCESSOR_NAME,
+    PreprocessorConfig,
+    load_detector_weights,
+    load_preprocessor_config,
+    read_state_dict,
+    save_egtr,
+)
 
 TINY = {"backbone": "resnet18", "d_model": 64, "encoder_layers": 1, "decoder_layers": 2, "num_queries": 10, "num_labels": 5,
             "num_rel_labels": 3, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64}
@@ -116,3 +125,82 @@ def test_config_reads_official_json(reference_dir):
     assert (config.d_model, config.encoder_layers, config.decoder_layers, config.num_queries) == (128, 2, 3, 30)
     assert (config.num_labels, config.num_rel_labels, config.backbone) == (12, 7, "resnet18")
     assert config.class_names is None  # LABEL_i placeholders are dropped
+
+
+# ---------------------------------------------------------------------------------------------- preprocessor_config.json
+def test_preprocessor_config_round_trip_in_the_transformers_layout(tmp_path):
+    preprocessor = PreprocessorConfig(128, 256, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    save_egtr(EGTR(EGTRConfig(**TINY)), tmp_path, preprocessor=preprocessor)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors", PREPROCESSOR_NAME]
+    values = json.loads((tmp_path / PREPROCESSOR_NAME).read_text())
+    # What transformers' DeformableDetrImageProcessor reads: shorter side, longer-side cap, PIL bilinear, 1/255.
+    assert values["size"] == {"shortest_edge": 128, "longest_edge": 256}
+    assert values["image_mean"] == [0.5, 0.4, 0.3] and values["image_std"] == [0.2, 0.25, 0.3]
+    assert values["do_normalize"] is values["do_resize"] is values["do_rescale"] is True
+    assert values["resample"] == 2 and values["rescale_factor"] == pytest.approx(1 / 255)
+    assert load_preprocessor_config(tmp_path) == preprocessor
+    assert PreprocessorConfig.load(tmp_path / PREPROCESSOR_NAME) == preprocessor
+    # Saving again without a preprocessor keeps the recorded one (as transformers' save_pretrained does).
+    EGTR.from_pretrained(tmp_path).save_pretrained(tmp_path)
+    assert load_preprocessor_config(tmp_path) == preprocessor
+
+
+def test_official_artifact_has_no_preprocessor_config(reference_dir):
+    artifact = reference_dir / "artifact"
+    assert load_preprocessor_config(artifact) is None
+    assert load_preprocessor_config(next((artifact / "checkpoints").glob("*.ckpt"))) is None
+    assert PreprocessorConfig() == PreprocessorConfig(800, 1333, IMAGENET_MEAN, IMAGENET_STD)  # the paper's
+
+
+def test_a_checkpoint_file_finds_the_preprocessor_config_of_its_model_directory(tmp_path):
+    preprocessor = PreprocessorConfig(96, 192)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "config.json").write_text("{}")
+    preprocessor.save(tmp_path)
+    checkpoint = tmp_path / "checkpoints" / "epoch=01.ckpt"
+    checkpoint.write_bytes(b"")
+    assert load_preprocessor_config(checkpoint) == preprocessor
+
+
+def test_explicit_sizes_win_field_by_field():
+    recorded = PreprocessorConfig(128, 256, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert recorded.with_sizes() == recorded
+    assert recorded.with_sizes(size=96) == PreprocessorConfig(96, 256, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert recorded.with_sizes(max_size=400).longest_edge == 400
+
+
+def test_older_transformers_size_layout_is_read():
+    values = {"size": 600, "max_size": 1000, "image_mean": [0.1, 0.2, 0.3], "image_std": [1, 1, 1]}
+    assert PreprocessorConfig.from_dict(values) == PreprocessorConfig(600, 1000, (0.1, 0.2, 0.3), (1.0, 1.0, 1.0))
+    assert PreprocessorConfig.from_dict({"size": {"shortest_edge": 5, "longest_edge": 9}}) == PreprocessorConfig(5, 9)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"size": None}, "size"),
+        ({"size": {"height": 800, "width": 800}}, "size"),
+        ({"size": {"shortest_edge": "800", "longest_edge": 1333}}, "size.shortest_edge"),
+        ({"size": {"shortest_edge": 800, "longest_edge": 0}}, "size.longest_edge"),
+        ({"image_mean": [0.5, 0.5]}, "image_mean"),
+        ({"image_std": [0.2, 0.0, 0.2]}, "image_std"),
+        ({"do_normalize": False}, "do_normalize"),
+        ({"resample": 3}, "resample"),
+        ({"rescale_factor": 1.0}, "rescale_factor"),
+    ],
+)
+def test_malformed_preprocessor_config_names_the_file_and_the_field(tmp_path, change, field):
+    values = {**PreprocessorConfig().to_dict(), **change}
+    values = {key: value for key, value in values.items() if value is not None}
+    (tmp_path / PREPROCESSOR_NAME).write_text(json.dumps(values))
+    with pytest.raises(CheckpointError, match=rf"{PREPROCESSOR_NAME}: field '{re.escape(field)}'"):
+        load_preprocessor_config(tmp_path)
+
+
+def test_preprocessor_config_that_is_not_json_names_the_file(tmp_path):
+    (tmp_path / PREPROCESSOR_NAME).write_text('{"size": ')
+    with pytest.raises(CheckpointError, match=rf"{PREPROCESSOR_NAME}: not valid JSON"):
+        load_preprocessor_config(tmp_path)
+    (tmp_path / PREPROCESSOR_NAME).write_text("[800, 1333]")
+    with pytest.raises(CheckpointError, match=rf"{PREPROCESSOR_NAME}: expected a JSON object"):
+        load_preprocessor_config(tmp_path)

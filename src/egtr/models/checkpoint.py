@@ -8,23 +8,31 @@ Layouts (reference §2.8):
 - the released pre-trained detector: `config.json` + `pytorch_model.bin` (no relation head). It is not an EGTR model;
   `load_detector_weights` loads it into a model before relation training.
 
+Our directories may also hold `preprocessor_config.json` (`PreprocessorConfig`): the resize and normalisation the
+model was trained and validated with, in the layout of transformers' DETR / Deformable DETR image processors. The
+official artifacts have none; their preprocessing is the paper's (shorter side 800, longer side <= 1333, ImageNet).
+
 Pickled files are only read with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_model, save_model
 
 from egtr.config import EGTRConfig
+from egtr.data.config import IMAGENET_MEAN, IMAGENET_STD, DataConfig
 from egtr.models.egtr import EGTR
 
 logger = logging.getLogger(__name__)
@@ -32,6 +40,7 @@ logger = logging.getLogger(__name__)
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 DETECTOR_WEIGHTS_NAME = "pytorch_model.bin"
+PREPROCESSOR_NAME = "preprocessor_config.json"
 RELATION_HEAD_PREFIXES = (
     "proj_q.", "proj_k.", "final_sub_proj.", "final_obj_proj.", "rel_predictor_gate.", "rel_predictor.",
     "connectivity_layer.", "triplet_dist", "rel_dist",
@@ -158,14 +167,19 @@ def _config_with_names(config: EGTRConfig) -> EGTRConfig:
     return config
 
 
+def _config_next_to(weights_file: Path) -> Path | None:
+    """The `config.json` of a single checkpoint file: next to it, or one folder up (`checkpoints/*.ckpt`)."""
+    candidates = [weights_file.parent / CONFIG_NAME, weights_file.parent.parent / CONFIG_NAME]
+    return next((candidate for candidate in candidates if candidate.is_file()), None)
+
+
 def resolve_model_path(path: str | Path) -> tuple[EGTRConfig, Path]:
     """Find the config and weights file of any supported layout; returns (config, weights path)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or directory")
     if path.is_file():
-        config_candidates = [path.parent / CONFIG_NAME, path.parent.parent / CONFIG_NAME]
-        config_path = next((candidate for candidate in config_candidates if candidate.is_file()), None)
+        config_path = _config_next_to(path)
         if config_path is None:
             raise CheckpointError(f"{path}: no config.json next to it or one folder up")
         return _config_with_names(EGTRConfig.from_json(config_path)), path
@@ -216,12 +230,167 @@ def _atomic_write(target: Path, write) -> None:
             os.remove(temporary)
 
 
-def save_egtr(model: EGTR, directory: str | Path) -> None:
-    """Save `config.json` + `model.safetensors`; shared head copies are stored once."""
+def save_egtr(model: EGTR, directory: str | Path, preprocessor: PreprocessorConfig | None = None) -> None:
+    """Save `config.json` + `model.safetensors` (+ `preprocessor_config.json` when `preprocessor` is given).
+
+    Shared head copies are stored once. Without `preprocessor` an existing `preprocessor_config.json` is left as it
+    is (as transformers' `save_pretrained` leaves its processor files). `config.json` is written last, so its
+    presence means the directory is complete.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     _atomic_write(directory / WEIGHTS_NAME, lambda temporary: save_model(model, temporary))
+    if preprocessor is not None:
+        preprocessor.save(directory)
     _atomic_write(directory / CONFIG_NAME, lambda temporary: model.config.save(temporary))
+
+
+# ---------------------------------------------------------------------- preprocessing of a model directory
+# What transformers' image processors record for the steps our pipeline always takes (egtr.data.transforms):
+# PIL bilinear resize (PIL.Image.BILINEAR == 2), scaling by 1/255, mean/std normalisation.
+_PIL_BILINEAR = 2
+_RESCALE_FACTOR = 1 / 255
+# Builds the error for one field of a preprocessor file: (field, problem) -> error naming the file and the field.
+FieldError = Callable[[str, str], "CheckpointError"]
+
+
+@dataclass(frozen=True)
+class PreprocessorConfig:
+    """How images are prepared for a model: the evaluation resize and the normalisation it was trained with.
+
+    Saved as `preprocessor_config.json` in the layout of transformers' `DeformableDetrImageProcessor`
+    (`{"size": {"shortest_edge": S, "longest_edge": L}, "image_mean": [...], "image_std": [...], ...}`), so the
+    file also loads there. The defaults are the paper's (800 / 1333, ImageNet), i.e. an official artifact's.
+    """
+
+    shortest_edge: int = 800
+    longest_edge: int = 1333
+    image_mean: tuple[float, float, float] = IMAGENET_MEAN
+    image_std: tuple[float, float, float] = IMAGENET_STD
+
+    @classmethod
+    def from_data_config(cls, data: DataConfig) -> PreprocessorConfig:
+        """The test-time pipeline of a training run: its evaluation resize (not the random training sizes)."""
+        return cls(data.eval_size, data.eval_max_size, tuple(data.image_mean), tuple(data.image_std))
+
+    def with_sizes(self, size: int | None = None, max_size: int | None = None) -> PreprocessorConfig:
+        """A copy where each size the user gave explicitly (not None) replaces the recorded one."""
+        return dataclasses.replace(
+            self,
+            shortest_edge=self.shortest_edge if size is None else size,
+            longest_edge=self.longest_edge if max_size is None else max_size,
+        )
+
+    def data_config(self, **values: Any) -> DataConfig:
+        """A `DataConfig` whose evaluation pipeline is this preprocessing (`values`: kind, root, ...)."""
+        return DataConfig(
+            eval_size=self.shortest_edge, eval_max_size=self.longest_edge, image_mean=self.image_mean,
+            image_std=self.image_std, **values,
+        ).validate()  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "image_processor_type": "DeformableDetrImageProcessor",
+            "do_resize": True,
+            "size": {"shortest_edge": self.shortest_edge, "longest_edge": self.longest_edge},
+            "resample": _PIL_BILINEAR,
+            "do_rescale": True,
+            "rescale_factor": _RESCALE_FACTOR,
+            "do_normalize": True,
+            "image_mean": list(self.image_mean),
+            "image_std": list(self.image_std),
+            "do_pad": True,
+            "format": "coco_detection",
+        }
+
+    @classmethod
+    def from_dict(cls, values: Any, source: str = PREPROCESSOR_NAME) -> PreprocessorConfig:
+        """Read the transformers layout; raises CheckpointError naming `source` and the field for anything our
+        pipeline cannot reproduce (another resize rule or interpolation, no normalisation, ...)."""
+
+        def fail(field_name: str, problem: str) -> CheckpointError:
+            return CheckpointError(f"{source}: field {field_name!r} {problem}")
+
+        if not isinstance(values, dict):
+            raise CheckpointError(f"{source}: expected a JSON object, got {type(values).__name__}")
+        for flag in ("do_resize", "do_rescale", "do_normalize"):
+            if values.get(flag, True) is not True:
+                raise fail(flag, f"is {values[flag]!r}; egtr always resizes, rescales and normalises (true)")
+        if values.get("resample", _PIL_BILINEAR) != _PIL_BILINEAR:
+            raise fail("resample", f"is {values['resample']!r}; egtr resizes with PIL bilinear ({_PIL_BILINEAR})")
+        factor = values.get("rescale_factor", _RESCALE_FACTOR)
+        if not _is_number(factor) or abs(factor - _RESCALE_FACTOR) > 1e-9:
+            raise fail("rescale_factor", f"is {factor!r}; egtr scales pixels by 1/255")
+        shortest, longest = _read_size(values, fail)
+        mean = _read_triple(values, "image_mean", IMAGENET_MEAN, fail)
+        std = _read_triple(values, "image_std", IMAGENET_STD, fail)
+        if min(std) <= 0:
+            raise fail("image_std", f"is {list(std)}; every value must be > 0")
+        return cls(shortest, longest, mean, std)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write `directory/preprocessor_config.json` atomically."""
+        path = Path(directory) / PREPROCESSOR_NAME
+        save_json(path, self.to_dict())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> PreprocessorConfig:
+        """Read a `preprocessor_config.json` file (errors name the file and the field)."""
+        try:
+            values = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as error:
+            raise CheckpointError(f"{path}: not valid JSON ({error})") from error
+        return cls.from_dict(values, str(path))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _read_size(values: dict[str, Any], fail: FieldError) -> tuple[int, int]:
+    """(shortest edge, longest edge) from `size`; older transformers files write `size: S` + `max_size: L`."""
+    if "size" not in values:
+        raise fail("size", 'is missing; expected {"shortest_edge": S, "longest_edge": L}')
+    size = values["size"]
+    if _is_size(size) and _is_size(values.get("max_size")):
+        return size, values["max_size"]
+    if not isinstance(size, dict) or set(size) != {"shortest_edge", "longest_edge"}:
+        raise fail(
+            "size", f'is {size!r}; expected {{"shortest_edge": S, "longest_edge": L}} (egtr resizes the shorter '
+            "side and caps the longer one; fixed heights/widths are not supported)",
+        )  # fmt: skip
+    for key in ("shortest_edge", "longest_edge"):
+        if not _is_size(size[key]):
+            raise fail(f"size.{key}", f"is {size[key]!r}; expected a positive integer")
+    return size["shortest_edge"], size["longest_edge"]
+
+
+def _read_triple(
+    values: dict[str, Any], name: str, default: tuple[float, float, float], fail: FieldError
+) -> tuple[float, float, float]:
+    """Three per-channel floats (RGB); absent means the default (transformers' DETR processors do the same)."""
+    value = values.get(name, default)
+    if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(_is_number(item) for item in value):
+        raise fail(name, f"is {value!r}; expected 3 numbers (R, G, B)")
+    return tuple(float(item) for item in value)  # type: ignore[return-value]
+
+
+def load_preprocessor_config(path: str | Path) -> PreprocessorConfig | None:
+    """The preprocessing recorded with a model, or None (the official artifacts: use the paper's defaults).
+
+    `path` is anything `load_egtr` accepts: a model directory, or a checkpoint file whose model directory is the
+    folder of its `config.json` (next to it or one folder up).
+    """
+    path = Path(path)
+    directory = path if path.is_dir() else (config.parent if (config := _config_next_to(path)) else None)
+    if directory is None or not (directory / PREPROCESSOR_NAME).is_file():
+        return None
+    return PreprocessorConfig.load(directory / PREPROCESSOR_NAME)
 
 
 # ---------------------------------------------------------------------- partial initialisation

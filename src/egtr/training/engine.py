@@ -13,7 +13,8 @@ Run directory (`config.output_dir`):
     main/version_K/          metrics.csv (+ TensorBoard events); K counts the (re)starts of the pass
     main/done.json           written when the pass is complete (resume skips the pass)
     finetune/...             the same for the second pass
-    model/                   the final model, `EGTR.from_pretrained(run_dir / "model")`
+    model/                   the final model, `EGTR.from_pretrained(run_dir / "model")`, with the preprocessing of
+                             the validation split (`preprocessor_config.json`, used by `Predictor` and the CLI)
     evaluation_val.json      EGTR stage: R@K / mR@K of the final model on `evaluate_split` (default val)
     summary.json             best validation losses, steps and epochs of each pass
 
@@ -38,8 +39,9 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from egtr.config import EGTRConfig
 from egtr.data import frequency_bias_tables, load_or_compute_triplet_counts
+from egtr.data.config import DataConfig
 from egtr.data.statistics import count_triplets
-from egtr.models.checkpoint import CONFIG_NAME, read_state_dict, save_json
+from egtr.models.checkpoint import CONFIG_NAME, PreprocessorConfig, read_state_dict, save_egtr, save_json
 from egtr.models.egtr import EGTR
 from egtr.training.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries
 from egtr.training.config import TrainConfig
@@ -149,12 +151,19 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
     model_dir = None
     if is_rank_zero:
         model_dir = run_dir / "model"
-        model.save_pretrained(model_dir)
+        export_model(model, model_dir, config.data)
         save_json(run_dir / "summary.json", {"passes": [dataclasses.asdict(result) for result in results]})
         logger.info("final model written to %s", model_dir)
         if config.stage == "egtr" and config.evaluate_split and not config.fast_dev_run:
             _evaluate(config, model, run_dir)
     return TrainResult(run_dir=run_dir, model_dir=model_dir, passes=results)
+
+
+def export_model(model: EGTR, model_dir: Path, data: DataConfig) -> None:
+    """Write the final model with the preprocessing it was validated with: the run's evaluation resize (not the
+    random training sizes) and its normalisation, so that `egtr predict` / `evaluate` / `benchmark` need no
+    `--size` for a model trained at another size than the paper's."""
+    save_egtr(model, model_dir, preprocessor=PreprocessorConfig.from_data_config(data))
 
 
 def _evaluate(config: TrainConfig, model: EGTR, run_dir: Path) -> None:
