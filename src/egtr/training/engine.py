@@ -43,7 +43,7 @@ from egtr.data.config import DataConfig
 from egtr.data.statistics import count_triplets
 from egtr.models.checkpoint import CONFIG_NAME, PreprocessorConfig, read_state_dict, save_egtr, save_json
 from egtr.models.egtr import EGTR
-from egtr.training.checkpoint_io import AtomicCheckpointIO, remove_stale_temporaries
+from egtr.training.checkpoint_io import AtomicCheckpointIO, BestAndLastCheckpoint, remove_stale_temporaries
 from egtr.training.config import TrainConfig
 from egtr.training.datamodule import SceneGraphDataModule
 from egtr.training.initialization import load_backbone_weights, load_pretrained_detector
@@ -299,8 +299,10 @@ def build_trainer(
     callbacks: list[Callback] = []
     checkpointing = not config.fast_dev_run  # a smoke test must leave nothing that --resume would pick up
     if checkpointing:
+        # Not a plain ModelCheckpoint: Lightning then refreshes last.ckpt only when validation_loss improves,
+        # so a pass could end with a last.ckpt epochs behind its final state (see BestAndLastCheckpoint).
         callbacks.append(
-            ModelCheckpoint(
+            BestAndLastCheckpoint(
                 dirpath=checkpoint_dir,
                 filename="{epoch:02d}-{validation_loss:.4f}",
                 monitor="validation_loss",
