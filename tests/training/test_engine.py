@@ -11,6 +11,7 @@ import torch
 from tests.training.conftest import tiny_train_config
 
 from egtr import EGTR
+from egtr.models.checkpoint import load_preprocessor_config
 from egtr.training import TrainConfig, checkpoint_io, pretrain_detector, run_training, train_egtr
 from egtr.training.module import EGTRLightningModule
 
@@ -27,6 +28,9 @@ def test_two_passes_write_a_complete_run_directory(synthetic_root: Path, tmp_pat
         assert (run_dir / pass_name / "checkpoints" / "last.ckpt").is_file()
         assert (run_dir / pass_name / "version_0" / "metrics.csv").is_file()
         assert (run_dir / pass_name / "done.json").is_file()
+        # A pass directory loads like an official artifact, with the evaluation resize it was validated at.
+        preprocessor = load_preprocessor_config(run_dir / pass_name)
+        assert (preprocessor.shortest_edge, preprocessor.longest_edge) == (config.data.eval_size, config.data.eval_max_size)
     best = Path(result.passes[0].best_checkpoint)
     assert best.name.startswith("epoch=00-validation_loss=") and best.is_file()
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -377,6 +377,8 @@ def _run_pass(
         # The official artifact layout (config.json + checkpoints/*.ckpt): `EGTR.from_pretrained(pass_dir)` loads
         # the best checkpoint, `EGTR.from_pretrained(any .ckpt of the pass)` that checkpoint.
         pass_dir.mkdir(parents=True, exist_ok=True)
+        # The preprocessing first: a config.json present means the directory is complete.
+        PreprocessorConfig.from_data_config(config.data).save(pass_dir)
         save_json(pass_dir / CONFIG_NAME, {"egtr_config": model.config.to_dict()})
     module = EGTRLightningModule(model, config, lr_factor)
     trainer = build_trainer(config, pass_dir, max_epochs)
