@@ -17,6 +17,14 @@ from typing import Any
 SUPPORTED_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 
 
+def read_json(path: str | Path, error_type: type[Exception] = ValueError) -> Any:
+    """Parse a JSON file; invalid JSON raises `error_type` naming the file (shared by every config reader)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise error_type(f"{path}: not valid JSON ({error})") from error
+
+
 def reject_unknown_fields(config_class: type, values: dict[str, Any]) -> None:
     """Raise ValueError naming the keys that are not fields of the dataclass `config_class` (a typo in a config
     file must not silently keep a default)."""
@@ -136,10 +144,7 @@ class EGTRConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> EGTRConfig:
         """Load either our `config.json` (key `egtr_config`) or the official one."""
-        try:
-            values = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error})") from error
+        values = read_json(path)
         if "egtr_config" in values:
             return cls.from_dict(values["egtr_config"])
         if values.get("model_type") == "deformable_detr" or "d_model" in values:

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_model, save_model
 
-from egtr.config import EGTRConfig
+from egtr.config import EGTRConfig, read_json
 from egtr.data.config import IMAGENET_MEAN, IMAGENET_STD, DataConfig
 from egtr.models.egtr import EGTR
 
@@ -337,11 +337,7 @@ class PreprocessorConfig:
     @classmethod
     def load(cls, path: str | Path) -> PreprocessorConfig:
         """Read a `preprocessor_config.json` file (errors name the file and the field)."""
-        try:
-            values = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as error:
-            raise CheckpointError(f"{path}: not valid JSON ({error})") from error
-        return cls.from_dict(values, str(path))
+        return cls.from_dict(read_json(path, CheckpointError), str(path))
 
 
 def _is_number(value: Any) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from egtr.config import EGTRConfig, LossConfig, reject_unknown_fields
+from egtr.config import EGTRConfig, LossConfig, read_json, reject_unknown_fields
 from egtr.data.config import DataConfig
 
 STAGES = ("detector", "egtr")
@@ -191,10 +191,7 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
         """Read a config written by `save` (or a bare dict of fields)."""
-        try:
-            values = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error})") from error
+        values = read_json(path)
         return cls.from_dict(values.get("train_config", values))
 
     def with_overrides(self, overrides: list[str]) -> TrainConfig:
