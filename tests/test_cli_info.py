@@ -20,3 +20,11 @@ def test_info_default_model_has_vg_names(capsys):
     assert main(["info"]) == 0
     assert "150 classes, 50 predicates" in capsys.readouterr().out
     assert egtr.EGTRConfig().id2label[0] == "airplane"
+
+
+def test_info_resizes_as_the_model_directory_records(reference_dir, tmp_path, capsys):
+    from egtr.models.checkpoint import PreprocessorConfig, save_egtr
+
+    save_egtr(egtr.EGTR.from_pretrained(reference_dir / "artifact"), tmp_path, preprocessor=PreprocessorConfig(96, 160))
+    assert main(["info", "--model", str(tmp_path), "--image", str(ASTRONAUT)]) == 0
+    assert "input (96, 96)" in capsys.readouterr().out

@@ -14,8 +14,8 @@ from egtr.models.egtr import EGTR
 def describe_model(model_path: str | Path | None = None, image_path: str | Path | None = None) -> str:
     """Describe the model at `model_path` (default: the paper's VG configuration with random weights).
 
-    With `image_path`, the image goes through the evaluation pipeline (shorter side 800, longer <= 1333) and one
-    forward pass; the summary then lists the output shapes, the time taken and the most confident objects.
+    With `image_path`, the image goes through the evaluation pipeline (the model directory's
+    `preprocessor_config.json` when it has one, else shorter side 800, longer <= 1333) and one forward pass; the summary then lists the output shapes, the time taken and the most confident objects.
     """
     model = EGTR.from_pretrained(model_path) if model_path else EGTR(EGTRConfig()).eval()
     config = model.config
@@ -32,13 +32,14 @@ def describe_model(model_path: str | Path | None = None, image_path: str | Path 
     if image_path is None:
         return "\n".join(lines)
 
-    from egtr.data.config import DataConfig
     from egtr.data.images import load_image
     from egtr.data.transforms import make_transforms
+    from egtr.models.checkpoint import PreprocessorConfig, load_preprocessor_config
 
+    preprocessing = (load_preprocessor_config(model_path) if model_path else None) or PreprocessorConfig()
     image = load_image(image_path)
     empty_target = {"boxes": torch.zeros(0, 4), "class_labels": torch.zeros(0, dtype=torch.long)}
-    pixel_values, _ = make_transforms(DataConfig(root="."), train=False)(image, empty_target)
+    pixel_values, _ = make_transforms(preprocessing.data_config(root="."), train=False)(image, empty_target)
     start = time.perf_counter()
     with torch.no_grad():
         output = model(pixel_values[None])
