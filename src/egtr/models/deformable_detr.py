@@ -98,7 +98,9 @@ def multi_scale_deformable_attention_gather(
     fraction = pixel - top_left  # (B, Q, heads, levels, points, 2)
     top_left = top_left.to(torch.int64)
     index = head_start + level_start + top_left[..., 1] * row_stride + top_left[..., 0]  # (B, Q, heads, levels, points)
-    index = (index[..., None] + corner_offsets).to(torch.int32)  # corners: top-left, top-right, bottom-left, bottom-right
+    # Corners: top-left, top-right, bottom-left, bottom-right; int32 indices halve the index traffic where they fit.
+    index_dtype = torch.int32 if table.shape[0] < 2**31 else torch.int64
+    index = (index[..., None] + corner_offsets).to(index_dtype)
     fraction_x, fraction_y = fraction.unbind(-1)
     top, bottom = (1 - fraction_y) * attention_weights, fraction_y * attention_weights
     left_weight = 1 - fraction_x
