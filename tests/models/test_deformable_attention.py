@@ -59,6 +59,15 @@ def test_gather_on_pixel_centres_borders_and_far_outside():
     torch.testing.assert_close(gather, plain, rtol=1e-12, atol=1e-12)
 
 
+def test_gather_gives_nan_for_nan_locations_like_grid_sample():
+    value, locations, weights = _inputs(torch.float32)
+    locations[0, 3, 1, 2, 0, 0] = float("nan")  # a diverged model: NaN offsets
+    plain = multi_scale_deformable_attention(value, SPATIAL_SHAPES, locations, weights)
+    gather = multi_scale_deformable_attention_gather(value, SPATIAL_SHAPES, locations, weights)
+    assert torch.equal(gather.isnan(), plain.isnan()) and gather.isnan().any()
+    torch.testing.assert_close(gather.nan_to_num(), plain.nan_to_num(), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
 def test_gather_in_reduced_and_single_precision(dtype, tolerance):
     value, locations, weights = _inputs(torch.float64, spread=(-0.2, 1.2))

@@ -95,8 +95,8 @@ def multi_scale_deformable_attention_gather(
     # Pixel coordinates (align_corners=False: pixel centres at integer + 0.5 in units of the level's size).
     pixel = torch.minimum(sampling_locations * size_xy - 0.5, size_xy).clamp_(min=-1)
     top_left = pixel.floor()
-    fraction = pixel - top_left  # (B, Q, heads, levels, points, 2)
-    top_left = top_left.to(torch.int64)
+    fraction = pixel - top_left  # (B, Q, heads, levels, points, 2); a NaN location gives a NaN output, as grid_sample
+    top_left = top_left.nan_to_num_(nan=-1.0).to(torch.int64)  # ...while its indices stay inside the table
     index = head_start + level_start + top_left[..., 1] * row_stride + top_left[..., 0]  # (B, Q, heads, levels, points)
     # Corners: top-left, top-right, bottom-left, bottom-right; int32 indices halve the index traffic where they fit.
     index_dtype = torch.int32 if table.shape[0] < 2**31 else torch.int64
