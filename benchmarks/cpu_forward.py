@@ -10,8 +10,8 @@ Every variant runs in its own subprocess (so peak memory is that variant's alone
 - `+malloc`: the same with freed memory kept for reuse (`egtr.tune_cpu_allocator`, which every `egtr` command
   applies; here through glibc's equivalent environment variables, so that the baseline gets it too).
 
-Reports wall-clock median/min and CPU time (the sum over threads, less sensitive to other load on the machine) and
-the peak resident memory. Usage:
+Reports wall-clock median/min, CPU time (the sum over threads, less sensitive to other load on the machine),
+the minor page faults per forward pass (what the `+malloc` variants remove) and the peak resident memory. Usage:
 
     python benchmarks/cpu_forward.py --runs 5 --threads 2 --out cpu_forward.json
 """
@@ -40,15 +40,18 @@ config = EGTRConfig(dense_relation_head=True) if dense else EGTRConfig()
 model = EGTR(config).eval()
 pixel_values = torch.randn(1, 3, height, width)
 pixel_mask = torch.ones(1, height, width, dtype=torch.long)
-wall, cpu = [], []
+wall, cpu, faults = [], [], []
 with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
     for index in range(runs + 2):  # two warm-up runs, excluded
+        start_faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         start_wall, start_cpu = time.perf_counter(), time.process_time()
         model(pixel_values, pixel_mask)
         if index >= 2:
             wall.append(time.perf_counter() - start_wall)
             cpu.append(time.process_time() - start_cpu)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start_faults)
 print(json.dumps({"wall_median_s": statistics.median(wall), "wall_min_s": min(wall), "cpu_median_s": statistics.median(cpu),
+                  "page_faults_median": statistics.median(faults),
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -91,10 +94,10 @@ def main() -> None:
     results["current-bf16+malloc"] = run_variant(REPO, args, bf16=True, malloc_reuse=True)
 
     baseline = results["baseline"]
-    print(f"{'variant':<26} {'wall median':>12} {'wall min':>10} {'cpu median':>11} {'peak RSS':>10} {'speed-up':>9}")
+    print(f"{'variant':<26} {'wall median':>12} {'wall min':>10} {'cpu median':>11} {'faults':>10} {'peak RSS':>10} {'speed-up':>9}")
     for name, result in results.items():
         speedup = baseline["wall_median_s"] / result["wall_median_s"]
-        print(f"{name:<26} {result['wall_median_s']:>11.2f}s {result['wall_min_s']:>9.2f}s {result['cpu_median_s']:>10.2f}s "
+        print(f"{name:<26} {result['wall_median_s']:>11.2f}s {result['wall_min_s']:>9.2f}s {result['cpu_median_s']:>10.2f}s {result['page_faults_median']:>10,.0f} "
               f"{result['peak_rss_mib']:>8.0f}MiB {speedup:>8.2f}x")
     if args.out:
         settings = {key: str(value) for key, value in vars(args).items()}

@@ -3,10 +3,10 @@
 glibc's malloc hands every block above its mmap threshold (adaptive, at most 32 MiB) back to the kernel as soon as it
 is freed, and the next such allocation is mapped afresh and page-faulted in, zeroed, page by page. One 600x1000
 forward pass allocates and frees hundreds of multi-megabyte activations (the encoder's 12,537 x 1024 feed-forward
-activation alone is 51 MB), so over a quarter of its CPU time went to page faults (5.6 million minor faults per
-pass). Raising the mmap and trim thresholds lets freed blocks stay in the heap and be reused: the effect PyTorch's
+activation alone is 51 MB), so a fifth of its time went to page faults (0.3-0.5 million minor faults per pass,
+1.66 s instead of 1.32 s on 2 cores: `python benchmarks/cpu_forward.py`). Raising the mmap and trim thresholds lets freed blocks stay in the heap and be reused: the effect PyTorch's
 CPU performance guide gets by preloading jemalloc or tcmalloc, here with nothing but glibc. The cost: the heap keeps
-its high-water mark until the process exits (measured: +100 MiB peak RSS for the full model at 600x1000).
+its high-water mark until the process exits (measured: +40 to +100 MiB peak RSS for the full model at 600x1000).
 
 `egtr` commands call `tune_cpu_allocator()` at start; Python users call it once themselves. Setting the
 environment variable `EGTR_DEFAULT_MALLOC=1` (or any of glibc's own `MALLOC_MMAP_THRESHOLD_` /

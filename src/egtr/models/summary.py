@@ -15,7 +15,8 @@ def describe_model(model_path: str | Path | None = None, image_path: str | Path 
     """Describe the model at `model_path` (default: the paper's VG configuration with random weights).
 
     With `image_path`, the image goes through the evaluation pipeline (the model directory's
-    `preprocessor_config.json` when it has one, else shorter side 800, longer <= 1333) and one forward pass; the summary then lists the output shapes, the time taken and the most confident objects.
+    `preprocessor_config.json` when it has one, else shorter side 800, longer <= 1333) and one forward pass; the
+    summary then lists the output shapes, the time taken and the most confident objects.
     """
     model = EGTR.from_pretrained(model_path) if model_path else EGTR(EGTRConfig()).eval()
     config = model.config
