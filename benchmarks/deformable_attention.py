@@ -4,7 +4,7 @@ One encoder layer of the paper's model at 600x1000 (4 levels, 12,537 queries, 8 
 random inputs with some points outside their level; reports the median over `--runs` after two warm-up calls, and
 checks that both forms agree. Usage:
 
-    python benchmarks/deformable_attention.py --runs 10
+    python benchmarks/deformable_attention.py --runs 10 [--backward]
     python benchmarks/deformable_attention.py --device cuda --runs 50
 """
 
@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--backward", action="store_true", help="time forward + backward (training)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tune_cpu_allocator()
@@ -41,9 +42,10 @@ def main() -> None:
     locations = (torch.rand(args.batch_size, queries, 8, 4, 4, 2, generator=generator) * 1.2 - 0.1).to(device)
     weights = torch.rand(args.batch_size, queries, 8, 4, 4, generator=generator).to(device)
     weights = weights / weights.sum((-1, -2), keepdim=True)
+    inputs = [tensor.requires_grad_(args.backward) for tensor in (value, locations, weights)]
 
     results = {}
-    with torch.inference_mode():
+    with torch.set_grad_enabled(args.backward):
         for name, attend in (("grid_sample", multi_scale_deformable_attention),
                              ("gather", multi_scale_deformable_attention_gather)):
             times = []
@@ -51,15 +53,18 @@ def main() -> None:
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 start = time.perf_counter()
-                output = attend(value, SPATIAL_SHAPES, locations, weights)
+                output = attend(inputs[0], SPATIAL_SHAPES, inputs[1], inputs[2])
+                if args.backward:
+                    output.sum().backward()
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 if index >= 2:
                     times.append(time.perf_counter() - start)
-            results[name] = (statistics.median(times), output)
+            results[name] = (statistics.median(times), output.detach())
     difference = (results["gather"][1] - results["grid_sample"][1]).abs().max().item()
     for name, (median, _) in results.items():
-        print(f"{name:<12} {1000 * median:8.2f} ms  (batch {args.batch_size}, {args.device})")
+        scope = "forward + backward" if args.backward else "forward"
+        print(f"{name:<12} {1000 * median:8.2f} ms  ({scope}, batch {args.batch_size}, {args.device})")
     print(f"speed-up {results['grid_sample'][0] / results['gather'][0]:.2f}x, max abs difference {difference:.1e}")
 
 
