@@ -50,21 +50,34 @@ with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled
             wall.append(time.perf_counter() - start_wall)
             cpu.append(time.process_time() - start_cpu)
             faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start_faults)
-print(json.dumps({"wall_median_s": statistics.median(wall), "wall_min_s": min(wall), "cpu_median_s": statistics.median(cpu),
-                  "page_faults_median": statistics.median(faults),
+print(json.dumps({"wall_median_s": statistics.median(wall), "wall_min_s": min(wall),
+                  "cpu_median_s": statistics.median(cpu), "page_faults_median": statistics.median(faults),
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
-MALLOC_REUSE = {"MALLOC_MMAP_THRESHOLD_": "1073741824", "MALLOC_TRIM_THRESHOLD_": "1073741824"}  # = tune_cpu_allocator()
+MALLOC_REUSE = {
+    "MALLOC_MMAP_THRESHOLD_": "1073741824",
+    "MALLOC_TRIM_THRESHOLD_": "1073741824",
+}  # = tune_cpu_allocator()
 
 
-def run_variant(source_dir: Path, args: argparse.Namespace, dense: bool = False, bf16: bool = False,
-                malloc_reuse: bool = False) -> dict:
+def run_variant(
+    source_dir: Path, args: argparse.Namespace, dense: bool = False, bf16: bool = False, malloc_reuse: bool = False
+) -> dict:
     environment = {name: value for name, value in os.environ.items() if name not in MALLOC_REUSE}
     environment.update(PYTHONPATH=str(source_dir / "src"), **(MALLOC_REUSE if malloc_reuse else {}))
-    command = [sys.executable, "-c", CHILD, str(args.runs), str(args.threads), str(args.height), str(args.width),
-               "1" if dense else "0", "1" if bf16 else "0"]
+    command = [
+        sys.executable,
+        "-c",
+        CHILD,
+        str(args.runs),
+        str(args.threads),
+        str(args.height),
+        str(args.width),
+        "1" if dense else "0",
+        "1" if bf16 else "0",
+    ]
     completed = subprocess.run(command, env=environment, capture_output=True, text=True, check=True)
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
@@ -81,24 +94,35 @@ def main() -> None:
 
     results = {}
     with tempfile.TemporaryDirectory() as worktree:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", worktree, args.baseline_rev],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", worktree, args.baseline_rev],
+            check=True,
+            capture_output=True,
+        )
         try:
             results["baseline"] = run_variant(Path(worktree), args)
             results["baseline+malloc"] = run_variant(Path(worktree), args, malloc_reuse=True)
         finally:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", worktree], check=False, capture_output=True)
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "remove", "--force", worktree], check=False, capture_output=True
+            )
     results["current"] = run_variant(REPO, args)
     results["current+malloc"] = run_variant(REPO, args, malloc_reuse=True)
     results["current-dense-head+malloc"] = run_variant(REPO, args, dense=True, malloc_reuse=True)
     results["current-bf16+malloc"] = run_variant(REPO, args, bf16=True, malloc_reuse=True)
 
     baseline = results["baseline"]
-    print(f"{'variant':<26} {'wall median':>12} {'wall min':>10} {'cpu median':>11} {'faults':>10} {'peak RSS':>10} {'speed-up':>9}")
+    print(
+        f"{'variant':<26} {'wall median':>12} {'wall min':>10} {'cpu median':>11} {'faults':>10} "
+        f"{'peak RSS':>10} {'speed-up':>9}"
+    )
     for name, result in results.items():
         speedup = baseline["wall_median_s"] / result["wall_median_s"]
-        print(f"{name:<26} {result['wall_median_s']:>11.2f}s {result['wall_min_s']:>9.2f}s {result['cpu_median_s']:>10.2f}s {result['page_faults_median']:>10,.0f} "
-              f"{result['peak_rss_mib']:>8.0f}MiB {speedup:>8.2f}x")
+        print(
+            f"{name:<26} {result['wall_median_s']:>11.2f}s {result['wall_min_s']:>9.2f}s "
+            f"{result['cpu_median_s']:>10.2f}s {result['page_faults_median']:>10,.0f} "
+            f"{result['peak_rss_mib']:>8.0f}MiB {speedup:>8.2f}x"
+        )
     if args.out:
         settings = {key: str(value) for key, value in vars(args).items()}
         args.out.write_text(json.dumps({"settings": settings, "results": results}, indent=2) + "\n")

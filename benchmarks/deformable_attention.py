@@ -46,8 +46,10 @@ def main() -> None:
 
     results = {}
     with torch.set_grad_enabled(args.backward):
-        for name, attend in (("grid_sample", multi_scale_deformable_attention),
-                             ("gather", multi_scale_deformable_attention_gather)):
+        for name, attend in (
+            ("grid_sample", multi_scale_deformable_attention),
+            ("gather", multi_scale_deformable_attention_gather),
+        ):
             times = []
             for index in range(args.runs + 2):
                 if device.type == "cuda":

@@ -69,9 +69,7 @@ def make_image(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=26446)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--open-images", action="store_true", help="also store and time an Open Images set")

@@ -32,7 +32,9 @@ def time_head(args: argparse.Namespace, dense: bool) -> dict:
     shape = (args.batch_size, config.decoder_layers, config.num_queries, config.d_model)
     queries = torch.randn(shape, device=device, requires_grad=args.backward)
     keys = torch.randn(shape, device=device, requires_grad=args.backward)
-    hidden = torch.randn(args.batch_size, config.num_queries, config.d_model, device=device, requires_grad=args.backward)
+    hidden = torch.randn(
+        args.batch_size, config.num_queries, config.d_model, device=device, requires_grad=args.backward
+    )
     head = model.relation_head_dense if dense else model.relation_head
     autocast = torch.autocast(device.type, dtype=DTYPES[args.dtype], enabled=args.dtype != "fp32")
     timings = []
@@ -82,8 +84,10 @@ def main() -> None:
     mode = "forward+backward" if args.backward else "forward"
     print(f"relation head, {mode}, B={args.batch_size}, N={args.queries}, {args.dtype}, {args.device}")
     for variant, result in results.items():
-        print(f"  {variant:<11} median {result['median_ms']:9.1f} ms   min {result['min_ms']:9.1f} ms   "
-              f"peak {result[memory_key]:8.0f} MiB")
+        print(
+            f"  {variant:<11} median {result['median_ms']:9.1f} ms   min {result['min_ms']:9.1f} ms   "
+            f"peak {result[memory_key]:8.0f} MiB"
+        )
     print(f"  speed-up {results['dense']['median_ms'] / results['factorised']['median_ms']:.2f}x")
 
 

@@ -27,13 +27,20 @@ def random_targets(batch_size: int, config: EGTRConfig, device: torch.device, ge
         centres = torch.rand(10, 2, generator=generator) * 0.6 + 0.2
         sizes = torch.rand(10, 2, generator=generator) * 0.3 + 0.05
         relations = torch.stack(
-            [torch.randperm(10, generator=generator)[:8], torch.randperm(10, generator=generator)[:8],
-             torch.randint(config.num_rel_labels, (8,), generator=generator)], dim=1)
-        targets.append({
-            "boxes": torch.cat([centres, sizes], 1).to(device),
-            "class_labels": torch.randint(config.num_labels, (10,), generator=generator).to(device),
-            "relations": relations[relations[:, 0] != relations[:, 1]].to(device),
-        })
+            [
+                torch.randperm(10, generator=generator)[:8],
+                torch.randperm(10, generator=generator)[:8],
+                torch.randint(config.num_rel_labels, (8,), generator=generator),
+            ],
+            dim=1,
+        )
+        targets.append(
+            {
+                "boxes": torch.cat([centres, sizes], 1).to(device),
+                "class_labels": torch.randint(config.num_labels, (10,), generator=generator).to(device),
+                "relations": relations[relations[:, 0] != relations[:, 1]].to(device),
+            }
+        )
     return targets
 
 
@@ -55,7 +62,9 @@ def main() -> None:
 
     config = EGTRConfig(dense_relation_head=args.dense_relation_head)
     model = EGTR(config).to(device).train()
-    criterion = EGTRCriterion(LossConfig(), config.num_labels, config.num_rel_labels, num_decoder_layers=config.decoder_layers)
+    criterion = EGTRCriterion(
+        LossConfig(), config.num_labels, config.num_rel_labels, num_decoder_layers=config.decoder_layers
+    )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, weight_decay=1e-4)
     pixel_values = torch.randn(args.batch_size, 3, args.height, args.width, device=device)
     pixel_mask = torch.ones(args.batch_size, args.height, args.width, dtype=torch.long, device=device)
@@ -79,8 +88,10 @@ def main() -> None:
         if step >= 2:
             timings.append(time.perf_counter() - start)
     median = statistics.median(timings)
-    line = (f"train step B={args.batch_size} {args.height}x{args.width} {args.dtype} {args.device}: "
-            f"{1000 * median:.0f} ms/step, {args.batch_size / median:.2f} images/s")
+    line = (
+        f"train step B={args.batch_size} {args.height}x{args.width} {args.dtype} {args.device}: "
+        f"{1000 * median:.0f} ms/step, {args.batch_size / median:.2f} images/s"
+    )
     if device.type == "cuda":
         line += f", peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
     print(line)

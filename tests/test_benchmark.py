@@ -12,9 +12,16 @@ from egtr.config import EGTRConfig
 from egtr.models.egtr import EGTR
 
 TINY = EGTRConfig(
-    backbone="resnet18", d_model=64, encoder_layers=1, decoder_layers=2, num_queries=20, num_labels=5,
-    num_rel_labels=3, encoder_ffn_dim=128, decoder_ffn_dim=128,
-)  # fmt: skip
+    backbone="resnet18",
+    d_model=64,
+    encoder_layers=1,
+    decoder_layers=2,
+    num_queries=20,
+    num_labels=5,
+    num_rel_labels=3,
+    encoder_ffn_dim=128,
+    decoder_ffn_dim=128,
+)
 
 
 def test_timing_stats():
@@ -67,10 +74,29 @@ def test_cli_benchmark_with_a_small_config(tmp_path, capsys):
     config_path = tmp_path / "tiny.json"
     TINY.save(config_path)
     out = tmp_path / "bench.json"
-    code = main([
-        "benchmark", "--config", str(config_path), "--device", "cpu", "--dtype", "bf16", "--size", "64",
-        "--max-size", "96", "--warmup", "1", "--runs", "2", "--scope", "model", "--out", str(out),
-    ])  # fmt: skip
+    code = main(
+        [
+            "benchmark",
+            "--config",
+            str(config_path),
+            "--device",
+            "cpu",
+            "--dtype",
+            "bf16",
+            "--size",
+            "64",
+            "--max-size",
+            "96",
+            "--warmup",
+            "1",
+            "--runs",
+            "2",
+            "--scope",
+            "model",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     result = json.loads(out.read_text())
     assert result["settings"]["dtype"] == "bfloat16"

@@ -47,8 +47,9 @@ def test_model_fp32_on_cuda_matches_cpu(reference_pair):
     with torch.no_grad():
         cuda_outputs = model(*inputs)
     for name in ("logits", "pred_boxes", "pred_rel", "pred_connectivity"):
-        torch.testing.assert_close(getattr(cuda_outputs, name).cpu(), getattr(cpu_outputs, name), rtol=1e-3,
-                                   atol=1e-4, msg=name)
+        torch.testing.assert_close(
+            getattr(cuda_outputs, name).cpu(), getattr(cpu_outputs, name), rtol=1e-3, atol=1e-4, msg=name
+        )
 
 
 def test_model_bf16_autocast_on_cuda_is_within_bf16_tolerance(reference_pair):

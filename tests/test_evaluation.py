@@ -22,10 +22,18 @@ def world(tmp_path_factory):
     )
     torch.manual_seed(0)
     config = EGTRConfig(
-        backbone="resnet18", d_model=32, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-        encoder_attention_heads=4, decoder_attention_heads=4, num_queries=10,
-        num_labels=len(CLASS_NAMES), num_rel_labels=len(PREDICATE_NAMES),
-    )  # fmt: skip
+        backbone="resnet18",
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        num_queries=10,
+        num_labels=len(CLASS_NAMES),
+        num_rel_labels=len(PREDICATE_NAMES),
+    )
     model_dir = root / "tiny_model"
     EGTR(config).save_pretrained(model_dir)
     return root, model_dir
@@ -35,9 +43,14 @@ def test_evaluate_model_records_everything_and_is_reproducible_from_the_file(wor
     root, model_dir = world
     data_config = DataConfig.for_synthetic(str(root), image_size=96)
     report = evaluate_model(
-        model_dir, data_config, "test", batch_size=2, seen_triplets="train",
-        predictions_path=tmp_path / "predictions.npz", progress=False,
-    )  # fmt: skip
+        model_dir,
+        data_config,
+        "test",
+        batch_size=2,
+        seen_triplets="train",
+        predictions_path=tmp_path / "predictions.npz",
+        progress=False,
+    )
     metrics = report.metrics
     for key in (
         "(single)R@20",
@@ -53,17 +66,15 @@ def test_evaluate_model_records_everything_and_is_reproducible_from_the_file(wor
     settings = report.settings
     assert settings["checkpoint_sha256"] == file_sha256(model_dir / "model.safetensors")
     assert settings["image_size"] == {"shorter_side": 96, "max_longer_side": 192}
-    assert (
-        settings["top_k"] == 100
-        and settings["ks"] == [20, 50, 100]
-        and settings["dataset"]["num_images"] == 4
-    )
+    assert settings["top_k"] == 100 and settings["ks"] == [20, 50, 100] and settings["dataset"]["num_images"] == 4
     assert settings["code_version"]["egtr"] and settings["coco_ground_truth"].endswith("test.json")
     # The saved file (with the ground truth written next to it) gives the same numbers without the model.
     again = evaluate_predictions_file(
-        tmp_path / "predictions.npz", tmp_path / "predictions.ground_truth.npz",
-        coco_ground_truth=root / "test.json", seen_triplets=_train_triplets(root),
-    )  # fmt: skip
+        tmp_path / "predictions.npz",
+        tmp_path / "predictions.ground_truth.npz",
+        coco_ground_truth=root / "test.json",
+        seen_triplets=_train_triplets(root),
+    )
     assert again.metrics == metrics
     document = report.to_json_dict()
     assert document["per_predicate_recall/graph_constraint"][0]["name"] == PREDICATE_NAMES[0]
@@ -74,9 +85,7 @@ def _train_triplets(root):
     from egtr.data import build_dataset
     from egtr.evaluation import seen_triplets_of
 
-    return seen_triplets_of(
-        build_dataset(DataConfig.for_synthetic(str(root), image_size=96), "train", train=False)
-    )
+    return seen_triplets_of(build_dataset(DataConfig.for_synthetic(str(root), image_size=96), "train", train=False))
 
 
 def test_open_images_modes_on_any_layout(world):
@@ -96,10 +105,33 @@ def test_cli_evaluate_model_then_predictions(world, tmp_path):
     first, second = tmp_path / "model.json", tmp_path / "file.json"
     predictions = tmp_path / "saved.npz"
     common = ["--size", "96", "--max-size", "192", "--no-progress"]
-    assert main(["evaluate", "--model", str(model_dir), "--data-root", str(root), "--device", "cpu", "--max-images", "3",
-                 "--save-predictions", str(predictions), "--output", str(first), *common]) == 0  # fmt: skip
-    assert main(["evaluate", "--predictions", str(predictions), "--data-root", str(root), "--output", str(second),
-                 *common]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(model_dir),
+                "--data-root",
+                str(root),
+                "--device",
+                "cpu",
+                "--max-images",
+                "3",
+                "--save-predictions",
+                str(predictions),
+                "--output",
+                str(first),
+                *common,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            ["evaluate", "--predictions", str(predictions), "--data-root", str(root), "--output", str(second), *common]
+        )
+        == 0
+    )
     from_model, from_file = json.loads(first.read_text()), json.loads(second.read_text())
     assert from_model["metrics"] == from_file["metrics"]
     assert from_model["settings"]["dataset"]["num_images"] == 3
@@ -113,8 +145,17 @@ def test_cli_evaluate_takes_the_preprocessing_of_the_model_directory(world, tmp_
     recorded = tmp_path / "recorded"
     EGTR.from_pretrained(model_dir).save_pretrained(recorded)
     PreprocessorConfig(128, 160, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)).save(recorded)
-    common = ["evaluate", "--data-root", str(root), "--device", "cpu", "--max-images", "1", "--no-detection",
-              "--no-progress"]  # fmt: skip
+    common = [
+        "evaluate",
+        "--data-root",
+        str(root),
+        "--device",
+        "cpu",
+        "--max-images",
+        "1",
+        "--no-detection",
+        "--no-progress",
+    ]
 
     def settings(*arguments):
         output = tmp_path / "metrics.json"
@@ -125,15 +166,18 @@ def test_cli_evaluate_takes_the_preprocessing_of_the_model_directory(world, tmp_
     assert from_file["image_size"] == {"shorter_side": 128, "max_longer_side": 160}
     assert from_file["image_normalization"] == {"mean": [0.5] * 3, "std": [0.25] * 3}
     assert settings("--model", str(recorded), "--size", "112")["image_size"] == {
-        "shorter_side": 112, "max_longer_side": 160,
-    }  # fmt: skip
+        "shorter_side": 112,
+        "max_longer_side": 160,
+    }
     # A model without the file (like the official artifacts) keeps the paper's preprocessing.
     assert settings("--model", str(model_dir), "--max-size", "200")["image_size"] == {
-        "shorter_side": 800, "max_longer_side": 200,
-    }  # fmt: skip
+        "shorter_side": 800,
+        "max_longer_side": 200,
+    }
 
-    (recorded / PREPROCESSOR_NAME).write_text(json.dumps({"size": {"shortest_edge": 128, "longest_edge": 160},
-                                                          "image_mean": "imagenet"}))  # fmt: skip
+    (recorded / PREPROCESSOR_NAME).write_text(
+        json.dumps({"size": {"shortest_edge": 128, "longest_edge": 160}, "image_mean": "imagenet"})
+    )
     assert main([*common, "--model", str(recorded)]) == 2
     error = capsys.readouterr().err
     assert str(recorded / PREPROCESSOR_NAME) in error and "field 'image_mean'" in error
@@ -166,9 +210,12 @@ def test_a_lightning_checkpoint_of_egtr_train(world, tmp_path):
     }
     torch.save(payload, tmp_path / "epoch=00-validation_loss=1.0000.ckpt")
     report = evaluate_model(
-        tmp_path / "epoch=00-validation_loss=1.0000.ckpt", DataConfig.for_synthetic(str(root), image_size=96), "val",
-        detection=False, progress=False,
-    )  # fmt: skip
+        tmp_path / "epoch=00-validation_loss=1.0000.ckpt",
+        DataConfig.for_synthetic(str(root), image_size=96),
+        "val",
+        detection=False,
+        progress=False,
+    )
     reference = evaluate_model(
         model_dir, DataConfig.for_synthetic(str(root), image_size=96), "val", detection=False, progress=False
     )

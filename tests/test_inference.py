@@ -174,8 +174,18 @@ def test_cli_predict_uses_the_recorded_size_unless_given(model_with_preprocessin
         return prepared
 
     monkeypatch.setattr(Predictor, "prepare", recording_prepare)
-    arguments = ["predict", str(COFFEE), "--model", str(model_with_preprocessing), "--out", str(tmp_path),
-                 "--device", "cpu", "--no-draw", "--no-progress"]  # fmt: skip
+    arguments = [
+        "predict",
+        str(COFFEE),
+        "--model",
+        str(model_with_preprocessing),
+        "--out",
+        str(tmp_path),
+        "--device",
+        "cpu",
+        "--no-draw",
+        "--no-progress",
+    ]
     assert main(arguments) == 0
     assert main([*arguments, "--size", "96"]) == 0
     assert shapes == [(3, 160, 240), (3, 96, 144)]
@@ -233,9 +243,7 @@ def test_expand_image_paths(tmp_path):
     (tmp_path / "sub").mkdir()
     for name in ("b.jpg", "a.PNG", "notes.txt", "sub/c.jpeg"):
         (tmp_path / name).write_bytes(b"x")
-    paths, unmatched = expand_image_paths(
-        [tmp_path, tmp_path / "notes.txt", str(tmp_path / "*.jpg"), "nothing/*.png"]
-    )
+    paths, unmatched = expand_image_paths([tmp_path, tmp_path / "notes.txt", str(tmp_path / "*.jpg"), "nothing/*.png"])
     # folder: image suffixes only, sorted; an explicit file is taken whatever its suffix; duplicates dropped
     assert paths == [tmp_path / "a.PNG", tmp_path / "b.jpg", tmp_path / "notes.txt"]
     assert unmatched == ["nothing/*.png"]
@@ -246,9 +254,7 @@ def test_expand_image_paths(tmp_path):
 def test_output_names_are_unique():
     from egtr.inference import _unique_stems
 
-    names = _unique_stems(
-        [Path("x/photo.jpg"), Path("y/photo.jpg"), Path("y/photo.png"), Path("z/other.jpg")]
-    )
+    names = _unique_stems([Path("x/photo.jpg"), Path("y/photo.jpg"), Path("y/photo.png"), Path("z/other.jpg")])
     assert names[Path("z/other.jpg")] == "other"
     assert len(set(names.values())) == 4
     assert names[Path("x/photo.jpg")] == "x_photo_jpg"
@@ -264,18 +270,42 @@ def test_cli_predict_processes_a_folder_and_reports_the_corrupt_file(reference_d
     (images / "corrupt.jpg").write_bytes(COFFEE.read_bytes()[:2000])  # truncated JPEG
     (images / "readme.txt").write_text("not an image, ignored in a folder")
     out = tmp_path / "out"
-    code = main([
-        "predict", str(images), "--model", str(reference_dir / "artifact"), "--out", str(out),
-        "--size", "160", "--max-size", "240", "--top-k", "8", "--device", "cpu", "--batch-size", "2",
-        "--format", "png", "svg", "--no-progress",
-    ])  # fmt: skip
+    code = main(
+        [
+            "predict",
+            str(images),
+            "--model",
+            str(reference_dir / "artifact"),
+            "--out",
+            str(out),
+            "--size",
+            "160",
+            "--max-size",
+            "240",
+            "--top-k",
+            "8",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "2",
+            "--format",
+            "png",
+            "svg",
+            "--no-progress",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1
     assert "2 of 3 images processed" in captured.out
     assert "corrupt.jpg" in captured.err and "truncated" in captured.err
     assert sorted(path.name for path in out.iterdir()) == [
-        "astronaut.json", "astronaut.png", "astronaut.svg", "coffee.json", "coffee.png", "coffee.svg",
-    ]  # fmt: skip
+        "astronaut.json",
+        "astronaut.png",
+        "astronaut.svg",
+        "coffee.json",
+        "coffee.png",
+        "coffee.svg",
+    ]
     graph = SceneGraph.from_json(out / "coffee.json")
     assert graph.image_size == (400, 600) and 0 < len(graph.relations) <= 8
     assert graph.image_path == str(images / "coffee.jpg")
@@ -286,11 +316,27 @@ def test_cli_predict_processes_a_folder_and_reports_the_corrupt_file(reference_d
 def test_cli_predict_all_good_exits_zero(reference_dir, tmp_path, capsys):
     from egtr.cli import main
 
-    code = main([
-        "predict", str(ASTRONAUT), "--model", str(reference_dir / "artifact"), "--out", str(tmp_path),
-        "--size", "160", "--max-size", "240", "--device", "cpu", "--no-draw", "--no-graph-constraint",
-        "--top-k", "40", "--no-progress",
-    ])  # fmt: skip
+    code = main(
+        [
+            "predict",
+            str(ASTRONAUT),
+            "--model",
+            str(reference_dir / "artifact"),
+            "--out",
+            str(tmp_path),
+            "--size",
+            "160",
+            "--max-size",
+            "240",
+            "--device",
+            "cpu",
+            "--no-draw",
+            "--no-graph-constraint",
+            "--top-k",
+            "40",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     graph = SceneGraph.from_json(tmp_path / "astronaut.json")
     pairs = [(r.subject, r.object) for r in graph.relations]
@@ -338,5 +384,7 @@ def test_decoding_ahead_keeps_order_and_reports_failures(tmp_path):
         results = list(_prepare_ahead(RecordingPredictor(), paths, workers))
         assert [path for path, _ in results] == paths
         assert isinstance(results[3][1], Exception)
-        assert [item for _, item in results if not isinstance(item, Exception)] == [(10 + i, 5) for i in range(7) if i != 3]
+        assert [item for _, item in results if not isinstance(item, Exception)] == [
+            (10 + i, 5) for i in range(7) if i != 3
+        ]
     assert [len(chunk) for chunk in _chunks(iter(range(7)), 3)] == [3, 3, 1]

@@ -57,13 +57,9 @@ def test_no_graph_constraint_selection_is_the_reference(outputs, reference, size
     predictions = postprocess_scene_graphs(**outputs, image_sizes_hw=sizes, graph_constraint=False)
     for prediction, expected in zip(predictions, reference["per_image"]):
         assert prediction.relations.tolist() == expected["multiple"]["pred_rel_inds"]
-        np.testing.assert_array_equal(
-            prediction.predicate_scores, np.float32(expected["multiple"]["rel_scores"])
-        )
+        np.testing.assert_array_equal(prediction.predicate_scores, np.float32(expected["multiple"]["rel_scores"]))
         assert prediction.pair_predicate_scores is None
-        assert (
-            len(set(map(tuple, prediction.relations[:, :2].tolist()))) < 100
-        )  # pairs repeat with other predicates
+        assert len(set(map(tuple, prediction.relations[:, :2].tolist()))) < 100  # pairs repeat with other predicates
 
 
 def test_detections_are_the_reference(outputs, reference, sizes):
@@ -86,9 +82,7 @@ def test_open_images_candidates_follow_pysgg(outputs, sizes):
         candidates = pair_object[:, None] * top2
         order = np.argsort(-candidates.ravel())[:100]
         np.testing.assert_array_equal(prediction.relation_scores, candidates.ravel()[order])
-        np.testing.assert_array_equal(
-            prediction.relations[:, 0] * 30 + prediction.relations[:, 1], order // 2
-        )
+        np.testing.assert_array_equal(prediction.relations[:, 0] * 30 + prediction.relations[:, 1], order // 2)
         labels = np.argsort(-pair_scores, axis=1)[:, :2].ravel()[order]
         assert prediction.relations[:, 2].tolist() == labels.tolist()
     without_self = postprocess_open_images(**outputs, image_sizes_hw=sizes, include_self_pairs=False)
@@ -98,9 +92,7 @@ def test_open_images_candidates_follow_pysgg(outputs, sizes):
 def test_open_images_candidates_drop_low_scores():
     pairs = torch.tensor([[[0, 1], [1, 0]]])
     pair_scores = torch.tensor([[[0.9, 0.1, 0.0], [1e-6, 0.0, 0.0]]])
-    relations, triplet_scores, predicate_scores = select_open_images_candidates(
-        pairs, pair_scores, torch.ones(1, 2)
-    )[0]
+    relations, triplet_scores, predicate_scores = select_open_images_candidates(pairs, pair_scores, torch.ones(1, 2))[0]
     assert relations.tolist() == [[0, 1, 0], [0, 1, 1]]  # the 1e-6 pair and zero scores are cut (<= 1e-5)
     np.testing.assert_array_equal(triplet_scores, np.float32([0.9, 0.1]))
     np.testing.assert_array_equal(predicate_scores, np.float32([0.9, 0.1]))  # object scores are 1

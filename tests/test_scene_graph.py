@@ -34,8 +34,13 @@ def test_json_round_trip(tmp_path):
     assert values["image_size"] == {"height": 240, "width": 320}
     assert values["objects"][1]["box"] == [30.5, 40.0, 60.0, 80.25]
     assert values["relations"][0] == {
-        "subject": 0, "object": 1, "predicate": 2, "predicate_name": "wearing", "score": 0.5, "predicate_score": 0.8
-    }  # fmt: skip
+        "subject": 0,
+        "object": 1,
+        "predicate": 2,
+        "predicate_name": "wearing",
+        "score": 0.5,
+        "predicate_score": 0.8,
+    }
 
 
 def test_from_json_names_the_problem(tmp_path):
@@ -81,18 +86,29 @@ def test_scene_graph_from_arrays_selects_and_reindexes():
     predicate_scores = np.array([0.9, 0.8, 0.7, 0.6])
     common = {"class_names": ["a", "b", "c"], "predicate_names": ["on", "has"], "image_size": (50, 60)}
 
-    graph = scene_graph_from_arrays(boxes, labels, scores, relations, relation_scores, predicate_scores,
-                                    top_k=2, **common)  # fmt: skip
+    graph = scene_graph_from_arrays(
+        boxes, labels, scores, relations, relation_scores, predicate_scores, top_k=2, **common
+    )
     # top-2 relations use queries 5, 2, 0 -> objects in query order 0, 2, 5
     assert [item.query for item in graph.objects] == [0, 2, 5]
     assert [(r.subject, r.object, r.predicate_name) for r in graph.relations] == [(2, 1, "has"), (1, 0, "on")]
     assert graph.objects[2].box == tuple(boxes[5].tolist()) and graph.objects[2].label_name == "c"
 
-    graph = scene_graph_from_arrays(boxes, labels, scores, relations, relation_scores, predicate_scores,
-                                    score_threshold=0.35, object_threshold=0.9, **common)  # fmt: skip
+    graph = scene_graph_from_arrays(
+        boxes,
+        labels,
+        scores,
+        relations,
+        relation_scores,
+        predicate_scores,
+        score_threshold=0.35,
+        object_threshold=0.9,
+        **common,
+    )
     assert len(graph.relations) == 2
     assert [item.query for item in graph.objects] == [0, 2, 3, 5]  # query 3 kept for its own score
 
-    empty = scene_graph_from_arrays(boxes, labels, scores, relations, relation_scores, predicate_scores,
-                                    score_threshold=0.99, **common)  # fmt: skip
+    empty = scene_graph_from_arrays(
+        boxes, labels, scores, relations, relation_scores, predicate_scores, score_threshold=0.99, **common
+    )
     assert empty.objects == [] and empty.relations == []

@@ -28,16 +28,12 @@ def random_scene_graph(num_objects: int, num_relations: int, seed: int = 0, size
             min(y1 + rng.uniform(10, height * 0.4), height),
         )
         label = int(rng.integers(len(NAMES)))
-        objects.append(
-            SceneObject((x1, y1, x2, y2), label, NAMES[label], float(rng.uniform(0.2, 1.0)), index)
-        )
+        objects.append(SceneObject((x1, y1, x2, y2), label, NAMES[label], float(rng.uniform(0.2, 1.0)), index))
     relations = []
     for rank in range(num_relations if num_objects > 1 else 0):
         subject, obj = rng.choice(num_objects, 2, replace=False)
         predicate = int(rng.integers(len(PREDICATES)))
-        relations.append(
-            SceneRelation(int(subject), int(obj), predicate, PREDICATES[predicate], 1 - rank / 100, 0.5)
-        )
+        relations.append(SceneRelation(int(subject), int(obj), predicate, PREDICATES[predicate], 1 - rank / 100, 0.5))
     return SceneGraph(objects, relations, size_hw, None)
 
 
@@ -58,9 +54,7 @@ def test_draw_writes_png_and_svg(tmp_path, num_objects, num_relations, suffix):
         assert document.documentElement.tagName == "svg"
         # matplotlib writes text as glyph paths, each preceded by a comment holding the string
         svg_text = path.read_text()
-        assert all(
-            f"<!-- {index} {item.label_name} -->" in svg_text for index, item in enumerate(graph.objects)
-        )
+        assert all(f"<!-- {index} {item.label_name} -->" in svg_text for index, item in enumerate(graph.objects))
     # one axes for the image, one for the graph
     assert len(figure.axes) == 2
 

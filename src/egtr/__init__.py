@@ -8,5 +8,14 @@ from egtr.models import EGTR, CheckpointError, EGTROutput
 from egtr.scene_graph import SceneGraph
 
 __version__ = "0.1.0"
-__all__ = ["EGTR", "CheckpointError", "EGTRConfig", "EGTROutput", "LossConfig", "Predictor", "SceneGraph", "__version__",
-           "tune_cpu_allocator"]
+__all__ = [
+    "EGTR",
+    "CheckpointError",
+    "EGTRConfig",
+    "EGTROutput",
+    "LossConfig",
+    "Predictor",
+    "SceneGraph",
+    "__version__",
+    "tune_cpu_allocator",
+]

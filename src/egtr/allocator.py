@@ -4,7 +4,8 @@ glibc's malloc hands every block above its mmap threshold (adaptive, at most 32 
 is freed, and the next such allocation is mapped afresh and page-faulted in, zeroed, page by page. One 600x1000
 forward pass allocates and frees hundreds of multi-megabyte activations (the encoder's 12,537 x 1024 feed-forward
 activation alone is 51 MB), so a fifth of its time went to page faults (0.3-0.5 million minor faults per pass,
-1.66 s instead of 1.32 s on 2 cores: `python benchmarks/cpu_forward.py`). Raising the mmap and trim thresholds lets freed blocks stay in the heap and be reused: the effect PyTorch's
+1.66 s instead of 1.32 s on 2 cores: `python benchmarks/cpu_forward.py`). Raising the mmap and trim thresholds lets
+freed blocks stay in the heap and be reused: the effect PyTorch's
 CPU performance guide gets by preloading jemalloc or tcmalloc, here with nothing but glibc. The cost: the heap keeps
 its high-water mark until the process exits (measured: +40 to +100 MiB peak RSS for the full model at 600x1000).
 

@@ -159,9 +159,14 @@ def run_benchmark(
     image_path = Path(image) if image is not None else DEFAULT_IMAGE
     torch_device = resolve_device(device)
     predictor = Predictor(
-        model, device=torch_device, dtype=resolve_dtype(dtype), image_size=image_size, max_size=max_size,
-        batch_size=batch_size, top_k=100,
-    )  # fmt: skip
+        model,
+        device=torch_device,
+        dtype=resolve_dtype(dtype),
+        image_size=image_size,
+        max_size=max_size,
+        batch_size=batch_size,
+        top_k=100,
+    )
     parameters = {id(p): p.numel() for p in model.parameters()}  # shared tensors counted once
     buffers = sum(buffer.numel() for buffer in model.buffers())
     if compile_model:
@@ -182,9 +187,7 @@ def run_benchmark(
             "batch_size": batch_size,
             "device": str(torch_device),
             "dtype": str(predictor.dtype).removeprefix("torch."),
-            "precision": "float32"
-            if predictor.dtype == torch.float32
-            else "torch.autocast (weights float32)",
+            "precision": "float32" if predictor.dtype == torch.float32 else "torch.autocast (weights float32)",
             "compile": compile_mode if compile_model else False,
             "warmup": warmup,
             "runs": runs,
@@ -284,10 +287,7 @@ def format_result(result: dict[str, Any]) -> str:
     settings = result["settings"]
     height, width = settings["input_size_hw"]
     environment_info = result["environment"]
-    hardware = (
-        environment_info.get("gpu")
-        or f"{environment_info['cpu']} ({environment_info['torch_threads']} threads)"
-    )
+    hardware = environment_info.get("gpu") or f"{environment_info['cpu']} ({environment_info['torch_threads']} threads)"
     compiled = " + torch.compile" if settings["compile"] else ""
     original_height, original_width = settings["original_size_hw"]
     lines = [

@@ -15,8 +15,12 @@ from egtr.allocator import tune_cpu_allocator
 
 
 def _add_info_command(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("info", help="describe a model (config, parameters) and optionally run one forward pass")
-    parser.add_argument("--model", default=None, help="model directory or official artifact; default: the VG config, random weights")
+    parser = subparsers.add_parser(
+        "info", help="describe a model (config, parameters) and optionally run one forward pass"
+    )
+    parser.add_argument(
+        "--model", default=None, help="model directory or official artifact; default: the VG config, random weights"
+    )
     parser.add_argument("--image", default=None, help="run one forward pass on this image and print a summary")
     parser.set_defaults(func=_run_info)
 
@@ -87,7 +91,9 @@ def _run_data_stats(args: argparse.Namespace) -> int:
 def _run_data_synth(args: argparse.Namespace) -> int:
     from egtr.data.synthetic import generate_synthetic_dataset
 
-    root = generate_synthetic_dataset(args.path, args.num_train, args.num_val, args.num_test, args.image_size, args.seed)
+    root = generate_synthetic_dataset(
+        args.path, args.num_train, args.num_val, args.num_test, args.image_size, args.seed
+    )
     print(f"synthetic scene world written to {root}")
     return 0
 
@@ -113,9 +119,11 @@ def _add_predict_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--top-k", type=int, default=20, help="relations kept per image (default 20)")
     parser.add_argument("--score-threshold", type=float, default=0.0, help="drop relations with a lower triplet score")
     parser.add_argument(
-        "--object-threshold", type=float, default=None,
+        "--object-threshold",
+        type=float,
+        default=None,
         help="also keep objects with at least this score that are in no kept relation (default: only related objects)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--no-graph-constraint", action="store_true", help="allow several predicates per subject/object pair"
     )
@@ -146,21 +154,34 @@ def _run_predict(args: argparse.Namespace) -> int:
         return 2
     try:
         # Sizes the user did not give come from the model directory (or the Predictor's defaults).
-        sizes = {key: value for key, value in (("image_size", args.size), ("max_size", args.max_size)) if value is not None}
+        sizes = {
+            key: value for key, value in (("image_size", args.size), ("max_size", args.max_size)) if value is not None
+        }
         predictor = Predictor.from_pretrained(
-            args.model, device=args.device, dtype=args.dtype, top_k=args.top_k, score_threshold=args.score_threshold,
-            graph_constraint=not args.no_graph_constraint, object_threshold=args.object_threshold,
-            batch_size=args.batch_size, **sizes,
-        )  # fmt: skip
+            args.model,
+            device=args.device,
+            dtype=args.dtype,
+            top_k=args.top_k,
+            score_threshold=args.score_threshold,
+            graph_constraint=not args.no_graph_constraint,
+            object_threshold=args.object_threshold,
+            batch_size=args.batch_size,
+            **sizes,
+        )
     except (ValueError, FileNotFoundError) as error:  # bad model path/checkpoint, device or dtype
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
         report = predict_files(
-            predictor, paths, args.out, draw_formats=[] if args.no_draw else args.format,
-            max_draw_relations=args.draw_relations, dpi=args.dpi, progress=not args.no_progress,
+            predictor,
+            paths,
+            args.out,
+            draw_formats=[] if args.no_draw else args.format,
+            max_draw_relations=args.draw_relations,
+            dpi=args.dpi,
+            progress=not args.no_progress,
             decode_workers=args.decode_workers,
-        )  # fmt: skip
+        )
     except ImportError as error:  # drawing without the `viz` extra
         print(f"error: {error} (or pass --no-draw)", file=sys.stderr)
         return 2
@@ -193,8 +214,13 @@ def _add_benchmark_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, ...")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (autocast)")
     parser.add_argument(
-        "--compile", nargs="?", const="default", default=None, choices=("default", "reduce-overhead", "max-autotune"),
-        help="torch.compile the model, compiled during warm-up; 'reduce-overhead' adds CUDA graphs (default mode: default)",
+        "--compile",
+        nargs="?",
+        const="default",
+        default=None,
+        choices=("default", "reduce-overhead", "max-autotune"),
+        help="torch.compile the model, compiled during warm-up; 'reduce-overhead' adds CUDA graphs "
+        "(default mode: default)",
     )
     parser.add_argument("--warmup", type=int, default=10, help="untimed iterations per scope (default 10)")
     parser.add_argument("--runs", type=int, default=50, help="timed iterations per scope (default 50)")
@@ -228,11 +254,20 @@ def _run_benchmark(args: argparse.Namespace) -> int:
             description = f"{args.config or 'EGTR VG configuration'} (random weights; speed does not depend on them)"
         image_size, max_size = benchmark_sizes(args.model, args.size, args.max_size)
         result = run_benchmark(
-            model, args.image, image_size=image_size, max_size=max_size, batch_size=args.batch_size,
-            device=args.device, dtype=args.dtype, compile_model=args.compile is not None,
-            compile_mode=args.compile or "default", warmup=args.warmup, runs=args.runs, scopes=scopes,
+            model,
+            args.image,
+            image_size=image_size,
+            max_size=max_size,
+            batch_size=args.batch_size,
+            device=args.device,
+            dtype=args.dtype,
+            compile_model=args.compile is not None,
+            compile_mode=args.compile or "default",
+            warmup=args.warmup,
+            runs=args.runs,
+            scopes=scopes,
             model_description=description,
-        )  # fmt: skip
+        )
     except (ValueError, FileNotFoundError) as error:  # bad model/config path, image, device, dtype or counts
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -257,19 +292,21 @@ def _add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--kind", choices=("vg", "oi"), default="vg", help="dataset layout: vg (RelTR) or oi (SGTR)")
     parser.add_argument("--split", choices=("train", "val", "test"), default="test")
     parser.add_argument(
-        "--ground-truth", default=None,
+        "--ground-truth",
+        default=None,
         help="with --predictions: ground-truth .npz (default: the one saved next to the predictions, else --data-root)",
-    )  # fmt: skip
+    )
     _add_size_arguments(parser, 800, 1333, "the paper's evaluation")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, ...")
     parser.add_argument("--top-k", type=int, default=100, help="triplets kept per image (default 100)")
     parser.add_argument(
-        "--modes", default=None,
+        "--modes",
+        default=None,
         help="comma list of graph_constraint, no_graph_constraint, open_images (default: VG both graph modes; OI "
         "graph_constraint,open_images)",
-    )  # fmt: skip
+    )
     parser.add_argument("--no-detection", action="store_true", help="skip the (slow) pycocotools detection AP")
     parser.add_argument("--zero-shot", action="store_true", help="also zero-shot recall (triplets unseen in train)")
     parser.add_argument("--max-images", type=int, default=None, help="only the first N images (quick check)")
@@ -285,13 +322,26 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     try:
         report, output = run_evaluation(
-            model=args.model, predictions=args.predictions, data_root=args.data_root, kind=args.kind,
-            split=args.split, ground_truth=args.ground_truth, size=args.size, max_size=args.max_size,
-            batch_size=args.batch_size, num_workers=args.num_workers, device=args.device, top_k=args.top_k,
-            modes=args.modes.split(",") if args.modes else None, detection=not args.no_detection,
-            zero_shot=args.zero_shot, max_images=args.max_images, save_predictions=args.save_predictions,
-            output=args.output or f"evaluation-{args.split}.json", progress=not args.no_progress,
-        )  # fmt: skip
+            model=args.model,
+            predictions=args.predictions,
+            data_root=args.data_root,
+            kind=args.kind,
+            split=args.split,
+            ground_truth=args.ground_truth,
+            size=args.size,
+            max_size=args.max_size,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            device=args.device,
+            top_k=args.top_k,
+            modes=args.modes.split(",") if args.modes else None,
+            detection=not args.no_detection,
+            zero_shot=args.zero_shot,
+            max_images=args.max_images,
+            save_predictions=args.save_predictions,
+            output=args.output or f"evaluation-{args.split}.json",
+            progress=not args.no_progress,
+        )
     except (CheckpointError, FileNotFoundError) as error:  # a missing or unreadable model (directory)
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -302,15 +352,22 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by `train` and `pretrain-detector` (see docs/training.md)."""
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="any TrainConfig setting, dotted for nested ones: lr=1e-4 data.eval_size=600 model.num_queries=100")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="any TrainConfig setting, dotted for nested ones: lr=1e-4 data.eval_size=600 model.num_queries=100",
+    )
     parser.add_argument("--data-root", default=None, help="dataset folder (VG: RelTR layout; OI: SGTR layout)")
     parser.add_argument("--dataset", choices=("vg", "oi"), default="vg", help="dataset preset (OI: reference §4.5)")
     parser.add_argument("--config", default=None, help="a TrainConfig JSON file (e.g. a run's config.json)")
     parser.add_argument("--output-dir", default=None, help="run directory (checkpoints, metrics, final model)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last.ckpt")
-    parser.add_argument("--detector-weights", default=None,
-                        help="pre-trained detector: a run's model/ dir, the released DETR dir or COCO Deformable DETR")
+    parser.add_argument(
+        "--detector-weights",
+        default=None,
+        help="pre-trained detector: a run's model/ dir, the released DETR dir or COCO Deformable DETR",
+    )
     parser.add_argument("--backbone-weights", default=None, help="ImageNet ResNet checkpoint (torchvision/timm names)")
     parser.add_argument("--devices", default=None, help="devices per node (>1: DDP), or 'auto'")
     parser.add_argument("--num-nodes", type=int, default=None, help="nodes (torchrun / SLURM launch)")
@@ -322,8 +379,14 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--finetune-epochs", type=int, default=None, help="epochs of the x0.1 pass (0: none)")
     parser.add_argument("--num-workers", type=int, default=None, help="DataLoader workers per device")
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--fast-dev-run", type=int, nargs="?", const=1, default=None,
-                        help="smoke test: N training + N validation batches per pass, no checkpoints")
+    parser.add_argument(
+        "--fast-dev-run",
+        type=int,
+        nargs="?",
+        const=1,
+        default=None,
+        help="smoke test: N training + N validation batches per pass, no checkpoints",
+    )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
 
 
@@ -378,16 +441,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for add_command in (
-        _add_info_command, _add_data_command, _add_predict_command, _add_benchmark_command, _add_evaluate_command,
-        _add_train_command, _add_pretrain_detector_command, _add_demo_command,
-    ):  # fmt: skip
+        _add_info_command,
+        _add_data_command,
+        _add_predict_command,
+        _add_benchmark_command,
+        _add_evaluate_command,
+        _add_train_command,
+        _add_pretrain_detector_command,
+        _add_demo_command,
+    ):
         add_command(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     tune_cpu_allocator()  # freed activations are reused instead of page-faulted in again (see egtr.allocator)
     return args.func(args)
 

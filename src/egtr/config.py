@@ -74,7 +74,9 @@ class EGTRConfig:
             raise ValueError(f"backbone must be one of {SUPPORTED_BACKBONES}, got {self.backbone!r}")
         for heads_field in ("encoder_attention_heads", "decoder_attention_heads"):
             if self.d_model % getattr(self, heads_field):
-                raise ValueError(f"d_model={self.d_model} is not divisible by {heads_field}={getattr(self, heads_field)}")
+                raise ValueError(
+                    f"d_model={self.d_model} is not divisible by {heads_field}={getattr(self, heads_field)}"
+                )
         if self.d_model % 2 or (self.d_model // 2) % 2:
             raise ValueError("d_model must be a multiple of 4 (sine position embedding)")
         if self.backbone_norm not in ("frozen", "batch"):

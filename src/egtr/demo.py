@@ -110,17 +110,26 @@ class DemoSettings:
         from egtr.data.synthetic import CLASS_NAMES, PREDICATE_NAMES
 
         return EGTRConfig(
-            backbone=self.backbone, d_model=self.d_model, encoder_layers=self.encoder_layers,
-            decoder_layers=self.decoder_layers, encoder_attention_heads=self.attention_heads,
-            decoder_attention_heads=self.attention_heads, encoder_ffn_dim=self.ffn_dim,
-            decoder_ffn_dim=self.ffn_dim, num_queries=self.num_queries,
-            num_feature_levels=self.num_feature_levels, dropout=0.0, num_labels=len(CLASS_NAMES),
-            num_rel_labels=len(PREDICATE_NAMES), class_names=list(CLASS_NAMES),
+            backbone=self.backbone,
+            d_model=self.d_model,
+            encoder_layers=self.encoder_layers,
+            decoder_layers=self.decoder_layers,
+            encoder_attention_heads=self.attention_heads,
+            decoder_attention_heads=self.attention_heads,
+            encoder_ffn_dim=self.ffn_dim,
+            decoder_ffn_dim=self.ffn_dim,
+            num_queries=self.num_queries,
+            num_feature_levels=self.num_feature_levels,
+            dropout=0.0,
+            num_labels=len(CLASS_NAMES),
+            num_rel_labels=len(PREDICATE_NAMES),
+            class_names=list(CLASS_NAMES),
             predicate_names=list(PREDICATE_NAMES),
             # No pre-trained backbone exists offline: the whole backbone learns, with trainable batch norm (frozen
             # norms leave a randomly initialised ResNet without any normalisation; see docs/demo-experiments.md).
-            freeze_backbone_stem=False, backbone_norm="batch",
-        ).validate()  # fmt: skip
+            freeze_backbone_stem=False,
+            backbone_norm="batch",
+        ).validate()
 
     def data_config(self, root: str | Path) -> Any:
         """Training and evaluation at the world's own size; no flip, since "left of" and "touching" are
@@ -169,9 +178,7 @@ class DemoRun:
         echo: where progress lines go (the CLI prints them).
     """
 
-    def __init__(
-        self, out_dir: str | Path, settings: DemoSettings, echo: Callable[[str], None] = print
-    ) -> None:
+    def __init__(self, out_dir: str | Path, settings: DemoSettings, echo: Callable[[str], None] = print) -> None:
         self.out_dir = Path(out_dir)
         self.settings = settings
         self.echo = echo
@@ -236,17 +243,18 @@ class DemoRun:
         from egtr.data.synthetic import generate_synthetic_dataset
 
         s = self.settings
-        self._header("world", f"synthetic scene world: {s.num_train} train / {s.num_val} val / {s.num_test} test "
-                     f"images of {s.image_size} px -> {self.data_dir}")  # fmt: skip
+        self._header(
+            "world",
+            f"synthetic scene world: {s.num_train} train / {s.num_val} val / {s.num_test} test "
+            f"images of {s.image_size} px -> {self.data_dir}",
+        )
         record = self._reuse("world")
         if record is not None and (self.data_dir / "rel.json").is_file():
             return record
         started = time.perf_counter()
         generate_synthetic_dataset(self.data_dir, s.num_train, s.num_val, s.num_test, s.image_size, s.seed)
         relations = json.loads((self.data_dir / "rel.json").read_text())
-        counts = {
-            split: sum(len(triplets) for triplets in relations[split].values()) for split in ("train", "test")
-        }
+        counts = {split: sum(len(triplets) for triplets in relations[split].values()) for split in ("train", "test")}
         self.echo(f"      {counts['train']} training relations, {counts['test']} test relations")
         return self._finish("world", {"relations": counts}, started)
 
@@ -278,9 +286,13 @@ class DemoRun:
             )
         return TrainConfig(
             # Auxiliary decoder losses in this stage too: they speed up learning from scratch (measured).
-            stage="egtr", loss=LossConfig(auxiliary_loss=True), max_epochs=s.egtr_epochs, finetune_epochs=s.egtr_finetune_epochs,
-            detector_weights=str(detector_weights) if detector_weights else None, **common,
-        ).validate()  # fmt: skip
+            stage="egtr",
+            loss=LossConfig(auxiliary_loss=True),
+            max_epochs=s.egtr_epochs,
+            finetune_epochs=s.egtr_finetune_epochs,
+            detector_weights=str(detector_weights) if detector_weights else None,
+            **common,
+        ).validate()
 
     def _train(self, step: str, stage: str, run_dir: Path, detector_weights: Path | None) -> dict[str, Any]:
         from egtr.training import pretrain_detector, train_egtr
@@ -297,10 +309,14 @@ class DemoRun:
         train = pretrain_detector if stage == "detector" else train_egtr
         result = train(config, resume=resume)
         passes = [
-            {"name": item.name, "epochs": item.epochs, "steps": item.global_step,
-             "best_validation_loss": item.best_validation_loss}
+            {
+                "name": item.name,
+                "epochs": item.epochs,
+                "steps": item.global_step,
+                "best_validation_loss": item.best_validation_loss,
+            }
             for item in result.passes
-        ]  # fmt: skip
+        ]
         for item in passes:
             loss = item["best_validation_loss"]
             self.echo(
@@ -314,16 +330,22 @@ class DemoRun:
     def train_detector(self) -> dict[str, Any]:
         """Step 2: Deformable DETR pre-training (detection losses with auxiliary decoder losses)."""
         s = self.settings
-        self._header("detector", f"pre-training the detector ({s.backbone}, d_model {s.d_model}, "
-                     f"{s.encoder_layers}+{s.decoder_layers} layers, {s.num_queries} queries) for "
-                     f"{s.detector_epochs}+{s.detector_finetune_epochs} epochs -> {self.detector_dir}")  # fmt: skip
+        self._header(
+            "detector",
+            f"pre-training the detector ({s.backbone}, d_model {s.d_model}, "
+            f"{s.encoder_layers}+{s.decoder_layers} layers, {s.num_queries} queries) for "
+            f"{s.detector_epochs}+{s.detector_finetune_epochs} epochs -> {self.detector_dir}",
+        )
         return self._train("detector", "detector", self.detector_dir, None)
 
     def train_relations(self) -> dict[str, Any]:
         """Step 3: EGTR training from the detector: relation smoothing and connectivity prediction on."""
         s = self.settings
-        self._header("egtr", f"training EGTR (relation smoothing, connectivity) for {s.egtr_epochs}+"
-                     f"{s.egtr_finetune_epochs} epochs -> {self.egtr_dir}")  # fmt: skip
+        self._header(
+            "egtr",
+            f"training EGTR (relation smoothing, connectivity) for {s.egtr_epochs}+"
+            f"{s.egtr_finetune_epochs} epochs -> {self.egtr_dir}",
+        )
         return self._train("egtr", "egtr", self.egtr_dir, self.detector_dir / "model")
 
     def evaluate(self) -> dict[str, Any]:
@@ -333,9 +355,7 @@ class DemoRun:
         from egtr.evaluation import evaluate_model
         from egtr.models.egtr import EGTR
 
-        self._header(
-            "evaluate", f"evaluating on the {self.settings.num_test} test images -> {self.evaluation_dir}"
-        )
+        self._header("evaluate", f"evaluating on the {self.settings.num_test} test images -> {self.evaluation_dir}")
         record = self._reuse("evaluate")
         if record is not None:
             return record
@@ -346,17 +366,23 @@ class DemoRun:
         # The floor: the same architecture and frequency tables (data statistics, not learned) with fresh weights.
         torch.manual_seed(self.settings.seed)
         untrained = EGTR(trained.config)
-        untrained.set_frequency_tables(
-            trained.triplet_dist.detach().clone(), trained.rel_dist.detach().clone()
-        )
+        untrained.set_frequency_tables(trained.triplet_dist.detach().clone(), trained.rel_dist.detach().clone())
         results = {}
         for name, model in (("trained", trained), ("untrained", untrained)):
-            report = evaluate_model(model, data_config, split="test", batch_size=2 * self.settings.batch_size,
-                                    detection=name == "trained", progress=True)  # fmt: skip
+            report = evaluate_model(
+                model,
+                data_config,
+                split="test",
+                batch_size=2 * self.settings.batch_size,
+                detection=name == "trained",
+                progress=True,
+            )
             report.save_json(self.evaluation_dir / f"test_{name}.json")
             results[name] = {key: value for key, value in report.metrics.items() if "/" in key}
-        self.echo(f"      test R@50 (graph constraint): trained {_percent(results['trained'], 'graph_constraint/recall@50')}"
-                  f", untrained {_percent(results['untrained'], 'graph_constraint/recall@50')}")  # fmt: skip
+        self.echo(
+            f"      test R@50 (graph constraint): trained {_percent(results['trained'], 'graph_constraint/recall@50')}"
+            f", untrained {_percent(results['untrained'], 'graph_constraint/recall@50')}"
+        )
         return self._finish("evaluate", {"metrics": results}, started)
 
     def draw(self) -> dict[str, Any]:
@@ -364,9 +390,7 @@ class DemoRun:
         from egtr.inference import Predictor, predict_files
 
         count = self.settings.num_drawings
-        self._header(
-            "draw", f"drawing the predicted scene graphs of {count} test images -> {self.drawings_dir}"
-        )
+        self._header("draw", f"drawing the predicted scene graphs of {count} test images -> {self.drawings_dir}")
         record = self._reuse("draw")
         if record is not None:
             return record
@@ -374,13 +398,14 @@ class DemoRun:
         test_images = json.loads((self.data_dir / "test.json").read_text())["images"][:count]
         paths = [self.data_dir / "images" / image["file_name"] for image in test_images]
         predictor = Predictor.from_pretrained(
-            self.model_dir, device="cpu", image_size=self.settings.image_size,
-            max_size=2 * self.settings.image_size, top_k=self.settings.draw_top_k,
-        )  # fmt: skip
-        report = predict_files(predictor, paths, self.drawings_dir, draw_formats=("png",), progress=True)
-        drawings = sorted(
-            str(path) for outputs in report.outputs.values() for path in outputs if path.suffix == ".png"
+            self.model_dir,
+            device="cpu",
+            image_size=self.settings.image_size,
+            max_size=2 * self.settings.image_size,
+            top_k=self.settings.draw_top_k,
         )
+        report = predict_files(predictor, paths, self.drawings_dir, draw_formats=("png",), progress=True)
+        drawings = sorted(str(path) for outputs in report.outputs.values() for path in outputs if path.suffix == ".png")
         if report.failures:
             raise RuntimeError(f"drawing failed for {sorted(report.failures)}")
         return self._finish("draw", {"drawings": drawings}, started)
@@ -502,9 +527,7 @@ def format_summary(result: DemoResult, total_seconds: float | None = None) -> st
         lines.append(f"  {'total':<10} {_duration(total_seconds):>8}  (this run)")
     lines += ["", f"  {'test split, %':<30} {'trained':>8} {'untrained':>10}"]
     for label, key in SUMMARY_METRICS:
-        lines.append(
-            f"  {label:<30} {_percent(result.metrics, key):>8} {_percent(result.untrained_metrics, key):>10}"
-        )
+        lines.append(f"  {label:<30} {_percent(result.metrics, key):>8} {_percent(result.untrained_metrics, key):>10}")
     model, data = result.model_dir, result.data_dir
     # The exported model records its input size (preprocessor_config.json); a model exported before that file
     # existed needs it on the command line, or the commands would resize to the paper's 800 px.

@@ -202,9 +202,7 @@ def evaluate_model(
                         *raw, top_k=top_k, graph_constraint=mode == "graph_constraint"
                     )
                     for prediction in predictions:
-                        prediction.pair_predicate_scores = (
-                            None  # (K, R) per image: too big to keep for a split
-                        )
+                        prediction.pair_predicate_scores = None  # (K, R) per image: too big to keep for a split
                     scene_graphs[mode] = predictions
             detections = None
             if detection and data_config.kind == "vg":
@@ -258,9 +256,7 @@ def evaluate_model(
     return report
 
 
-def ground_truths_from_dataset(
-    data_config: Any, split: str, max_images: int | None = None
-) -> list[SceneGroundTruth]:
+def ground_truths_from_dataset(data_config: Any, split: str, max_images: int | None = None) -> list[SceneGroundTruth]:
     """Ground truth of a split read from its annotation files only (no image decoding).
 
     Boxes go through the loader's target preparation (clipping, degenerate-box removal with relation remapping) and
@@ -276,9 +272,7 @@ def ground_truths_from_dataset(
     ground_truths = []
     for annotation in annotations:
         if annotation.width is None or annotation.height is None:
-            raise ValueError(
-                f"{annotation.source}: the annotation has no image size; use a ground-truth file"
-            )
+            raise ValueError(f"{annotation.source}: the annotation has no image size; use a ground-truth file")
         target = prepare_target(annotation, annotation.width, annotation.height)
         ground_truths.append(
             SceneGroundTruth(
@@ -337,10 +331,20 @@ def run_evaluation(
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         report = evaluate_model(
-            model, data_config, split, batch_size=batch_size, num_workers=num_workers, device=device, top_k=top_k,
-            modes=modes, detection=detection, seen_triplets="train" if zero_shot else None, max_images=max_images,
-            predictions_path=save_predictions, progress=progress,
-        )  # fmt: skip
+            model,
+            data_config,
+            split,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            device=device,
+            top_k=top_k,
+            modes=modes,
+            detection=detection,
+            seen_triplets="train" if zero_shot else None,
+            max_images=max_images,
+            predictions_path=save_predictions,
+            progress=progress,
+        )
         report.settings.pop("predictions_metadata", None)  # the same settings are at the top level
     else:
         predictions_path = Path(predictions)
@@ -352,9 +356,7 @@ def run_evaluation(
         elif data_config is not None:
             truths = ground_truths_from_dataset(data_config, split, max_images)
         else:
-            raise ValueError(
-                f"{predictions_path}: no ground truth: give a ground-truth file or the dataset folder"
-            )
+            raise ValueError(f"{predictions_path}: no ground truth: give a ground-truth file or the dataset folder")
         seen = None
         if zero_shot:
             if data_config is None:
@@ -364,8 +366,11 @@ def run_evaluation(
             seen = seen_triplets_of(build_dataset(data_config, "train", train=False))
         coco = Path(data_root) / f"{split}.json" if data_root is not None and kind == "vg" else None
         report = evaluate_predictions_file(
-            predictions_path, truths, seen_triplets=seen, detection=detection,
+            predictions_path,
+            truths,
+            seen_triplets=seen,
+            detection=detection,
             coco_ground_truth=coco if coco is not None and coco.is_file() else None,
-        )  # fmt: skip
+        )
     output = report.save_json(output)
     return report, output

@@ -63,9 +63,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device {device} was requested but CUDA is not available (torch {torch.__version__})"
-        )
+        raise ValueError(f"device {device} was requested but CUDA is not available (torch {torch.__version__})")
     return device
 
 
@@ -153,22 +151,26 @@ class Predictor:
         self.object_threshold = object_threshold
         self.batch_size = batch_size
         self.class_names = [self.config.id2label[index] for index in range(self.config.num_labels)]
-        self.predicate_names = [
-            self.config.id2predicate[index] for index in range(self.config.num_rel_labels)
-        ]
+        self.predicate_names = [self.config.id2predicate[index] for index in range(self.config.num_rel_labels)]
         self.image_mean = tuple(image_mean)
         self.image_std = tuple(image_std)
         data_config = DataConfig(
-            root=".", eval_size=image_size, eval_max_size=max_size or 10**9, image_mean=self.image_mean,
+            root=".",
+            eval_size=image_size,
+            eval_max_size=max_size or 10**9,
+            image_mean=self.image_mean,
             image_std=self.image_std,
-        ).validate()  # fmt: skip
+        ).validate()
         self._transform = make_transforms(data_config, train=False)
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, device: str | torch.device | None = "auto", dtype: str | torch.dtype = "float32",
+        cls,
+        path: str | Path,
+        device: str | torch.device | None = "auto",
+        dtype: str | torch.dtype = "float32",
         **options: Any,
-    ) -> Predictor:  # fmt: skip
+    ) -> Predictor:
         """Load a model saved by `EGTR.save_pretrained` or an official EGTR artifact (`config.json` +
         `checkpoints/*.ckpt`, or the `.ckpt` itself) and wrap it; `options` are the constructor's.
 
@@ -183,9 +185,12 @@ class Predictor:
         model = EGTR.from_pretrained(path, map_location="cpu")
         if recorded is not None:
             options = {
-                "image_size": recorded.shortest_edge, "max_size": recorded.longest_edge,
-                "image_mean": recorded.image_mean, "image_std": recorded.image_std, **options,
-            }  # fmt: skip
+                "image_size": recorded.shortest_edge,
+                "max_size": recorded.longest_edge,
+                "image_mean": recorded.image_mean,
+                "image_std": recorded.image_std,
+                **options,
+            }
         return cls(model, device=device, dtype=dtype, **options)
 
     # ------------------------------------------------------------------ pipeline pieces
@@ -259,9 +264,7 @@ class Predictor:
         ]
 
     # ------------------------------------------------------------------ the one-call API
-    def __call__(
-        self, images: ImageInput | Sequence[ImageInput], **options: Any
-    ) -> SceneGraph | list[SceneGraph]:
+    def __call__(self, images: ImageInput | Sequence[ImageInput], **options: Any) -> SceneGraph | list[SceneGraph]:
         """Predict the scene graph of one image, or of each image of a list (in batches of `batch_size`).
 
         Args:
@@ -294,9 +297,7 @@ class Predictor:
         }
         unknown = set(options) - set(settings)
         if unknown:
-            raise TypeError(
-                f"unknown prediction options {sorted(unknown)}; expected some of {sorted(settings)}"
-            )
+            raise TypeError(f"unknown prediction options {sorted(unknown)}; expected some of {sorted(settings)}")
         settings.update(options)
         return settings
 
@@ -328,18 +329,14 @@ def to_pil_image(image: Image.Image | np.ndarray | torch.Tensor) -> Image.Image:
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)) or 0 in array.shape:
-        raise ValueError(
-            f"expected an image array of shape (H, W), (H, W, 3) or (H, W, 4), got {array.shape}"
-        )
+        raise ValueError(f"expected an image array of shape (H, W), (H, W, 3) or (H, W, 4), got {array.shape}")
     if array.dtype != np.uint8:
         if np.issubdtype(array.dtype, np.floating):
             if np.nanmin(array) < 0 or np.nanmax(array) > 1:
                 raise ValueError("float image arrays must hold values in [0, 1]; pass uint8 for 0..255")
             array = np.rint(np.nan_to_num(array) * 255)
         elif array.min() < 0 or array.max() > 255:
-            raise ValueError(
-                f"integer image arrays must hold values in 0..255, got {array.min()}..{array.max()}"
-            )
+            raise ValueError(f"integer image arrays must hold values in 0..255, got {array.min()}..{array.max()}")
         array = array.astype(np.uint8)
     return Image.fromarray(array).convert("RGB")
 
@@ -380,13 +377,9 @@ def expand_image_paths(inputs: Sequence[str | Path], recursive: bool = False) ->
             found = [path]
         elif path.is_dir():
             pattern = "**/*" if recursive else "*"
-            found = sorted(
-                p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
+            found = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         else:
-            found = sorted(
-                Path(match) for match in glob.glob(str(item), recursive=recursive) if Path(match).is_file()
-            )
+            found = sorted(Path(match) for match in glob.glob(str(item), recursive=recursive) if Path(match).is_file())
         if not found:
             unmatched.append(str(item))
         paths.extend(found)
@@ -431,7 +424,6 @@ def predict_files(
     """
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
-
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -506,9 +498,7 @@ def _require_drawing_libraries() -> None:
 
     missing = [name for name in ("matplotlib", "networkx") if importlib.util.find_spec(name) is None]
     if missing:
-        raise ImportError(
-            f"drawing needs {' and '.join(missing)}: pip install 'egtr[viz]' (or skip drawings)"
-        )
+        raise ImportError(f"drawing needs {' and '.join(missing)}: pip install 'egtr[viz]' (or skip drawings)")
 
 
 def _unique_stems(paths: Sequence[Path]) -> dict[Path, str]:
@@ -519,11 +509,7 @@ def _unique_stems(paths: Sequence[Path]) -> dict[Path, str]:
     names: dict[Path, str] = {}
     taken: set[str] = set()
     for path in paths:
-        name = (
-            path.stem
-            if counts[path.stem] == 1
-            else f"{path.parent.name}_{path.stem}{path.suffix.replace('.', '_')}"
-        )
+        name = path.stem if counts[path.stem] == 1 else f"{path.parent.name}_{path.stem}{path.suffix.replace('.', '_')}"
         candidate, number = name, 1
         while candidate in taken:
             number += 1

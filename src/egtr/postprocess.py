@@ -270,18 +270,14 @@ def select_open_images_candidates(
     ranked_device = torch.from_numpy(ranked).to(flat_scores.device)
     kept_scores_np = flat_scores.gather(1, ranked_device).cpu().numpy()  # (B, K)
     kept_predicates_np = top_predicates.reshape(batch_size, -1).gather(1, ranked_device).cpu().numpy()
-    kept_predicate_scores_np = (
-        top_predicate_scores.reshape(batch_size, -1).gather(1, ranked_device).cpu().numpy()
-    )
+    kept_predicate_scores_np = top_predicate_scores.reshape(batch_size, -1).gather(1, ranked_device).cpu().numpy()
     pair_rows = (ranked_device // top_predicates.shape[-1])[..., None].expand(-1, -1, 2)
     kept_pairs_np = pair_indices.gather(1, pair_rows).cpu().numpy()  # (B, K, 2)
     threshold = np.float32(min_score)
     candidates = []
     for image in range(batch_size):
         keep = kept_scores_np[image] > threshold
-        relations = np.column_stack([kept_pairs_np[image][keep], kept_predicates_np[image][keep]]).astype(
-            np.int64
-        )
+        relations = np.column_stack([kept_pairs_np[image][keep], kept_predicates_np[image][keep]]).astype(np.int64)
         candidates.append(
             (relations.reshape(-1, 3), kept_scores_np[image][keep], kept_predicate_scores_np[image][keep])
         )
@@ -361,8 +357,6 @@ def postprocess_detections(
     for image in range(batch_size):
         queries, labels = np.divmod(ranked[image], num_classes)
         detections.append(
-            DetectionPrediction(
-                boxes[image, queries], labels.astype(np.int64), probabilities_np[image, ranked[image]]
-            )
+            DetectionPrediction(boxes[image, queries], labels.astype(np.int64), probabilities_np[image, ranked[image]])
         )
     return detections

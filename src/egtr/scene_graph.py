@@ -141,9 +141,7 @@ class SceneGraph:
             raise ValueError(f"{source}: not a scene graph ({type(error).__name__}: {error})") from error
         if any(len(item.box) != 4 for item in objects):
             raise ValueError(f"{source}: every object box needs 4 numbers (x1, y1, x2, y2)")
-        return cls(
-            objects=objects, relations=relations, image_size=image_size, image_path=values.get("image_path")
-        )
+        return cls(objects=objects, relations=relations, image_size=image_size, image_path=values.get("image_path"))
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> SceneGraph:
@@ -170,9 +168,7 @@ class SceneGraph:
 
         graph = networkx.MultiDiGraph(image_size=self.image_size, image_path=self.image_path)
         for index, item in enumerate(self.objects):
-            graph.add_node(
-                index, label=item.label, label_name=item.label_name, score=item.score, box=item.box
-            )
+            graph.add_node(index, label=item.label, label_name=item.label_name, score=item.score, box=item.box)
         for rank, relation in enumerate(self.relations):
             graph.add_edge(
                 relation.subject,
@@ -285,13 +281,9 @@ def scene_graph_from_arrays(
             score=float(score),
             predicate_score=float(predicate_score),
         )
-        for (subject, obj, predicate), score, predicate_score in zip(
-            relations, relation_scores, predicate_scores
-        )
+        for (subject, obj, predicate), score, predicate_score in zip(relations, relation_scores, predicate_scores)
     ]
-    return SceneGraph(
-        objects=objects, relations=scene_relations, image_size=image_size, image_path=image_path
-    )
+    return SceneGraph(objects=objects, relations=scene_relations, image_size=image_size, image_path=image_path)
 
 
 def _name(names: Sequence[str], index: int) -> str:

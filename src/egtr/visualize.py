@@ -28,9 +28,27 @@ logger = logging.getLogger(__name__)
 
 # tab10 first (most distinct), then the lighter tab20 shades; beyond 20 objects golden-ratio hues.
 _BASE_COLOURS = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
-]  # fmt: skip
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
+    "#ff9896",
+    "#c5b0d5",
+    "#c49c94",
+    "#f7b6d2",
+    "#c7c7c7",
+    "#dbdb8d",
+    "#9edae5",
+]
 _MAX_IMAGE_SIDE = 1024  # the picture is downsampled to this before embedding (keeps SVGs small)
 
 
@@ -102,7 +120,8 @@ def draw_scene_graph(
     if title is None:
         name = Path(scene_graph.image_path).name if scene_graph.image_path else "scene graph"
         shown = f" (top {len(relations)} shown)" if len(relations) < len(scene_graph.relations) else ""
-        title = f"{name}: {_plural(len(scene_graph.objects), 'object')}, {_plural(len(scene_graph.relations), 'relation')}{shown}"
+        counts = f"{_plural(len(scene_graph.objects), 'object')}, {_plural(len(scene_graph.relations), 'relation')}"
+        title = f"{name}: {counts}{shown}"
     figure.suptitle(title, fontsize=12)
     figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93)
     if path is not None:
@@ -136,9 +155,7 @@ def _load_picture(image: Any, image_size: tuple[int, int]) -> np.ndarray:
         if array.dtype != np.uint8:
             # Floats in [0, 1] are the usual non-uint8 image convention.
             array = (
-                (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
-                if array.max() <= 1
-                else array.astype(np.uint8)
+                (np.clip(array, 0, 1) * 255).round().astype(np.uint8) if array.max() <= 1 else array.astype(np.uint8)
             )
         picture = Image.fromarray(array).convert("RGB")
     if max(picture.size) > _MAX_IMAGE_SIDE:
@@ -175,21 +192,25 @@ def _draw_image_panel(
         axes.add_patch(_rectangle(x1, y1, x2 - x1, y2 - y1, colour, line_width))
         tag = f"{tags[index]} {item.score:.2f}" if show_scores else tags[index]
         label = axes.text(
-            max(x1, 0), y1, tag, fontsize=font_size, color=text_colour(colour), va="bottom", ha="left",
-            bbox={"facecolor": colour, "edgecolor": "none", "pad": 1.2, "alpha": 0.9}, clip_on=True,
-        )  # fmt: skip
+            max(x1, 0),
+            y1,
+            tag,
+            fontsize=font_size,
+            color=text_colour(colour),
+            va="bottom",
+            ha="left",
+            bbox={"facecolor": colour, "edgecolor": "none", "pad": 1.2, "alpha": 0.9},
+            clip_on=True,
+        )
         # Candidates: above the box's top-left corner, then inside it, stepping down one label height at a time,
         # so that labels of boxes with (almost) the same corner do not hide each other.
         label_height = _display_extent(label, renderer)[3] - _display_extent(label, renderer)[1]
         step = abs(
-            axes.transData.inverted().transform((0, 0))[1]
-            - axes.transData.inverted().transform((0, label_height))[1]
+            axes.transData.inverted().transform((0, 0))[1] - axes.transData.inverted().transform((0, label_height))[1]
         )
         candidates = [(y1, "bottom")] if y1 - step >= 0 else []
         candidates += [
-            (max(y1, 0) + offset * step, "top")
-            for offset in range(4)
-            if max(y1, 0) + (offset + 1) * step <= y2
+            (max(y1, 0) + offset * step, "top") for offset in range(4) if max(y1, 0) + (offset + 1) * step <= y2
         ]
         candidates = candidates or [(max(y1, 0), "top")]
         for y, alignment in candidates:
@@ -223,10 +244,12 @@ def _overlap_area(rectangle: np.ndarray, placed: list[np.ndarray], gap: float = 
 
 def _collides(rectangle: np.ndarray, placed: list[np.ndarray], gap: float = 1.0) -> bool:
     return any(
-        rectangle[0] < other[2] + gap and other[0] < rectangle[2] + gap
-        and rectangle[1] < other[3] + gap and other[1] < rectangle[3] + gap
+        rectangle[0] < other[2] + gap
+        and other[0] < rectangle[2] + gap
+        and rectangle[1] < other[3] + gap
+        and other[1] < rectangle[3] + gap
         for other in placed
-    )  # fmt: skip
+    )
 
 
 def _rectangle(x: float, y: float, width: float, height: float, colour: Any, line_width: float) -> Any:
@@ -262,11 +285,18 @@ def _draw_graph_panel(
     # Create the node labels first (at the origin) to measure their size in axes units.
     nodes = [
         axes.text(
-            0, 0, tags[index], fontsize=font_size, ha="center", va="center", color=text_colour(colours[index]),
-            bbox={"boxstyle": "round,pad=0.3", "facecolor": colours[index], "edgecolor": "none"}, zorder=3,
+            0,
+            0,
+            tags[index],
+            fontsize=font_size,
+            ha="center",
+            va="center",
+            color=text_colour(colours[index]),
+            bbox={"boxstyle": "round,pad=0.3", "facecolor": colours[index], "edgecolor": "none"},
+            zorder=3,
         )
         for index in range(count)
-    ]  # fmt: skip
+    ]
     renderer = axes.figure.canvas.get_renderer()
     to_axes = axes.transAxes.inverted()
     half_sizes = []
@@ -285,7 +315,7 @@ def _draw_graph_panel(
     # Edges: one arc per relation; several edges between the same two nodes get different curvatures.
     edge_counts: dict[tuple[int, int], int] = {}
     edge_font = max(font_size - 1.5, 5.5)
-    for rank, relation in enumerate(relations):
+    for relation in relations:
         pair = (min(relation.subject, relation.object), max(relation.subject, relation.object))
         repeat = edge_counts.get(pair, 0)
         edge_counts[pair] = repeat + 1
@@ -301,11 +331,23 @@ def _draw_graph_panel(
         _arrow(axes, start_point, end_point, curvature, colour)
         label = f"{relation.predicate_name} {relation.score:.2f}" if show_scores else relation.predicate_name
         text = axes.text(
-            0, 0, label, fontsize=edge_font, ha="center", va="center", color="#222222", zorder=2,
+            0,
+            0,
+            label,
+            fontsize=edge_font,
+            ha="center",
+            va="center",
+            color="#222222",
+            zorder=2,
             transform=axes.transAxes,
-            bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": colour, "linewidth": 0.8,
-                  "alpha": 0.85},
-        )  # fmt: skip
+            bbox={
+                "boxstyle": "round,pad=0.15",
+                "facecolor": "white",
+                "edgecolor": colour,
+                "linewidth": 0.8,
+                "alpha": 0.85,
+            },
+        )
         # Slide the label along its own arc to the first spot that hides no node and no other edge label.
         # If every spot is taken, use the one with the least overlap.
         least_overlap, best_fraction = math.inf, 0.5
@@ -393,9 +435,7 @@ def _fill_panel(positions: np.ndarray, half_sizes: np.ndarray, margin: float = 0
     return stretched
 
 
-def _force_layout(
-    start: np.ndarray, edges: np.ndarray, half_sizes: np.ndarray, iterations: int = 150
-) -> np.ndarray:
+def _force_layout(start: np.ndarray, edges: np.ndarray, half_sizes: np.ndarray, iterations: int = 150) -> np.ndarray:
     """Fruchterman-Reingold layout confined to the unit square (Fruchterman & Reingold, 1991).
 
     Unlike `networkx.spring_layout` the frame is fixed, so isolated nodes cannot fly off and squeeze the connected
@@ -476,8 +516,18 @@ def _arrow(axes: Axes, start: np.ndarray, end: np.ndarray, curvature: float, col
 
     axes.add_patch(
         FancyArrowPatch(
-            tuple(start), tuple(end), transform=axes.transAxes, arrowstyle="-|>", mutation_scale=10,
-            connectionstyle=f"arc3,rad={curvature}", color=colour, linewidth=1.2, shrinkA=0, shrinkB=0,
-            zorder=1, alpha=0.9, clip_on=False,
+            tuple(start),
+            tuple(end),
+            transform=axes.transAxes,
+            arrowstyle="-|>",
+            mutation_scale=10,
+            connectionstyle=f"arc3,rad={curvature}",
+            color=colour,
+            linewidth=1.2,
+            shrinkA=0,
+            shrinkB=0,
+            zorder=1,
+            alpha=0.9,
+            clip_on=False,
         )
-    )  # fmt: skip
+    )

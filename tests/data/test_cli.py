@@ -10,8 +10,26 @@ from egtr.cli import main
 
 def test_synth_then_validate_then_stats(tmp_path: Path, capsys) -> None:
     root = tmp_path / "world"
-    assert main(["data", "synth", str(root), "--num-train", "12", "--num-val", "2", "--num-test", "2",
-                 "--image-size", "96", "--seed", "1"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                str(root),
+                "--num-train",
+                "12",
+                "--num-val",
+                "2",
+                "--num-test",
+                "2",
+                "--image-size",
+                "96",
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert len(json.loads((root / "train.json").read_text())["images"]) == 12
     assert main(["data", "validate", str(root), "--strict"]) == 0
     capsys.readouterr()

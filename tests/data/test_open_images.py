@@ -22,18 +22,37 @@ def oi_root(tmp_path: Path) -> Path:
     generated = Image.fromarray(np.zeros((50, 80, 3), dtype=np.uint8))
     splits = {
         "train": [
-            {"img_fn": "coffee", "image": photo("coffee"), "bbox": [[100, 50, 399, 329], [0, 300, 599, 399]],
-             "det_labels": [1, 3],
-             # duplicate (0, 1, 1) and two predicates for the pair (0, 1)
-             "rel": [[0, 1, 1], [0, 1, 2], [0, 1, 1], [1, 0, 2]]},
-            {"img_fn": "crowded", "image": generated, "bbox": [[0, 0, 9, 9]] * 4, "det_labels": [0, 1, 2, 3],
-             "rel": [[0, 1, 0]]},
-            {"img_fn": "chelsea", "image": photo("chelsea"), "bbox": [[50, 20, 349, 279], [440, 250, 460, 310]],
-             "det_labels": [2, 4], "rel": [[0, 1, 2], [0, 1, 2]]},
+            {
+                "img_fn": "coffee",
+                "image": photo("coffee"),
+                "bbox": [[100, 50, 399, 329], [0, 300, 599, 399]],
+                "det_labels": [1, 3],
+                # duplicate (0, 1, 1) and two predicates for the pair (0, 1)
+                "rel": [[0, 1, 1], [0, 1, 2], [0, 1, 1], [1, 0, 2]],
+            },
+            {
+                "img_fn": "crowded",
+                "image": generated,
+                "bbox": [[0, 0, 9, 9]] * 4,
+                "det_labels": [0, 1, 2, 3],
+                "rel": [[0, 1, 0]],
+            },
+            {
+                "img_fn": "chelsea",
+                "image": photo("chelsea"),
+                "bbox": [[50, 20, 349, 279], [440, 250, 460, 310]],
+                "det_labels": [2, 4],
+                "rel": [[0, 1, 2], [0, 1, 2]],
+            },
         ],
         "val": [
-            {"img_fn": "astronaut", "image": photo("astronaut"), "bbox": [[120, 30, 369, 509], [20, 20, 10, 60]],
-             "det_labels": [0, 1], "rel": [[0, 1, 3], [1, 0, 0], [0, 1, 0]]},
+            {
+                "img_fn": "astronaut",
+                "image": photo("astronaut"),
+                "bbox": [[120, 30, 369, 509], [20, 20, 10, 60]],
+                "det_labels": [0, 1],
+                "rel": [[0, 1, 3], [1, 0, 0], [0, 1, 0]],
+            },
         ],
         "test": [{"img_fn": "generated", "image": generated, "bbox": [[5, 5, 20, 20]], "det_labels": [4], "rel": []}],
     }
@@ -61,8 +80,9 @@ def test_plus_one_boxes_and_clipping(oi_root: Path) -> None:
     dataset = build_dataset(_config(oi_root), "train", train=False)
     _, target = dataset[1]  # chelsea 451 x 300; box 1 [440, 250, 460, 310] -> [440, 250, 461, 311] -> clipped
     assert target["orig_size"].tolist() == [300, 451]
-    expected = torch.tensor([[200 / 451, 150 / 300, 300 / 451, 260 / 300],
-                             [445.5 / 451, 275 / 300, 11 / 451, 50 / 300]])
+    expected = torch.tensor(
+        [[200 / 451, 150 / 300, 300 / 451, 260 / 300], [445.5 / 451, 275 / 300, 11 / 451, 50 / 300]]
+    )
     torch.testing.assert_close(target["boxes"], expected, atol=1e-6, rtol=0)
     assert target["class_labels"].tolist() == [2, 4]
     assert target["relations"].tolist() == [[0, 1, 2]]

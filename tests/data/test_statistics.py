@@ -36,8 +36,10 @@ def test_count_triplets_from_vg_dataset(vg_root: Path) -> None:
 
 
 def test_count_triplets_from_target_dicts() -> None:
-    targets = [{"class_labels": torch.tensor([0, 1]), "relations": torch.tensor([[0, 1, 1], [1, 0, 0], [0, 1, 1]])},
-               {"class_labels": torch.tensor([1]), "relations": torch.zeros(0, 3, dtype=torch.int64)}]
+    targets = [
+        {"class_labels": torch.tensor([0, 1]), "relations": torch.tensor([[0, 1, 1], [1, 0, 0], [0, 1, 1]])},
+        {"class_labels": torch.tensor([1]), "relations": torch.zeros(0, 3, dtype=torch.int64)},
+    ]
     counts = count_triplets(targets, num_labels=2, num_rel_labels=2)
     assert counts[0, 1, 1] == 2 and counts[1, 0, 0] == 1 and counts.sum() == 3
 

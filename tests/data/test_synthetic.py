@@ -34,8 +34,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _objects(dataset: VisualGenomeDataset, index: int) -> list[SceneObject]:
     annotation = dataset.annotations[index]
-    return [SceneObject(CLASS_NAMES[label], int(x), int(y), int(x + w), int(y + h))
-            for (x, y, w, h), label in zip(annotation.boxes_xywh, annotation.labels)]
+    return [
+        SceneObject(CLASS_NAMES[label], int(x), int(y), int(x + w), int(y + h))
+        for (x, y, w, h), label in zip(annotation.boxes_xywh, annotation.labels)
+    ]
 
 
 def test_world_is_valid(world: Path) -> None:

@@ -49,7 +49,9 @@ def test_eval_pipeline_output() -> None:
     transforms = make_transforms(DataConfig(eval_size=50, eval_max_size=1000), train=False)
     pixel_values, target = transforms(Image.fromarray(array), _target([[0, 0, 100, 50]]))
     assert pixel_values.shape == (3, 50, 100)
-    torch.testing.assert_close(pixel_values[:, 0, 0], torch.tensor([-0.485 / 0.229, (1 - 0.456) / 0.224, -0.406 / 0.225]))
+    torch.testing.assert_close(
+        pixel_values[:, 0, 0], torch.tensor([-0.485 / 0.229, (1 - 0.456) / 0.224, -0.406 / 0.225])
+    )
     assert target["size"].tolist() == [50, 100]
     torch.testing.assert_close(target["boxes"], torch.tensor([[0.25, 0.25, 0.5, 0.5]]))
 

@@ -15,15 +15,28 @@ from .conftest import VG_CLASSES, VG_PREDICATES, photo, vg_specs, write_oi, writ
 def _faulty_vg(root: Path) -> Path:
     specs = vg_specs()
     specs["train"] += [
-        {"id": 20, "file_name": "missing.jpg", "image": None, "width": 100, "height": 100,
-         "objects": [(1, [0.0, 0.0, 10.0, 10.0])]},
-        {"id": 21, "file_name": "truncated.jpg", "image": None, "width": 451, "height": 300,
-         "objects": [(1, [0.0, 0.0, 10.0, 10.0])]},
+        {
+            "id": 20,
+            "file_name": "missing.jpg",
+            "image": None,
+            "width": 100,
+            "height": 100,
+            "objects": [(1, [0.0, 0.0, 10.0, 10.0])],
+        },
+        {
+            "id": 21,
+            "file_name": "truncated.jpg",
+            "image": None,
+            "width": 451,
+            "height": 300,
+            "objects": [(1, [0.0, 0.0, 10.0, 10.0])],
+        },
         {"id": 22, "file_name": "garbage.jpg", "image": None, "objects": []},
     ]
     specs["val"][0]["width"] = 500  # astronaut is 512 wide
-    specs["val"].append({"id": 3, "file_name": "chelsea.jpg", "image": None, "width": 451, "height": 300,
-                         "objects": []})  # image 3 is also in train
+    specs["val"].append(
+        {"id": 3, "file_name": "chelsea.jpg", "image": None, "width": 451, "height": 300, "objects": []}
+    )  # image 3 is also in train
     write_vg(root, specs, VG_CLASSES, VG_PREDICATES)
     buffer = io.BytesIO()
     photo("chelsea").save(buffer, format="JPEG")
@@ -43,9 +56,17 @@ def _faulty_vg(root: Path) -> Path:
 
 
 def _find(problems: list[Problem], severity: str, file_end: str, record_part: str, message_part: str) -> Problem:
-    matches = [p for p in problems if p.severity == severity and p.file.endswith(file_end)
-               and record_part in p.record and message_part in p.message]
-    assert matches, f"no {severity} in {file_end} / {record_part!r} / {message_part!r}:\n" + "\n".join(map(str, problems))
+    matches = [
+        p
+        for p in problems
+        if p.severity == severity
+        and p.file.endswith(file_end)
+        and record_part in p.record
+        and message_part in p.message
+    ]
+    assert matches, f"no {severity} in {file_end} / {record_part!r} / {message_part!r}:\n" + "\n".join(
+        map(str, problems)
+    )
     return matches[0]
 
 
@@ -67,7 +88,13 @@ def test_every_planted_vg_fault_is_reported(tmp_path: Path) -> None:
     _find(problems, "warning", "train.json", "image 3, object 1", "empty box")
     _find(problems, "warning", "train.json", "image 3, object 2", "outside the 451x300 image")
     _find(problems, "error", "test.json", "", "malformed JSON at line 1")
-    empty = _find(problems, "warning", "train.json", "image 3, object 3", "lies outside the 451x300 image: the loader drops it and its 1 relation(s)")
+    empty = _find(
+        problems,
+        "warning",
+        "train.json",
+        "image 3, object 3",
+        "lies outside the 451x300 image: the loader drops it and its 1 relation(s)",
+    )
     assert "field bbox" in str(empty)
 
 
@@ -81,8 +108,13 @@ def test_every_planted_oi_fault_is_reported(tmp_path: Path) -> None:
     coffee = photo("coffee")
     splits = {
         "train": [
-            {"img_fn": "coffee", "image": coffee, "bbox": [[10, 10, 50, 50], [0, 0, 700, 20]], "det_labels": [0, 7],
-             "rel": [[0, 2, 0], [0, 1, 3]]},
+            {
+                "img_fn": "coffee",
+                "image": coffee,
+                "bbox": [[10, 10, 50, 50], [0, 0, 700, 20]],
+                "det_labels": [0, 7],
+                "rel": [[0, 2, 0], [0, 1, 3]],
+            },
             {"img_fn": "absent", "image": None, "bbox": [[1, 1, 5, 5]], "det_labels": [0, 1], "rel": []},
             {"img_fn": "coffee", "image": None, "bbox": [], "det_labels": [], "rel": []},
         ],

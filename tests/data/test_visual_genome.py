@@ -44,15 +44,17 @@ def test_degenerate_boxes_remap_relations(vg_root: Path, caplog: pytest.LogCaptu
     assert target["class_labels"].tolist() == [2, 3]  # objects 0 (cat) and 2 (table) remain
     # [0,2,2] -> [0,1,1]; [1,0,3] dropped; [2,0,3] -> [1,0,2]; [0,3,3] dropped; [0,2,3] -> [0,1,2]; sorted
     assert target["relations"].tolist() == [[0, 1, 1], [0, 1, 2], [1, 0, 2]]
-    expected = torch.tensor([[200 / 451, 150 / 300, 300 / 451, 260 / 300],
-                             [425.5 / 451, 275 / 300, 51 / 451, 50 / 300]])  # table clipped to x <= 451, y <= 300
+    expected = torch.tensor(
+        [[200 / 451, 150 / 300, 300 / 451, 260 / 300], [425.5 / 451, 275 / 300, 51 / 451, 50 / 300]]
+    )  # table clipped to x <= 451, y <= 300
     torch.testing.assert_close(target["boxes"], expected, atol=1e-6, rtol=0)
     assert any("dropped 2 empty/crowd box(es) and the 2 relation(s)" in message for message in caplog.messages)
 
 
 def test_training_pipeline_flip_and_resize(vg_root: Path) -> None:
-    config = DataConfig(kind="vg", root=str(vg_root), train_sizes=(320,), train_intermediate_prob=0.0,
-                        horizontal_flip_prob=1.0)
+    config = DataConfig(
+        kind="vg", root=str(vg_root), train_sizes=(320,), train_intermediate_prob=0.0, horizontal_flip_prob=1.0
+    )
     _, target = build_dataset(config, "train", train=True)[1]  # coffee, flipped, shorter side 320
     assert target["size"].tolist() == [320, 480]
     expected = torch.tensor([[350 / 600, 190 / 400, 300 / 600, 280 / 400], [300 / 600, 350 / 400, 1.0, 100 / 400]])

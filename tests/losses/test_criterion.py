@@ -46,8 +46,7 @@ def _random_outputs(generator, batch_size=2, num_queries=10, num_classes=NUM_LAB
     }
     if num_layers:
         outputs["aux_logits"] = [
-            torch.randn(batch_size, num_queries, num_classes, generator=generator)
-            for _ in range(num_layers - 1)
+            torch.randn(batch_size, num_queries, num_classes, generator=generator) for _ in range(num_layers - 1)
         ]
         outputs["aux_pred_boxes"] = [boxes() for _ in range(num_layers - 1)]
     return outputs
@@ -96,9 +95,7 @@ def test_reference_losses(mode, reference_outputs, reference_targets, reference_
 
 def test_reference_train_mode_entries_per_image(reference_outputs, reference_targets, reference_losses):
     criterion = _criterion()
-    matching = criterion.match(
-        reference_outputs["logits"], reference_outputs["pred_boxes"], reference_targets
-    )
+    matching = criterion.match(reference_outputs["logits"], reference_outputs["pred_boxes"], reference_targets)
     relation_targets = criterion.relation_targets(reference_targets, matching, num_queries=30)
     config = criterion.loss_config
     selected = sample_relation_entries(
@@ -203,9 +200,7 @@ def test_training_selects_positives_and_capped_negatives():
         assert selected[relation_targets == 1].all()
         block = matching.matched[:, :, None] & matching.matched[:, None, :]
         assert selected[block].sum().item() == 1 + 3
-    hard = sample_relation_entries(
-        outputs["rel_logits"], relation_targets, matching.matched, 3, 5, True, True
-    )
+    hard = sample_relation_entries(outputs["rel_logits"], relation_targets, matching.matched, 3, 5, True, True)
     negatives = (block[..., None].expand_as(relation_targets)) & (relation_targets == 0)
     chosen = outputs["rel_logits"][hard & negatives]
     others = outputs["rel_logits"][~hard & negatives]
@@ -214,9 +209,7 @@ def test_training_selects_positives_and_capped_negatives():
 
 def test_relation_weights_are_zero_for_unmatched_queries(reference_outputs, reference_targets):
     criterion = _criterion()
-    matching = criterion.match(
-        reference_outputs["logits"], reference_outputs["pred_boxes"], reference_targets
-    )
+    matching = criterion.match(reference_outputs["logits"], reference_outputs["pred_boxes"], reference_targets)
     weights = criterion.query_weights(matching)
     assert (weights[~matching.matched] == 0).all()
     assert ((weights[matching.matched] > 0) & (weights[matching.matched] <= 1)).all()
@@ -237,24 +230,18 @@ def test_auxiliary_losses_have_suffixed_keys():
     extra = sum(losses[name] * criterion.weight_dict[name] for name in aux_keys)
     assert losses["loss"].item() == pytest.approx((main_only["loss"] + extra).item(), rel=1e-5)
     with pytest.raises(ValueError, match="intermediate layers"):
-        _criterion(loss_config=LossConfig(auxiliary_loss=True), num_decoder_layers=6)(
-            outputs, targets, training=True
-        )
+        _criterion(loss_config=LossConfig(auxiliary_loss=True), num_decoder_layers=6)(outputs, targets, training=True)
 
 
 def test_detector_only_criterion_needs_no_relations():
     generator = torch.Generator().manual_seed(4)
     outputs = _random_outputs(generator, num_layers=3)
-    detector_outputs = {
-        name: outputs[name] for name in ("logits", "pred_boxes", "aux_logits", "aux_pred_boxes")
-    }
+    detector_outputs = {name: outputs[name] for name in ("logits", "pred_boxes", "aux_logits", "aux_pred_boxes")}
     targets = [
         {"boxes": target["boxes"], "class_labels": target["class_labels"]}
         for target in _random_targets(generator, [2, 5], [0, 0])
     ]
-    criterion = _criterion(
-        loss_config=LossConfig(auxiliary_loss=True), use_relation_losses=False, num_decoder_layers=3
-    )
+    criterion = _criterion(loss_config=LossConfig(auxiliary_loss=True), use_relation_losses=False, num_decoder_layers=3)
     losses = criterion(detector_outputs, targets, training=True)
     assert "loss_rel" not in losses and "loss_connectivity" not in losses
     assert len(criterion.weight_dict) == 3 * 3
@@ -309,9 +296,7 @@ def _loop_relation_loss(criterion, outputs, targets, training):
     matching = criterion.match(outputs["logits"], outputs["pred_boxes"], targets)
     num_queries = outputs["logits"].shape[1]
     per_image = []
-    for image, ((query_index, target_index), costs) in enumerate(
-        zip(matching.indices, matching.matching_costs)
-    ):
+    for image, ((query_index, target_index), costs) in enumerate(zip(matching.indices, matching.matching_costs)):
         unmatched = torch.tensor([q for q in range(num_queries) if q not in set(query_index.tolist())])
         source = torch.cat([query_index, unmatched]).long()
         dense = torch.zeros(num_queries, num_queries, NUM_REL_LABELS)
@@ -348,9 +333,7 @@ def test_vectorised_relation_loss_equals_a_per_image_loop(training):
     targets = _random_targets(generator, [5, 0, 9], [4, 0, 2])
     criterion = _criterion()
     expected = _loop_relation_loss(criterion, outputs, targets, training)
-    assert criterion(outputs, targets, training=training)["loss_rel"].item() == pytest.approx(
-        expected.item(), rel=1e-5
-    )
+    assert criterion(outputs, targets, training=training)["loss_rel"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_target_dtypes_are_normalised(reference_outputs, reference_targets, reference_losses):
@@ -373,6 +356,4 @@ def test_rel_gates_are_logged_and_class_count_is_checked(reference_outputs, refe
     assert [losses[f"rel_gate_{slot}"].item() for slot in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert not any(name.startswith("rel_gate") for name in _criterion().weight_dict)
     with pytest.raises(ValueError, match="13 classes, expected 12"):
-        _criterion()(
-            dict(reference_outputs, logits=torch.zeros(2, 30, 13)), reference_targets, training=False
-        )
+        _criterion()(dict(reference_outputs, logits=torch.zeros(2, 30, 13)), reference_targets, training=False)

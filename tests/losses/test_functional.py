@@ -22,9 +22,7 @@ def test_sigmoid_focal_loss_matches_the_formula():
 def test_relation_targets_follow_the_matching_and_drop_unmatched_objects():
     # Image 0: objects 0, 1, 2 matched to queries 3, 0, (unmatched). Image 1: object 0 -> query 1.
     target_to_query = torch.tensor([[3, 0, -1], [1, -1, -1]])
-    relations = torch.tensor(
-        [[0, 1, 2], [0, 1, 2], [1, 2, 0], [0, 0, 1]]
-    )  # a duplicate, one unmatched object
+    relations = torch.tensor([[0, 1, 2], [0, 1, 2], [1, 2, 0], [0, 0, 1]])  # a duplicate, one unmatched object
     batch_index = torch.tensor([0, 0, 0, 1])
     targets = relation_targets_in_query_space(relations, batch_index, target_to_query, 2, 4, 3)
     assert targets.shape == (2, 4, 4, 3)

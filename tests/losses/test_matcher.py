@@ -10,9 +10,7 @@ from egtr.config import LossConfig
 from egtr.losses.matcher import HungarianMatcher, focal_class_cost
 
 
-def _random_batch(
-    generator: torch.Generator, batch_size: int, num_queries: int, num_classes: int, sizes: list[int]
-):
+def _random_batch(generator: torch.Generator, batch_size: int, num_queries: int, num_classes: int, sizes: list[int]):
     logits = torch.randn(batch_size, num_queries, num_classes, generator=generator)
     centers = torch.rand(batch_size, num_queries, 2, generator=generator) * 0.6 + 0.2
     sizes_wh = torch.rand(batch_size, num_queries, 2, generator=generator) * 0.3 + 0.05
@@ -30,9 +28,7 @@ def _random_batch(
     return logits, pred_boxes, targets
 
 
-def test_reference_cost_matrices_assignment_and_costs(
-    reference_outputs, reference_targets, reference_matching
-):
+def test_reference_cost_matrices_assignment_and_costs(reference_outputs, reference_targets, reference_matching):
     matcher = HungarianMatcher.from_loss_config(LossConfig())
     logits, boxes = reference_outputs["logits"], reference_outputs["pred_boxes"]
     matrices = matcher.cost_matrices(logits, boxes, reference_targets)

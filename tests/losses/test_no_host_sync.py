@@ -138,15 +138,11 @@ def _case(loss_config: LossConfig, use_relation_losses: bool = True, device: str
 CASES = {
     "egtr": (LossConfig(auxiliary_loss=True), True),
     "open_images_random_sampling": (
-        LossConfig(
-            auxiliary_loss=True, rel_sample_nonmatching_largest=False, rel_sample_negatives_largest=False
-        ),
+        LossConfig(auxiliary_loss=True, rel_sample_nonmatching_largest=False, rel_sample_negatives_largest=False),
         True,
     ),
     "no_smoothing_no_sampling": (
-        LossConfig(
-            auxiliary_loss=True, smoothing=0.0, rel_sample_negatives=None, rel_sample_nonmatching=None
-        ),
+        LossConfig(auxiliary_loss=True, smoothing=0.0, rel_sample_negatives=None, rel_sample_nonmatching=None),
         True,
     ),
     "detector_only": (LossConfig(auxiliary_loss=True), False),

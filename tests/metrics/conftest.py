@@ -39,9 +39,7 @@ def vg_ground_truths(vg_ground_truth_json) -> list[SceneGroundTruth]:
 @pytest.fixture(scope="session")
 def model_outputs() -> dict[str, torch.Tensor]:
     outputs = np.load(REFERENCE / "outputs.npz")
-    return {
-        k: torch.from_numpy(outputs[k]) for k in ("logits", "pred_boxes", "pred_rel", "pred_connectivity")
-    }
+    return {k: torch.from_numpy(outputs[k]) for k in ("logits", "pred_boxes", "pred_rel", "pred_connectivity")}
 
 
 @pytest.fixture(scope="session")
@@ -86,9 +84,7 @@ def bulk() -> dict:
                 labels,
                 scores,
                 np.column_stack([data["pred_pairs"][i], pair_scores.argmax(1)]),
-                pair_scores.max(1)
-                * scores[data["pred_pairs"][i][:, 0]]
-                * scores[data["pred_pairs"][i][:, 1]],
+                pair_scores.max(1) * scores[data["pred_pairs"][i][:, 0]] * scores[data["pred_pairs"][i][:, 1]],
                 pair_scores.max(1),
                 pair_scores,
             )

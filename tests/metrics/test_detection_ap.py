@@ -21,9 +21,7 @@ def test_vg_style_with_the_split_json(
     assert result.to_dict()["AP50"] == vg_reference["detection"]["AP50"]
 
 
-def test_vg_style_with_ground_truth_built_from_the_boxes(
-    model_outputs, image_sizes_hw, vg_ground_truths, vg_reference
-):
+def test_vg_style_with_ground_truth_built_from_the_boxes(model_outputs, image_sizes_hw, vg_ground_truths, vg_reference):
     detections = postprocess_detections(model_outputs["logits"], model_outputs["pred_boxes"], image_sizes_hw)
     result = DetectionAP(12, style="coco").update(detections, vg_ground_truths).compute()
     np.testing.assert_allclose(result.stats, vg_reference["detection"]["coco_stats"], rtol=1e-12, atol=0)

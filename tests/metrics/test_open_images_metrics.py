@@ -38,9 +38,7 @@ GT_BOXES = [[0, 0, 4, 4], [20, 20, 39, 39]]
 
 
 def _truth(boxes, labels, relations) -> SceneGroundTruth:
-    return SceneGroundTruth(
-        np.asarray(boxes, np.float32), np.asarray(labels), np.asarray(relations).reshape(-1, 3)
-    )
+    return SceneGroundTruth(np.asarray(boxes, np.float32), np.asarray(labels), np.asarray(relations).reshape(-1, 3))
 
 
 def _candidates(boxes, labels, relations, scores) -> ScenePrediction:

@@ -24,9 +24,7 @@ def written(tmp_path, model_outputs, image_sizes_hw, vg_ground_truths):
             sizes.numpy(),
             {
                 "graph_constraint": postprocess_scene_graphs(**batch, image_sizes_hw=sizes),
-                "no_graph_constraint": postprocess_scene_graphs(
-                    **batch, image_sizes_hw=sizes, graph_constraint=False
-                ),
+                "no_graph_constraint": postprocess_scene_graphs(**batch, image_sizes_hw=sizes, graph_constraint=False),
             },
             detections=postprocess_detections(batch["logits"], batch["pred_boxes"], sizes),
         )
@@ -61,24 +59,15 @@ def test_round_trip(written, model_outputs, image_sizes_hw, vg_ground_truths):
 
 def test_evaluate_file_reproduces_the_reference(written, vg_reference, vg_ground_truth_json):
     predictions_path, truth_path = written
-    report = evaluate_predictions_file(
-        predictions_path, truth_path, coco_ground_truth=vg_ground_truth_json["coco_gt"]
-    )
+    report = evaluate_predictions_file(predictions_path, truth_path, coco_ground_truth=vg_ground_truth_json["coco_gt"])
     for key, value in vg_reference["metrics"].items():
         assert report.metrics[key] == value, key
     assert report.metrics["AP50"] == vg_reference["detection"]["AP50"]
-    again = evaluate_predictions_file(
-        predictions_path, truth_path, coco_ground_truth=vg_ground_truth_json["coco_gt"]
-    )
+    again = evaluate_predictions_file(predictions_path, truth_path, coco_ground_truth=vg_ground_truth_json["coco_gt"])
     assert again.metrics == report.metrics  # deterministic
     document = report.to_json_dict()
-    assert (
-        document["settings"]["num_predicates"] == 7
-        and document["settings"]["predictions_metadata"]["top_k"] == 100
-    )
-    assert (
-        document["per_predicate_recall/graph_constraint"][0]["R@20"] is None
-    )  # predicate 0 has no ground truth
+    assert document["settings"]["num_predicates"] == 7 and document["settings"]["predictions_metadata"]["top_k"] == 100
+    assert document["per_predicate_recall/graph_constraint"][0]["R@20"] is None  # predicate 0 has no ground truth
     assert "R@50" in report.format_table()
 
 

@@ -13,15 +13,11 @@ KS = (20, 50, 100)
 
 
 @pytest.mark.parametrize("graph_constraint, name", [(True, "single"), (False, "multiple")])
-def test_reference_model_outputs(
-    model_outputs, image_sizes_hw, vg_ground_truths, vg_reference, graph_constraint, name
-):
+def test_reference_model_outputs(model_outputs, image_sizes_hw, vg_ground_truths, vg_reference, graph_constraint, name):
     predictions = postprocess_scene_graphs(
         **model_outputs, image_sizes_hw=image_sizes_hw, graph_constraint=graph_constraint
     )
-    result = (
-        SceneGraphRecall(7, graph_constraint=graph_constraint).update(predictions, vg_ground_truths).compute()
-    )
+    result = SceneGraphRecall(7, graph_constraint=graph_constraint).update(predictions, vg_ground_truths).compute()
     flat = result.to_dict()
     prefix = "(single)" if graph_constraint else ""
     for k in KS:
@@ -32,9 +28,7 @@ def test_reference_model_outputs(
         assert result.per_image_recall[image].tolist() == [reference[name]["recall"][f"R@{k}"] for k in KS]
         flat_predictions = flatten_predictions(predictions)
         flat_truth = flatten_ground_truths(vg_ground_truths)
-        assert (
-            predictions_to_ground_truth(flat_predictions, flat_truth, image) == reference[name]["pred_to_gt"]
-        )
+        assert predictions_to_ground_truth(flat_predictions, flat_truth, image) == reference[name]["pred_to_gt"]
     per_predicate = vg_reference[f"per_predicate_recall_{name}"]
     for predicate in range(7):
         recalls = per_predicate[str(predicate)]
@@ -92,7 +86,8 @@ def _recall(predictions, truths, num_predicates=3, ks=(1, 2), **kwargs):
 
 
 def test_iou_exactly_half_matches():
-    # [0, 0, 9, 4] covers 10 x 5 = 50 of the 10 x 10 = 100 pixels of [0, 0, 9, 9]: IoU = 0.5 exactly, and >= 0.5 matches.
+    # [0, 0, 9, 4] covers 10 x 5 = 50 of the 10 x 10 = 100 pixels of [0, 0, 9, 9]: IoU = 0.5 exactly,
+    # and >= 0.5 matches.
     truth = _truth(BOXES, [1, 2], [[0, 1, 0]])
     half = _prediction([[0, 0, 9, 4], [20, 20, 39, 39]], [1, 2], [[0, 1, 0]])
     assert _recall([half], [truth]).recall[1] == 1.0
@@ -137,11 +132,7 @@ def test_image_without_relations_is_left_out():
     prediction = _prediction(BOXES, [1, 2], [[0, 1, 0]])
     result = _recall([prediction, prediction], [with_relation, without])
     assert result.recall[1] == 1.0 and result.mean_recall[1] == 1.0 / 3
-    assert (
-        result.num_images == 2
-        and result.num_images_without_relations == 1
-        and len(result.per_image_recall) == 1
-    )
+    assert result.num_images == 2 and result.num_images_without_relations == 1 and len(result.per_image_recall) == 1
     only_empty = _recall([prediction], [without])
     assert math.isnan(only_empty.recall[1]) and only_empty.mean_recall[1] == 0.0
 
@@ -150,9 +141,7 @@ def test_absent_predicate_counts_as_zero_in_mean_recall():
     truth = _truth(BOXES, [1, 2], [[0, 1, 0], [1, 0, 1]])
     result = _recall([_prediction(BOXES, [1, 2], [[0, 1, 0], [1, 0, 1]])], [truth], num_predicates=4)
     assert result.recall[2] == 1.0
-    assert (
-        result.mean_recall[2] == 2 / 4
-    )  # predicates 2 and 3 have no ground truth: NaN, but the denominator is 4
+    assert result.mean_recall[2] == 2 / 4  # predicates 2 and 3 have no ground truth: NaN, but the denominator is 4
     assert np.isnan(result.per_predicate_recall[2:]).all()
     assert result.f1[2] == pytest.approx(2 * 1.0 * 0.5 / 1.5)
 
@@ -191,9 +180,7 @@ def test_output_keys_follow_the_original():
         "(single)mR@100",
         "graph_constraint/recall@50",
     } <= set(constrained)
-    unconstrained = (
-        SceneGraphRecall(3, graph_constraint=False).update([prediction], [truth]).compute().to_dict()
-    )
+    unconstrained = SceneGraphRecall(3, graph_constraint=False).update([prediction], [truth]).compute().to_dict()
     assert {"R@20", "mR@50", "no_graph_constraint/mean_recall@100"} <= set(unconstrained)
 
 

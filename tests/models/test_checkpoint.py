@@ -18,8 +18,17 @@ from egtr.models.checkpoint import (
     save_egtr,
 )
 
-TINY = {"backbone": "resnet18", "d_model": 64, "encoder_layers": 1, "decoder_layers": 2, "num_queries": 10, "num_labels": 5,
-            "num_rel_labels": 3, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64}
+TINY = {
+    "backbone": "resnet18",
+    "d_model": 64,
+    "encoder_layers": 1,
+    "decoder_layers": 2,
+    "num_queries": 10,
+    "num_labels": 5,
+    "num_rel_labels": 3,
+    "encoder_ffn_dim": 64,
+    "decoder_ffn_dim": 64,
+}
 
 
 def test_official_checkpoint_is_float16_and_loads_as_float32(reference_dir):
@@ -74,8 +83,11 @@ def test_shared_heads_stay_shared_after_loading(tmp_path):
 def test_detector_checkpoint_given_as_egtr_is_explained(tmp_path):
     """The classic mistake (original issue #5): the pre-trained DETR link used as EGTR weights."""
     model = EGTR(EGTRConfig(**TINY))
-    detector_state = {k: v for k, v in model.state_dict().items()
-                      if not k.startswith(("proj_", "final_", "rel_", "connectivity", "triplet_dist"))}
+    detector_state = {
+        k: v
+        for k, v in model.state_dict().items()
+        if not k.startswith(("proj_", "final_", "rel_", "connectivity", "triplet_dist"))
+    }
     detector_dir = tmp_path / "pretrained_detr"
     detector_dir.mkdir()
     torch.save(detector_state, detector_dir / "pytorch_model.bin")
@@ -84,17 +96,23 @@ def test_detector_checkpoint_given_as_egtr_is_explained(tmp_path):
         EGTR.from_pretrained(detector_dir)
     # The same weights inside an artifact layout: strict check lists the missing relation head.
     (detector_dir / "checkpoints").mkdir()
-    torch.save({"state_dict": {f"model.{k}": v for k, v in detector_state.items()}},
-               detector_dir / "checkpoints" / "epoch=00-validation_loss=1.00.ckpt")
+    torch.save(
+        {"state_dict": {f"model.{k}": v for k, v in detector_state.items()}},
+        detector_dir / "checkpoints" / "epoch=00-validation_loss=1.00.ckpt",
+    )
     (detector_dir / "pytorch_model.bin").unlink()
-    with pytest.raises(CheckpointError, match=r"detector checkpoint without EGTR's relation head[\s\S]*proj_q\.0\.weight"):
+    with pytest.raises(
+        CheckpointError, match=r"detector checkpoint without EGTR's relation head[\s\S]*proj_q\.0\.weight"
+    ):
         EGTR.from_pretrained(detector_dir)
 
 
 def test_detector_weights_initialise_the_detector_only(tmp_path):
     source = EGTR(EGTRConfig(**TINY))
-    torch.save({k: v for k, v in source.state_dict().items() if not k.startswith(("proj_", "rel_"))},
-               tmp_path / "pytorch_model.bin")
+    torch.save(
+        {k: v for k, v in source.state_dict().items() if not k.startswith(("proj_", "rel_"))},
+        tmp_path / "pytorch_model.bin",
+    )
     target = EGTR(EGTRConfig(**TINY))
     report = load_detector_weights(target, tmp_path)
     assert torch.equal(target.model.level_embed, source.model.level_embed)
@@ -127,7 +145,7 @@ def test_config_reads_official_json(reference_dir):
     assert config.class_names is None  # LABEL_i placeholders are dropped
 
 
-# ---------------------------------------------------------------------------------------------- preprocessor_config.json
+# ------------------------------------------------------------------------------------- preprocessor_config.json
 def test_preprocessor_config_round_trip_in_the_transformers_layout(tmp_path):
     preprocessor = PreprocessorConfig(128, 256, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
     save_egtr(EGTR(EGTRConfig(**TINY)), tmp_path, preprocessor=preprocessor)

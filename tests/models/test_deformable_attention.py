@@ -73,7 +73,9 @@ def test_gather_in_reduced_and_single_precision(dtype, tolerance):
     value, locations, weights = _inputs(torch.float64, spread=(-0.2, 1.2))
     exact = multi_scale_deformable_attention(value, SPATIAL_SHAPES, locations, weights)
     # Value in `dtype` (as under autocast), locations and weights as the model makes them (float32).
-    gather = multi_scale_deformable_attention_gather(value.to(dtype), SPATIAL_SHAPES, locations.float(), weights.float())
+    gather = multi_scale_deformable_attention_gather(
+        value.to(dtype), SPATIAL_SHAPES, locations.float(), weights.float()
+    )
     assert gather.dtype == dtype
     torch.testing.assert_close(gather.double(), exact, rtol=tolerance, atol=tolerance)
 
@@ -84,7 +86,9 @@ def test_model_outputs_do_not_depend_on_the_attention_form(reference_dir, refere
     pixel_mask = torch.from_numpy(reference_inputs["pixel_mask"])  # a padded batch: masked values are zeros
     with torch.no_grad():
         gather = model(pixel_values, pixel_mask)
-        monkeypatch.setattr(deformable_detr, "multi_scale_deformable_attention_gather", multi_scale_deformable_attention)
+        monkeypatch.setattr(
+            deformable_detr, "multi_scale_deformable_attention_gather", multi_scale_deformable_attention
+        )
         plain = model(pixel_values, pixel_mask)
     for name in ("logits", "pred_boxes", "pred_rel", "pred_connectivity", "encoder_last_hidden_state"):
         torch.testing.assert_close(getattr(gather, name), getattr(plain, name), rtol=1e-4, atol=1e-5, msg=name)

@@ -96,8 +96,15 @@ def test_full_size_vg_configuration_matches_official_layout():
     assert all(str(tuple(state_dict[key].shape)) == shape for key, shape, _ in reference)
     assert sum(p.numel() for p in model.parameters()) == 42_510_356
     # Relation + connectivity head (reference §2.8).
-    head = [model.proj_q, model.proj_k, model.final_sub_proj, model.final_obj_proj, model.rel_predictor_gate,
-            model.rel_predictor, model.connectivity_layer]
+    head = [
+        model.proj_q,
+        model.proj_k,
+        model.final_sub_proj,
+        model.final_obj_proj,
+        model.rel_predictor_gate,
+        model.rel_predictor,
+        model.connectivity_layer,
+    ]
     assert sum(p.numel() for module in head for p in module.parameters()) == 1_328_948
 
 
@@ -114,8 +121,17 @@ def test_full_size_forward_at_600x1000_on_cpu():
 
 def test_trainable_batch_norm_option_matches_frozen_in_eval():
     """backbone_norm="batch" (training from scratch) has the same keys and, in eval mode, the same function."""
-    small = {"backbone": "resnet18", "d_model": 64, "encoder_layers": 1, "decoder_layers": 2, "num_queries": 8, "num_labels": 4,
-                 "num_rel_labels": 3, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64}
+    small = {
+        "backbone": "resnet18",
+        "d_model": 64,
+        "encoder_layers": 1,
+        "decoder_layers": 2,
+        "num_queries": 8,
+        "num_labels": 4,
+        "num_rel_labels": 3,
+        "encoder_ffn_dim": 64,
+        "decoder_ffn_dim": 64,
+    }
     batch_model = EGTR(EGTRConfig(**small, backbone_norm="batch"))
     frozen_model = EGTR(EGTRConfig(**small))
     pixel_values = torch.randn(2, 3, 64, 96)

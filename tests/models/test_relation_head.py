@@ -6,15 +6,26 @@ import torch
 
 from egtr import EGTR, EGTRConfig
 
-TINY = EGTRConfig(backbone="resnet18", d_model=64, encoder_layers=1, decoder_layers=3, num_queries=12, num_labels=6,
-                  num_rel_labels=4, encoder_ffn_dim=64, decoder_ffn_dim=64)
+TINY = EGTRConfig(
+    backbone="resnet18",
+    d_model=64,
+    encoder_layers=1,
+    decoder_layers=3,
+    num_queries=12,
+    num_labels=6,
+    num_rel_labels=4,
+    encoder_ffn_dim=64,
+    decoder_ffn_dim=64,
+)
 
 
 def _random_head_inputs(batch=2, layers=3, queries=12, d_model=64):
     generator = torch.Generator().manual_seed(0)
-    return (torch.randn(batch, layers, queries, d_model, generator=generator),
-            torch.randn(batch, layers, queries, d_model, generator=generator),
-            torch.randn(batch, queries, d_model, generator=generator))
+    return (
+        torch.randn(batch, layers, queries, d_model, generator=generator),
+        torch.randn(batch, layers, queries, d_model, generator=generator),
+        torch.randn(batch, queries, d_model, generator=generator),
+    )
 
 
 def test_factorised_equals_dense_forward_and_gradients():

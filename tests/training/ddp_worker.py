@@ -51,10 +51,15 @@ def main(data_root: str, output_dir: str) -> None:
     trainer = build_trainer(config, Path(output_dir) / "main", max_epochs=1, extra_callbacks=[recorder])
     trainer.fit(module, datamodule=datamodule)
     torch.save(
-        {"state_dict": module.model.state_dict(), "initial": initial, "global_step": trainer.global_step,
-         "world_size": trainer.world_size, "image_ids": recorder.image_ids},
+        {
+            "state_dict": module.model.state_dict(),
+            "initial": initial,
+            "global_step": trainer.global_step,
+            "world_size": trainer.world_size,
+            "image_ids": recorder.image_ids,
+        },
         Path(output_dir) / f"rank{trainer.global_rank}.pt",
-    )  # fmt: skip
+    )
 
 
 if __name__ == "__main__":

@@ -14,16 +14,24 @@ from egtr.training import TrainConfig
 
 
 def test_print_config_applies_presets_options_and_overrides(capsys):
-    code = main(["pretrain-detector", "--print-config", "--data-root", "/data/vg", "--devices", "2",
-                 "--precision", "bf16-mixed", "lr=3e-4", "model.num_queries=100"])  # fmt: skip
+    code = main(
+        [
+            "pretrain-detector",
+            "--print-config",
+            "--data-root",
+            "/data/vg",
+            "--devices",
+            "2",
+            "--precision",
+            "bf16-mixed",
+            "lr=3e-4",
+            "model.num_queries=100",
+        ]
+    )
     assert code == 0
     config = json.loads(capsys.readouterr().out)
     assert config["stage"] == "detector" and config["loss"]["auxiliary_loss"]
-    assert (
-        config["data"]["root"] == "/data/vg"
-        and config["devices"] == 2
-        and config["precision"] == "bf16-mixed"
-    )
+    assert config["data"]["root"] == "/data/vg" and config["devices"] == 2 and config["precision"] == "bf16-mixed"
     assert config["lr"] == 3e-4 and config["lr_backbone"] == 1e-5 and config["model"]["num_queries"] == 100
 
 
@@ -44,8 +52,18 @@ def test_config_of_the_other_stage_is_refused(tmp_path):
 def test_fast_dev_run_trains_both_passes_and_exports(synthetic_root: Path, tmp_path: Path, precision, capsys):
     config_file = tmp_path / "config.json"
     tiny_train_config(synthetic_root, tmp_path / "unused", finetune_epochs=1).save(config_file)
-    code = main(["train", "--config", str(config_file), "--output-dir", str(tmp_path / "run"), "--fast-dev-run",
-                 "--precision", precision])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--config",
+            str(config_file),
+            "--output-dir",
+            str(tmp_path / "run"),
+            "--fast-dev-run",
+            "--precision",
+            precision,
+        ]
+    )
     assert code == 0
     assert "final model:" in capsys.readouterr().out
     assert not list((tmp_path / "run").rglob("*.ckpt"))  # a smoke test writes no checkpoints

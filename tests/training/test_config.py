@@ -49,9 +49,16 @@ def test_json_round_trip(tmp_path):
 
 def test_overrides_parse_values_and_reach_nested_configs():
     config = TrainConfig().with_overrides(
-        ["lr=1e-4", "devices=2", "data.root=/data/vg", "model.num_queries=100", "loss.auxiliary_loss=true",
-         "data.train_sizes=[320,352]", "detector_weights=null"]
-    )  # fmt: skip
+        [
+            "lr=1e-4",
+            "devices=2",
+            "data.root=/data/vg",
+            "model.num_queries=100",
+            "loss.auxiliary_loss=true",
+            "data.train_sizes=[320,352]",
+            "detector_weights=null",
+        ]
+    )
     assert config.lr == 1e-4 and config.devices == 2
     assert config.data.root == "/data/vg" and config.data.train_sizes == (320, 352)
     assert config.model.num_queries == 100 and config.loss.auxiliary_loss
@@ -60,10 +67,16 @@ def test_overrides_parse_values_and_reach_nested_configs():
 
 @pytest.mark.parametrize(
     "override, message",
-    [("lrr=1", "unknown setting"), ("model.depth=3", "unknown setting"), ("lr", "key=value"),
-     ("lr.x=1", "not a nested config"), ("stage=pretrain", "stage"), ("precision=8", "precision"),
-     ("batch_size=0", "batch_size")],
-)  # fmt: skip
+    [
+        ("lrr=1", "unknown setting"),
+        ("model.depth=3", "unknown setting"),
+        ("lr", "key=value"),
+        ("lr.x=1", "not a nested config"),
+        ("stage=pretrain", "stage"),
+        ("precision=8", "precision"),
+        ("batch_size=0", "batch_size"),
+    ],
+)
 def test_bad_overrides_are_clear_errors(override, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig().with_overrides([override])

@@ -15,13 +15,15 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 
 @pytest.mark.slow
 def test_two_process_ddp_replicas_end_identical(synthetic_root: Path, tmp_path: Path):
-    environment = {
-        key: value for key, value in os.environ.items() if key not in ("LOCAL_RANK", "RANK", "WORLD_SIZE")
-    }
+    environment = {key: value for key, value in os.environ.items() if key not in ("LOCAL_RANK", "RANK", "WORLD_SIZE")}
     completed = subprocess.run(
         [sys.executable, str(WORKER), str(synthetic_root), str(tmp_path)],
-        env=environment, capture_output=True, text=True, timeout=240, check=False,
-    )  # fmt: skip
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)

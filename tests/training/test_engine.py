@@ -30,7 +30,10 @@ def test_two_passes_write_a_complete_run_directory(synthetic_root: Path, tmp_pat
         assert (run_dir / pass_name / "done.json").is_file()
         # A pass directory loads like an official artifact, with the evaluation resize it was validated at.
         preprocessor = load_preprocessor_config(run_dir / pass_name)
-        assert (preprocessor.shortest_edge, preprocessor.longest_edge) == (config.data.eval_size, config.data.eval_max_size)
+        assert (preprocessor.shortest_edge, preprocessor.longest_edge) == (
+            config.data.eval_size,
+            config.data.eval_max_size,
+        )
     best = Path(result.passes[0].best_checkpoint)
     assert best.name.startswith("epoch=00-validation_loss=") and best.is_file()
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -41,9 +44,7 @@ def test_two_passes_write_a_complete_run_directory(synthetic_root: Path, tmp_pat
     assert "(single)R@50" in metrics  # the final model was evaluated on the validation split
 
     # The finetune pass trains with every learning rate x 0.1 (reference §4.3).
-    finetune = torch.load(
-        run_dir / "finetune" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
-    )
+    finetune = torch.load(run_dir / "finetune" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     learning_rates = {group["name"]: group["lr"] for group in finetune["optimizer_states"][0]["param_groups"]}
     assert learning_rates == pytest.approx({"body": 2e-5, "backbone": 2e-6, "relation_head": 2e-5})
 
@@ -65,16 +66,22 @@ def test_two_passes_write_a_complete_run_directory(synthetic_root: Path, tmp_pat
 
 def test_detector_stage_then_egtr_stage_from_its_model(synthetic_root: Path, tmp_path: Path):
     detector_config = tiny_train_config(
-        synthetic_root, tmp_path / "detector", stage="detector", max_epochs=1,
+        synthetic_root,
+        tmp_path / "detector",
+        stage="detector",
+        max_epochs=1,
         loss=TrainConfig.for_detector().loss,
-    )  # fmt: skip
+    )
     detector = pretrain_detector(detector_config)
     detector_model = EGTR.from_pretrained(detector.model_dir)
 
     relation_config = tiny_train_config(
-        synthetic_root, tmp_path / "egtr", max_epochs=1, detector_weights=str(detector.model_dir),
+        synthetic_root,
+        tmp_path / "egtr",
+        max_epochs=1,
+        detector_weights=str(detector.model_dir),
         model=TrainConfig().model,  # sizes must come from the detector's own config.json
-    )  # fmt: skip
+    )
     result = train_egtr(relation_config)
     report = json.loads((tmp_path / "egtr" / "initialization.json").read_text())
     assert report["detector"]["mismatched"] == [] and report["detector"]["missing"] == []

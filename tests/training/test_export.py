@@ -22,7 +22,9 @@ def test_export_records_the_validation_resize_and_normalisation(tmp_path: Path):
     recorded = load_preprocessor_config(tmp_path / "model")
     assert recorded == PreprocessorConfig(IMAGE_SIZE, 2 * IMAGE_SIZE, (0.5, 0.5, 0.5), (0.3, 0.3, 0.3))
     assert sorted(path.name for path in (tmp_path / "model").iterdir()) == [
-        "config.json", "model.safetensors", "preprocessor_config.json",
-    ]  # fmt: skip
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    ]
     predictor = Predictor.from_pretrained(tmp_path / "model", device="cpu")
     assert (predictor.image_size, predictor.max_size) == (IMAGE_SIZE, 2 * IMAGE_SIZE)

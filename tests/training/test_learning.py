@@ -33,9 +33,7 @@ def scores_on(model: EGTR, dataset) -> dict[str, float]:
     outputs = model(batch["pixel_values"], batch["pixel_mask"])
     ious, class_hits, predicate_hits = [], [], []
     for image, target in enumerate(batch["labels"]):
-        overlap = box_iou(box_cxcywh_to_xyxy(target["boxes"]), box_cxcywh_to_xyxy(outputs.pred_boxes[image]))[
-            0
-        ]
+        overlap = box_iou(box_cxcywh_to_xyxy(target["boxes"]), box_cxcywh_to_xyxy(outputs.pred_boxes[image]))[0]
         best_iou, query = overlap.max(dim=1)  # (objects,)
         ious.extend(best_iou.tolist())
         class_hits.extend((outputs.logits[image, query].argmax(-1) == target["class_labels"]).tolist())
@@ -76,13 +74,21 @@ def config_data(root: Path):
 def test_training_reduces_the_loss_and_beats_chance(tmp_path: Path):
     root = generate_synthetic_dataset(tmp_path / "world", NUM_TRAIN_IMAGES, 2, 1, 64, seed=3)
     config = tiny_train_config(
-        root, tmp_path / "run", max_epochs=STEPS, batch_size=NUM_TRAIN_IMAGES, limit_train_batches=None,
-        lr=LEARNING_RATE, lr_backbone=0.0, lr_relation_head=LEARNING_RATE, early_stopping_patience=0,
-        val_every_n_epochs=STEPS // 2, data=dataclasses.replace(config_data(root), horizontal_flip_prob=0.0),
+        root,
+        tmp_path / "run",
+        max_epochs=STEPS,
+        batch_size=NUM_TRAIN_IMAGES,
+        limit_train_batches=None,
+        lr=LEARNING_RATE,
+        lr_backbone=0.0,
+        lr_relation_head=LEARNING_RATE,
+        early_stopping_patience=0,
+        val_every_n_epochs=STEPS // 2,
+        data=dataclasses.replace(config_data(root), horizontal_flip_prob=0.0),
         # From scratch and in a few steps the detector needs a larger share of the loss than the paper's weights
         # (tuned for a pre-trained detector) give it.
         loss=LossConfig(rel_loss_coefficient=1.0, connectivity_loss_coefficient=1.0),
-    )  # fmt: skip
+    )
     train_set = build_dataset(config.data, "train", train=False)
     chance = majority_rates(train_set)
     torch.manual_seed(0)

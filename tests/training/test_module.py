@@ -34,17 +34,14 @@ def test_egtr_stage_has_three_groups_with_the_papers_rates():
     }
     names = group_names(groups, model)
     assert all(
-        name.startswith(("proj_", "final_", "rel_predictor", "connectivity_layer"))
-        for name in names["relation_head"]
+        name.startswith(("proj_", "final_", "rel_predictor", "connectivity_layer")) for name in names["relation_head"]
     )
     assert "rel_predictor_gate.weight" in names["relation_head"]
     assert all(key in name for name in names["backbone"] for key in [""]) and any(
         "sampling_offsets" in name for name in names["backbone"]
     )
     assert any("reference_points" in name for name in names["backbone"])
-    assert (
-        "class_embed.0.weight" in names["body"] and "model.query_position_embeddings.weight" in names["body"]
-    )
+    assert "class_embed.0.weight" in names["body"] and "model.query_position_embeddings.weight" in names["body"]
     grouped = [name for group in names.values() for name in group]
     # Frozen tensors (frequency tables, backbone stem) are in no group; every trainable one is in exactly one.
     assert "triplet_dist" not in grouped and not any("layer1." in name for name in grouped)
@@ -80,18 +77,14 @@ def test_non_finite_loss_stops_training_without_saving(synthetic_root: Path, tmp
     checkpoints = tmp_path / "run" / "main" / "checkpoints"
     last = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == 2  # the last good state, written at the end of epoch 0
-    assert all(
-        torch.isfinite(value).all() for value in last["state_dict"].values() if value.is_floating_point()
-    )
+    assert all(torch.isfinite(value).all() for value in last["state_dict"].values() if value.is_floating_point())
     assert not (tmp_path / "run" / "model").exists()
 
 
 def test_config_for_the_module_is_stored_in_checkpoints(synthetic_root: Path, tmp_path: Path):
     config = tiny_train_config(synthetic_root, tmp_path / "run", max_epochs=1)
     run_training(config)
-    payload = torch.load(
-        tmp_path / "run" / "main" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
-    )
+    payload = torch.load(tmp_path / "run" / "main" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert payload["egtr_model_config"]["class_names"][:2] == ["circle", "square"]
     assert TrainConfig.from_dict(payload["egtr_train_config"]) == dataclasses.replace(config)
     assert any(key.startswith("model.model.encoder.") for key in payload["state_dict"])  # official layout

@@ -32,8 +32,10 @@ def test_killed_run_resumes_where_it_stopped(synthetic_root: Path, tmp_path: Pat
     config.save(config_file)
     process = subprocess.Popen(
         [sys.executable, "-m", "egtr.cli", "train", "--config", str(config_file)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     last = run_dir / "main" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 180
     killed_at_step = None

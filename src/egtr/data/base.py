@@ -105,7 +105,12 @@ class SceneGraphDataset(Dataset):
             # Boxes are clipped to the decoded image; a size mismatch usually means a wrong file or EXIF rotation.
             logger.warning(
                 "%s: annotation says %dx%d but %s decodes to %dx%d (boxes are clipped to the decoded image)",
-                annotation.source, annotation.width, annotation.height, annotation.file_name, image.width, image.height,
+                annotation.source,
+                annotation.width,
+                annotation.height,
+                annotation.file_name,
+                image.width,
+                image.height,
             )
         relations = annotation.relations
         if self.sample_one_predicate:

@@ -47,7 +47,11 @@ def _unique_rows_in_order(relations: np.ndarray) -> np.ndarray:
 
 
 def parse_oi_split(
-    root: Path, split: str, train_filters: bool, num_queries: int = 200, filter_duplicate_rels: bool = True,
+    root: Path,
+    split: str,
+    train_filters: bool,
+    num_queries: int = 200,
+    filter_duplicate_rels: bool = True,
     box_plus_one: bool = True,
 ) -> tuple[list[ImageAnnotation], list[str], list[str]]:
     """Parse one split; `train_filters` applies the box-count and duplicate-triplet filters."""
@@ -123,14 +127,24 @@ class OpenImagesDataset(SceneGraphDataset):
         root = Path(root)
         is_train = split == "train"
         annotations, class_names, predicate_names = parse_oi_split(
-            root, split, train_filters=is_train, num_queries=num_queries,
-            filter_duplicate_rels=filter_duplicate_rels, box_plus_one=box_plus_one,
+            root,
+            split,
+            train_filters=is_train,
+            num_queries=num_queries,
+            filter_duplicate_rels=filter_duplicate_rels,
+            box_plus_one=box_plus_one,
         )
         self.root = root
         super().__init__(
-            annotations, root / "images", class_names, predicate_names, transforms,
-            sample_one_predicate=sample_one_predicate and is_train, exif_transpose=exif_transpose,
-            kind="oi", split=split,
+            annotations,
+            root / "images",
+            class_names,
+            predicate_names,
+            transforms,
+            sample_one_predicate=sample_one_predicate and is_train,
+            exif_transpose=exif_transpose,
+            kind="oi",
+            split=split,
         )
 
     @property

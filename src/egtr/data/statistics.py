@@ -110,8 +110,14 @@ def load_or_compute_triplet_counts(dataset: Any, cache_dir: str | Path | None = 
     """
     folder = Path(cache_dir) if cache_dir is not None else Path(dataset.root) / CACHE_FOLDER
     path = folder / f"{dataset.kind}_{dataset.split}_triplet_counts.npz"
-    settings = {"version": CACHE_VERSION, "kind": dataset.kind, "split": dataset.split, "num_images": len(dataset),
-                "num_labels": dataset.num_labels, "num_rel_labels": dataset.num_rel_labels}
+    settings = {
+        "version": CACHE_VERSION,
+        "kind": dataset.kind,
+        "split": dataset.split,
+        "num_images": len(dataset),
+        "num_labels": dataset.num_labels,
+        "num_rel_labels": dataset.num_rel_labels,
+    }
     digest = _files_digest(dataset.annotation_files, settings)
     if path.is_file():
         try:

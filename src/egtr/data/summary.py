@@ -46,7 +46,9 @@ class DatasetSummary:
             if flat[index] == 0:
                 break
             subject, obj, predicate = np.unravel_index(index, self.triplet_counts.shape)
-            rows.append((self.class_names[subject], self.predicate_names[predicate], self.class_names[obj], int(flat[index])))
+            rows.append(
+                (self.class_names[subject], self.predicate_names[predicate], self.class_names[obj], int(flat[index]))
+            )
         return rows
 
 
@@ -85,9 +87,14 @@ def format_summary(summary: DatasetSummary, top: int = 20) -> str:
     lines = [totals, per_image, "", "objects per class:"]
     lines += [f"  {count:8d}  {name}" for name, count in zip(summary.class_names, summary.class_counts.tolist())]
     lines += ["", "relations per predicate:"]
-    lines += [f"  {count:8d}  {name}" for name, count in zip(summary.predicate_names, summary.predicate_counts.tolist())]
+    lines += [
+        f"  {count:8d}  {name}" for name, count in zip(summary.predicate_names, summary.predicate_counts.tolist())
+    ]
     lines += ["", f"most frequent triplets (top {top}):"]
-    lines += [f"  {count:8d}  {subject} -- {predicate} --> {obj}" for subject, predicate, obj, count in summary.top_triplets(top)]
+    lines += [
+        f"  {count:8d}  {subject} -- {predicate} --> {obj}"
+        for subject, predicate, obj, count in summary.top_triplets(top)
+    ]
     return "\n".join(lines)
 
 

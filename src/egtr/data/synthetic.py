@@ -70,9 +70,12 @@ def _overlaps(a: SceneObject, b: SceneObject) -> tuple[int, int]:
 
 def _is_inside(inner: SceneObject, frame: SceneObject, margin: int) -> bool:
     return (
-        frame.kind == "frame" and inner.kind in SHAPES
-        and inner.x1 - frame.x1 >= margin and frame.x2 - inner.x2 >= margin
-        and inner.y1 - frame.y1 >= margin and frame.y2 - inner.y2 >= margin
+        frame.kind == "frame"
+        and inner.kind in SHAPES
+        and inner.x1 - frame.x1 >= margin
+        and frame.x2 - inner.x2 >= margin
+        and inner.y1 - frame.y1 >= margin
+        and frame.y2 - inner.y2 >= margin
     )
 
 
@@ -81,7 +84,13 @@ def relation_between(subject: SceneObject, obj: SceneObject, margin: int) -> int
     overlap_x, overlap_y = _overlaps(subject, obj)
     if _is_inside(subject, obj, margin):
         return INSIDE
-    if obj.kind == "shelf" and subject.kind in SHAPES and subject.y2 == obj.y1 and obj.x1 <= subject.x1 and subject.x2 <= obj.x2:
+    if (
+        obj.kind == "shelf"
+        and subject.kind in SHAPES
+        and subject.y2 == obj.y1
+        and obj.x1 <= subject.x1
+        and subject.x2 <= obj.x2
+    ):
         return ON
     if subject.kind in SHAPES and obj.kind in SHAPES and subject.x2 == obj.x1 and overlap_y >= margin:
         return TOUCHING
@@ -194,7 +203,9 @@ def draw_scene(objects: list[SceneObject], image_size: int, rng: np.random.Gener
         elif obj.kind == "triangle":
             draw.polygon([(x1, y2), (x2, y2), ((x1 + x2) / 2, y1)], fill=colour)
         elif obj.kind == "diamond":
-            draw.polygon([((x1 + x2) / 2, y1), (x2, (y1 + y2) / 2), ((x1 + x2) / 2, y2), (x1, (y1 + y2) / 2)], fill=colour)
+            draw.polygon(
+                [((x1 + x2) / 2, y1), (x2, (y1 + y2) / 2), ((x1 + x2) / 2, y2), (x1, (y1 + y2) / 2)], fill=colour
+            )
         elif obj.kind == "cross":
             draw.rectangle([x1, y1 + height // 3, x2, y2 - height // 3], fill=colour)
             draw.rectangle([x1 + width // 3, y1, x2 - width // 3, y2], fill=colour)
@@ -258,18 +269,30 @@ def generate_synthetic_dataset(
             for obj in objects:
                 annotation_id += 1
                 width, height = obj.x2 - obj.x1, obj.y2 - obj.y1
-                annotations.append({
-                    "bbox": [obj.x1, obj.y1, width, height], "category_id": CLASS_NAMES.index(obj.kind) + 1,
-                    "area": width * height, "iscrowd": 0, "image_id": image_id, "id": annotation_id,
-                })
+                annotations.append(
+                    {
+                        "bbox": [obj.x1, obj.y1, width, height],
+                        "category_id": CLASS_NAMES.index(obj.kind) + 1,
+                        "area": width * height,
+                        "iscrowd": 0,
+                        "image_id": image_id,
+                        "id": annotation_id,
+                    }
+                )
             # rel.json stores 1-based predicates, like RelTR.
             split_relations[str(image_id)] = [[s, o, p + 1] for s, o, p in scene_relations(objects, margin)]
         coco = {"images": images, "annotations": annotations, "categories": categories}
         (root / f"{split}.json").write_text(json.dumps(coco))
         relations_json[split] = split_relations
     (root / "rel.json").write_text(json.dumps(relations_json))
-    meta = {"generator": "egtr.data.synthetic", "version": GENERATOR_VERSION, "seed": seed, "image_size": image_size,
-            "margin": margin, **{f"num_{split}": count for split, count in counts.items()}}
+    meta = {
+        "generator": "egtr.data.synthetic",
+        "version": GENERATOR_VERSION,
+        "seed": seed,
+        "image_size": image_size,
+        "margin": margin,
+        **{f"num_{split}": count for split, count in counts.items()},
+    }
     (root / "synthetic.json").write_text(json.dumps(meta, indent=2) + "\n")
     logger.info("synthetic world with %d images written to %s", image_id, root)
     return root

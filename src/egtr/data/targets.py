@@ -69,7 +69,9 @@ class ImageAnnotation:
         if bad.size:
             raise DataError(f"{where}: object {bad[0]} has class {self.labels[bad[0]]} outside 0..{num_labels - 1}")
         if self.relations.size:
-            bad = np.flatnonzero((self.relations[:, :2] < 0).any(1) | (self.relations[:, :2] >= len(self.labels)).any(1))
+            bad = np.flatnonzero(
+                (self.relations[:, :2] < 0).any(1) | (self.relations[:, :2] >= len(self.labels)).any(1)
+            )
             if bad.size:
                 raise DataError(
                     f"{where}: relation {bad[0]} {self.relations[bad[0]].tolist()} indexes an object outside "
@@ -147,7 +149,9 @@ def prepare_target(
     if num_dropped_relations:
         logger.warning(
             "%s: dropped %d empty/crowd box(es) and the %d relation(s) that referred to them",
-            annotation.source or f"image {annotation.image_id}", num_dropped_boxes, num_dropped_relations,
+            annotation.source or f"image {annotation.image_id}",
+            num_dropped_boxes,
+            num_dropped_relations,
         )
     elif num_dropped_boxes:
         logger.debug("%s: dropped %d empty/crowd box(es)", annotation.source, num_dropped_boxes)

@@ -34,7 +34,11 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.file}" + (f", {self.record}" if self.record else "") + (f", field {self.field}" if self.field else "")
+        where = (
+            f"{self.file}"
+            + (f", {self.record}" if self.record else "")
+            + (f", field {self.field}" if self.field else "")
+        )
         return f"{self.severity.upper()}: {where}: {self.message}"
 
 
@@ -72,8 +76,12 @@ class _Report:
             self.error(path, record, "file_name", str(error).removeprefix(f"{path}: "))
             return
         if expected_size is not None and expected_size != (image.width, image.height):
-            self.error(path, record, "width/height",
-                       f"annotation says {expected_size[0]}x{expected_size[1]}, image is {image.width}x{image.height}")
+            self.error(
+                path,
+                record,
+                "width/height",
+                f"annotation says {expected_size[0]}x{expected_size[1]}, image is {image.width}x{image.height}",
+            )
 
 
 def _is_number(value: Any) -> bool:
@@ -84,21 +92,43 @@ def _is_index(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_box_xyxy(report: _Report, file: Path, record: str, box: tuple[float, float, float, float],
-                    size: tuple[Any, Any] | None, num_relations: int) -> None:
+def _check_box_xyxy(
+    report: _Report,
+    file: Path,
+    record: str,
+    box: tuple[float, float, float, float],
+    size: tuple[Any, Any] | None,
+    num_relations: int,
+) -> None:
     x1, y1, x2, y2 = box
     if x2 <= x1 or y2 <= y1:
-        report.warning(file, record, "bbox", f"empty box {list(box)}: the loader drops it and its {num_relations} relation(s)")
+        report.warning(
+            file, record, "bbox", f"empty box {list(box)}: the loader drops it and its {num_relations} relation(s)"
+        )
     elif size is not None and _is_number(size[0]) and _is_number(size[1]):
         if min(x2, size[0]) <= max(x1, 0) or min(y2, size[1]) <= max(y1, 0):
-            report.warning(file, record, "bbox", f"box {list(box)} lies outside the {size[0]}x{size[1]} image: "
-                           f"the loader drops it and its {num_relations} relation(s)")
+            report.warning(
+                file,
+                record,
+                "bbox",
+                f"box {list(box)} lies outside the {size[0]}x{size[1]} image: "
+                f"the loader drops it and its {num_relations} relation(s)",
+            )
         elif x1 < 0 or y1 < 0 or x2 > size[0] or y2 > size[1]:
-            report.warning(file, record, "bbox", f"box {list(box)} extends outside the {size[0]}x{size[1]} image (clipped)")
+            report.warning(
+                file, record, "bbox", f"box {list(box)} extends outside the {size[0]}x{size[1]} image (clipped)"
+            )
 
 
-def _check_relations(report: _Report, file: Path, record: str, relations: Any, num_objects: int,
-                     first_predicate: int, num_predicates: int) -> Counter:
+def _check_relations(
+    report: _Report,
+    file: Path,
+    record: str,
+    relations: Any,
+    num_objects: int,
+    first_predicate: int,
+    num_predicates: int,
+) -> Counter:
     """Check a list of [s, o, p]; returns how many relations use each object index."""
     uses: Counter = Counter()
     if not isinstance(relations, list):
@@ -115,7 +145,12 @@ def _check_relations(report: _Report, file: Path, record: str, relations: Any, n
             if not 0 <= index < num_objects:
                 report.error(file, where, "rel", f"{name} index {index} outside 0..{num_objects - 1}")
         if not first_predicate <= predicate < first_predicate + num_predicates:
-            report.error(file, where, "rel", f"predicate {predicate} outside {first_predicate}..{first_predicate + num_predicates - 1}")
+            report.error(
+                file,
+                where,
+                "rel",
+                f"predicate {predicate} outside {first_predicate}..{first_predicate + num_predicates - 1}",
+            )
         if subject == obj:
             report.warning(file, where, "rel", f"self-relation of object {subject}")
         if tuple(triplet) in seen:
@@ -144,7 +179,9 @@ def _validate_vg(root: Path, report: _Report, splits: Iterable[str], decode: boo
         coco = report.load_json(split_file)
         if coco is None:
             continue
-        if not isinstance(coco, dict) or not all(isinstance(coco.get(k), list) for k in ("images", "annotations", "categories")):
+        if not isinstance(coco, dict) or not all(
+            isinstance(coco.get(k), list) for k in ("images", "annotations", "categories")
+        ):
             report.error(split_file, "", "", "needs the lists 'images', 'annotations' and 'categories'")
             continue
         category_ids = [c.get("id") if isinstance(c, dict) else None for c in coco["categories"]]
@@ -163,7 +200,11 @@ def _validate_vg(root: Path, report: _Report, splits: Iterable[str], decode: boo
         images: dict[Any, dict[str, Any]] = {}
         for position, image in enumerate(coco["images"]):
             record = f"images[{position}]"
-            if not isinstance(image, dict) or not _is_index(image.get("id")) or not isinstance(image.get("file_name"), str):
+            if (
+                not isinstance(image, dict)
+                or not _is_index(image.get("id"))
+                or not isinstance(image.get("file_name"), str)
+            ):
                 report.error(split_file, record, "id/file_name", "image record needs an integer id and a file_name")
                 continue
             record = f"image {image['id']}"
@@ -173,8 +214,12 @@ def _validate_vg(root: Path, report: _Report, splits: Iterable[str], decode: boo
             images[image["id"]] = image
             for key, other in ((image["id"], split_of_image), (image["file_name"], split_of_file)):
                 if key in other and other[key] != split:
-                    report.error(split_file, record, "id" if other is split_of_image else "file_name",
-                                 f"{key!r} is also in split {other[key]!r}")
+                    report.error(
+                        split_file,
+                        record,
+                        "id" if other is split_of_image else "file_name",
+                        f"{key!r} is also in split {other[key]!r}",
+                    )
                 other.setdefault(key, split)
         objects: dict[Any, list[tuple[int, dict[str, Any]]]] = {image_id: [] for image_id in images}
         seen_annotation_ids: set[Any] = set()
@@ -200,8 +245,19 @@ def _validate_vg(root: Path, report: _Report, splits: Iterable[str], decode: boo
         for image_id, image in images.items():
             size = (image.get("width"), image.get("height"))
             relations = (split_relations or {}).get(str(image_id), [])
-            uses = _check_relations(report, rel_file, f"{split}[{str(image_id)!r}]", relations, len(objects[image_id]),
-                                    1, num_predicates) if split_relations is not None else Counter()
+            uses = (
+                _check_relations(
+                    report,
+                    rel_file,
+                    f"{split}[{str(image_id)!r}]",
+                    relations,
+                    len(objects[image_id]),
+                    1,
+                    num_predicates,
+                )
+                if split_relations is not None
+                else Counter()
+            )
             for index, (position, annotation) in enumerate(objects[image_id]):
                 record = f"annotations[{position}] (image {image_id}, object {index})"
                 category = annotation.get("category_id")
@@ -214,7 +270,9 @@ def _validate_vg(root: Path, report: _Report, splits: Iterable[str], decode: boo
                 x, y, width, height = bbox
                 _check_box_xyxy(report, split_file, record, (x, y, x + width, y + height), size, uses[index])
             expected = size if all(_is_index(v) for v in size) else None
-            report.check_image(root / "images" / image["file_name"], f"{split_file.name}, image {image_id}", expected, decode)
+            report.check_image(
+                root / "images" / image["file_name"], f"{split_file.name}, image {image_id}", expected, decode
+            )
 
 
 def _validate_oi(root: Path, report: _Report, splits: Iterable[str], decode: bool) -> None:
@@ -249,7 +307,11 @@ def _validate_oi(root: Path, report: _Report, splits: Iterable[str], decode: boo
             if name in split_of_file and split_of_file[name] != split:
                 report.error(path, record, "img_fn", f"{name!r} is also in split {split_of_file[name]!r}")
             split_of_file.setdefault(name, split)
-            size = item.get("img_size") if isinstance(item.get("img_size"), list) and len(item.get("img_size")) == 2 else None
+            size = (
+                item.get("img_size")
+                if isinstance(item.get("img_size"), list) and len(item.get("img_size")) == 2
+                else None
+            )
             expected = tuple(size) if size is not None and all(_is_index(v) for v in size) else None
             report.check_image(root / "images" / f"{name}.jpg", f"{path.name}, {record}", expected, decode)
             boxes, labels = item["bbox"], item["det_labels"]

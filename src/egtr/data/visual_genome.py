@@ -96,19 +96,25 @@ def parse_vg_split(root: Path, split: str) -> tuple[list[ImageAnnotation], list[
         for index, obj in enumerate(objects):
             bbox = _require(obj, "bbox", f"{split_file}, image {image_id}, annotation {index}")
             if not isinstance(bbox, list) or len(bbox) != 4:
-                raise DataError(f"{split_file}, image {image_id}, annotation {index}: field 'bbox' must be [x, y, w, h]")
+                raise DataError(
+                    f"{split_file}, image {image_id}, annotation {index}: field 'bbox' must be [x, y, w, h]"
+                )
             boxes.append(bbox)
         labels = []
         for index, obj in enumerate(objects):
             category_id = _require(obj, "category_id", f"{split_file}, image {image_id}, annotation {index}")
             if not isinstance(category_id, int) or isinstance(category_id, bool):
-                raise DataError(f"{split_file}, image {image_id}, annotation {index}: field 'category_id' must be an "
-                                f"integer, got {category_id!r}")
+                raise DataError(
+                    f"{split_file}, image {image_id}, annotation {index}: field 'category_id' must be an "
+                    f"integer, got {category_id!r}"
+                )
             labels.append(category_id - 1)
         try:
             triplets = np.asarray(split_relations.get(str(image_id), []), dtype=np.int64).reshape(-1, 3).copy()
         except (ValueError, TypeError) as error:
-            raise DataError(f"{rel_file}, {split}[{image_id!r}]: relations must be [[s, o, p], ...] ({error})") from error
+            raise DataError(
+                f"{rel_file}, {split}[{image_id!r}]: relations must be [[s, o, p], ...] ({error})"
+            ) from error
         triplets[:, 2] -= 1  # 1-based predicate -> 0-based
         parsed.append(
             ImageAnnotation(
@@ -147,8 +153,15 @@ class VisualGenomeDataset(SceneGraphDataset):
         annotations, class_names, predicate_names = parse_vg_split(root, split)
         self.root = root
         super().__init__(
-            annotations, root / "images", class_names, predicate_names, transforms,
-            sample_one_predicate=False, exif_transpose=exif_transpose, kind="vg", split=split,
+            annotations,
+            root / "images",
+            class_names,
+            predicate_names,
+            transforms,
+            sample_one_predicate=False,
+            exif_transpose=exif_transpose,
+            kind="vg",
+            split=split,
         )
 
     @property

@@ -175,9 +175,7 @@ class EGTRCriterion(nn.Module):
     def _num_boxes(self, targets: Sequence[Mapping], device: torch.device) -> torch.Tensor:
         """Normaliser of the detection losses: ground-truth box count, clamped >= 1 (a tensor: no sync)."""
         # A fill kernel, not `torch.tensor(...)`: a tensor built from Python data is a host-to-device copy.
-        num_boxes = torch.full(
-            (), float(sum(len(target["class_labels"]) for target in targets)), device=device
-        )
+        num_boxes = torch.full((), float(sum(len(target["class_labels"]) for target in targets)), device=device)
         if self.all_reduce_num_boxes and dist.is_available() and dist.is_initialized():
             dist.all_reduce(num_boxes)
             num_boxes = num_boxes / dist.get_world_size()
@@ -204,7 +202,7 @@ class EGTRCriterion(nn.Module):
     def _matched_boxes(
         self, pred_boxes: torch.Tensor, targets: Sequence[Mapping], matching: Matching
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predicted and ground-truth cxcywh boxes of the matched pairs, both (num_matched, 4) in the prediction dtype."""
+        """Predicted and ground-truth cxcywh boxes of the matched pairs, (num_matched, 4) each, prediction dtype."""
         batch_index, query_index, target_boxes = self._matched_targets(targets, matching, "boxes")
         source_boxes = pred_boxes[batch_index, query_index]
         return source_boxes, target_boxes.to(source_boxes.dtype)
@@ -229,9 +227,7 @@ class EGTRCriterion(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Sum of (1 - GIoU) over matched pairs, divided by `num_boxes`."""
         source_boxes, target_boxes = self._matched_boxes(pred_boxes, targets, matching)
-        giou = torch.diag(
-            generalized_box_iou(box_cxcywh_to_xyxy(source_boxes), box_cxcywh_to_xyxy(target_boxes))
-        )
+        giou = torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(source_boxes), box_cxcywh_to_xyxy(target_boxes)))
         return {"loss_giou": (1 - giou).sum() / num_boxes}
 
     @torch.no_grad()
@@ -241,22 +237,16 @@ class EGTRCriterion(nn.Module):
         return {"cardinality_error": (predicted_count - matching.target_counts).abs().mean()}
 
     # ------------------------------------------------------------------ relation terms
-    def relation_targets(
-        self, targets: Sequence[Mapping], matching: Matching, num_queries: int
-    ) -> torch.Tensor:
+    def relation_targets(self, targets: Sequence[Mapping], matching: Matching, num_queries: int) -> torch.Tensor:
         """(B, N, N, R) multi-hot relation targets in query space, built from `target["relations"]` (M, 3)."""
         device = matching.target_to_query.device
         relation_list, batch_list = [], []
         for image_index, target in enumerate(targets):
             relations = target.get("relations")
             if relations is None:
-                raise ValueError(
-                    f"target {image_index}: no 'relations' field (needed by the relation losses)"
-                )
+                raise ValueError(f"target {image_index}: no 'relations' field (needed by the relation losses)")
             if relations.ndim != 2 or relations.shape[1] != 3:
-                raise ValueError(
-                    f"target {image_index}: 'relations' must be (M, 3), got {tuple(relations.shape)}"
-                )
+                raise ValueError(f"target {image_index}: 'relations' must be (M, 3), got {tuple(relations.shape)}")
             self._check_cpu_relation_ranges(image_index, relations, len(target["class_labels"]))
             relation_list.append(relations.to(device=device, dtype=torch.int64))
             batch_list.append(torch.full((len(relations),), image_index, dtype=torch.int64, device=device))
@@ -274,9 +264,7 @@ class EGTRCriterion(nn.Module):
         if relations.device.type != "cpu" or not len(relations):
             return
         if relations.min() < 0 or relations[:, :2].max() >= num_objects:
-            raise ValueError(
-                f"target {image_index}: 'relations' refers to objects outside 0..{num_objects - 1}"
-            )
+            raise ValueError(f"target {image_index}: 'relations' refers to objects outside 0..{num_objects - 1}")
         if relations[:, 2].max() >= self.num_rel_labels:
             raise ValueError(f"target {image_index}: 'relations' has a predicate >= {self.num_rel_labels}")
 
@@ -386,9 +374,7 @@ class EGTRCriterion(nn.Module):
         if len(targets) != logits.shape[0]:
             raise ValueError(f"EGTRCriterion: {len(targets)} targets for a batch of {logits.shape[0]} images")
         if logits.shape[-1] != self.num_labels:
-            raise ValueError(
-                f"EGTRCriterion: logits have {logits.shape[-1]} classes, expected {self.num_labels}"
-            )
+            raise ValueError(f"EGTRCriterion: logits have {logits.shape[-1]} classes, expected {self.num_labels}")
         num_boxes = self._num_boxes(targets, logits.device)
         losses, matching = self._detection_losses(logits, pred_boxes, targets, num_boxes)
         losses.update(self.log_cardinality(logits, matching))
@@ -415,9 +401,7 @@ class EGTRCriterion(nn.Module):
                     f"aux_logits/aux_pred_boxes, got {len(aux_logits)}/{len(aux_boxes)}"
                 )
             for layer, (layer_logits, layer_boxes) in enumerate(zip(aux_logits, aux_boxes)):
-                layer_losses, _ = self._detection_losses(
-                    layer_logits.float(), layer_boxes.float(), targets, num_boxes
-                )
+                layer_losses, _ = self._detection_losses(layer_logits.float(), layer_boxes.float(), targets, num_boxes)
                 losses.update({f"{name}_{layer}": value for name, value in layer_losses.items()})
 
         gates = _field(outputs, "rel_gates", required=False)

@@ -72,9 +72,7 @@ def relation_targets_in_query_space(
         subject_query = torch.where(subject_query < 0, num_queries, subject_query)
         object_query = torch.where(object_query < 0, num_queries, object_query)
         # A device-side value: a Python scalar would be copied from the host on every call.
-        targets.index_put_(
-            (relation_batch_index, subject_query, object_query, relations[:, 2]), targets.new_ones(())
-        )
+        targets.index_put_((relation_batch_index, subject_query, object_query, relations[:, 2]), targets.new_ones(()))
     return targets[:, :num_queries, :num_queries]
 
 

@@ -119,9 +119,7 @@ class HungarianMatcher:
         if self.smoothing == 0:
             return math.inf
         log_epsilon = torch.log(torch.tensor(CLASS_COST_EPSILON, dtype=torch.float32))
-        return float(
-            -log_epsilon * self.class_cost + 4 * self.bbox_cost + 2 * self.giou_cost + self.logit_smoothing
-        )
+        return float(-log_epsilon * self.class_cost + 4 * self.bbox_cost + 2 * self.giou_cost + self.logit_smoothing)
 
     # ------------------------------------------------------------------ costs and assignment
     @torch.no_grad()
@@ -140,9 +138,7 @@ class HungarianMatcher:
             shifted by `-c_min + logit(smoothing)` when smoothing > 0.
         """
         if len(targets) != logits.shape[0]:
-            raise ValueError(
-                f"HungarianMatcher: {len(targets)} targets for a batch of {logits.shape[0]} predictions"
-            )
+            raise ValueError(f"HungarianMatcher: {len(targets)} targets for a batch of {logits.shape[0]} predictions")
         probabilities = logits.float().sigmoid()  # (B, N, C)
         boxes = pred_boxes.float()
         class_costs = focal_class_cost(probabilities, self.focal_alpha, self.focal_gamma)  # (B, N, C)
@@ -150,11 +146,7 @@ class HungarianMatcher:
         for image_index, target in enumerate(targets):
             target_classes = target["class_labels"].to(logits.device)
             target_boxes = target["boxes"].to(device=logits.device, dtype=torch.float32)
-            if (
-                target_boxes.ndim != 2
-                or target_boxes.shape[-1] != 4
-                or len(target_boxes) != len(target_classes)
-            ):
+            if target_boxes.ndim != 2 or target_boxes.shape[-1] != 4 or len(target_boxes) != len(target_classes):
                 raise ValueError(
                     f"target {image_index}: 'boxes' must be (n, 4) and match 'class_labels' (n,), got "
                     f"{tuple(target_boxes.shape)} and {tuple(target_classes.shape)}"

@@ -59,9 +59,7 @@ class SceneGroundTruth:
         if relations.ndim != 2 or relations.shape[1] != 3:
             raise ValueError(f"{where}: field 'relations' must be (M, 3), got {relations.shape}")
         if relations.size and (relations[:, :2].min() < 0 or relations[:, :2].max() >= boxes.shape[0]):
-            raise ValueError(
-                f"{where}: field 'relations' has an object index outside 0..{boxes.shape[0] - 1}"
-            )
+            raise ValueError(f"{where}: field 'relations' has an object index outside 0..{boxes.shape[0] - 1}")
         if relations.size and relations[:, 2].min() < 0:
             raise ValueError(f"{where}: field 'relations' has a negative predicate")
         return self
@@ -113,12 +111,8 @@ def paired_iou_inclusive(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray
     """
     boxes_a = np.asarray(boxes_a, dtype=np.float64)
     boxes_b = np.asarray(boxes_b, dtype=np.float64)
-    intersection_width = (
-        np.minimum(boxes_a[:, 2], boxes_b[:, 2]) - np.maximum(boxes_a[:, 0], boxes_b[:, 0]) + 1
-    )
-    intersection_height = (
-        np.minimum(boxes_a[:, 3], boxes_b[:, 3]) - np.maximum(boxes_a[:, 1], boxes_b[:, 1]) + 1
-    )
+    intersection_width = np.minimum(boxes_a[:, 2], boxes_b[:, 2]) - np.maximum(boxes_a[:, 0], boxes_b[:, 0]) + 1
+    intersection_height = np.minimum(boxes_a[:, 3], boxes_b[:, 3]) - np.maximum(boxes_a[:, 1], boxes_b[:, 1]) + 1
     area_a = (boxes_a[:, 2] - boxes_a[:, 0] + 1) * (boxes_a[:, 3] - boxes_a[:, 1] + 1)
     area_b = (boxes_b[:, 2] - boxes_b[:, 0] + 1) * (boxes_b[:, 3] - boxes_b[:, 1] + 1)
     intersection = intersection_width * intersection_height
@@ -153,12 +147,8 @@ def paired_iou_open_images(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarr
     boxes_a = np.asarray(boxes_a, dtype=np.float32)
     boxes_b = np.asarray(boxes_b, dtype=np.float32)
     one = np.float32(1)
-    width = np.maximum(
-        np.minimum(boxes_a[:, 2], boxes_b[:, 2]) - np.maximum(boxes_a[:, 0], boxes_b[:, 0]) + one, 0
-    )
-    height = np.maximum(
-        np.minimum(boxes_a[:, 3], boxes_b[:, 3]) - np.maximum(boxes_a[:, 1], boxes_b[:, 1]) + one, 0
-    )
+    width = np.maximum(np.minimum(boxes_a[:, 2], boxes_b[:, 2]) - np.maximum(boxes_a[:, 0], boxes_b[:, 0]) + one, 0)
+    height = np.maximum(np.minimum(boxes_a[:, 3], boxes_b[:, 3]) - np.maximum(boxes_a[:, 1], boxes_b[:, 1]) + one, 0)
     intersection = width * height
     area_a = (boxes_a[:, 2] - boxes_a[:, 0]) * (boxes_a[:, 3] - boxes_a[:, 1])
     area_b = (boxes_b[:, 2] - boxes_b[:, 0]) * (boxes_b[:, 3] - boxes_b[:, 1])

@@ -110,9 +110,7 @@ class DetectionAP(Metric):
             # Width/height in float32, like the original's torch / numpy float32 arithmetic.
             widths = boxes[:, 2] - boxes[:, 0] + one
             heights = boxes[:, 3] - boxes[:, 1] + one
-            labels = np.asarray(detection.labels, dtype=np.int64).reshape(-1) + (
-                1 if self.style == "coco" else 0
-            )
+            labels = np.asarray(detection.labels, dtype=np.int64).reshape(-1) + (1 if self.style == "coco" else 0)
             rows = np.column_stack(
                 [
                     np.full(len(boxes), image_id),
@@ -141,9 +139,7 @@ class DetectionAP(Metric):
 
     def _add_ground_truth(self, image_id: int, truth: SceneGroundTruth) -> None:
         # Python floats (float64) from here, like `.tolist()` upstream.
-        for box, label in zip(
-            np.asarray(truth.boxes, dtype=np.float64).tolist(), np.asarray(truth.labels).tolist()
-        ):
+        for box, label in zip(np.asarray(truth.boxes, dtype=np.float64).tolist(), np.asarray(truth.labels).tolist()):
             if self.style == "open_images":
                 width, height = box[2] - box[0] + 1, box[3] - box[1] + 1
                 area = (box[3] - box[1] + 1) * (box[2] - box[0] + 1)

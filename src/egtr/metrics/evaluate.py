@@ -55,9 +55,7 @@ class EvaluationReport:
         document: dict[str, Any] = {"metrics": {k: _json_number(v) for k, v in self.metrics.items()}}
         for name in ("graph_constraint", "no_graph_constraint"):
             if name in self.results:
-                document[f"per_predicate_recall/{name}"] = self.results[name].per_predicate_table(
-                    predicate_names
-                )
+                document[f"per_predicate_recall/{name}"] = self.results[name].per_predicate_table(predicate_names)
         if "open_images" in self.results:
             result = self.results["open_images"]
             document["per_predicate_ap/open_images"] = [
@@ -90,9 +88,7 @@ def _json_number(value: Any) -> float | None:
 
 def _check_pairing(image_ids: np.ndarray, ground_truths: Sequence[SceneGroundTruth], source: str) -> None:
     if len(image_ids) != len(ground_truths):
-        raise ValueError(
-            f"{source}: {len(image_ids)} predicted images but {len(ground_truths)} ground truths"
-        )
+        raise ValueError(f"{source}: {len(image_ids)} predicted images but {len(ground_truths)} ground truths")
     for index, (image_id, truth) in enumerate(zip(image_ids.tolist(), ground_truths)):
         if image_id >= 0 and truth.image_id is not None and int(truth.image_id) != image_id:
             raise ValueError(
@@ -138,9 +134,7 @@ def evaluate_predictions(
         if name not in predictions.scene_graphs:
             continue
         started = time.perf_counter()
-        metric = SceneGraphRecall(
-            num_predicates, ks, name == "graph_constraint", iou_threshold, seen_triplets
-        )
+        metric = SceneGraphRecall(num_predicates, ks, name == "graph_constraint", iou_threshold, seen_triplets)
         _update_in_chunks(metric, predictions.scene_graphs[name], ground_truths, chunk_size)
         report.results[name] = metric.compute()
         timings[name] = time.perf_counter() - started
@@ -207,12 +201,8 @@ def evaluate_predictions_file(
         The `EvaluationReport`; its settings name the file.
     """
     predictions = load_predictions(path)
-    ground_truths = (
-        load_ground_truths(ground_truth) if isinstance(ground_truth, (str, Path)) else list(ground_truth)
-    )
-    num_predicates = (
-        num_predicates if num_predicates is not None else predictions.metadata.get("num_rel_labels")
-    )
+    ground_truths = load_ground_truths(ground_truth) if isinstance(ground_truth, (str, Path)) else list(ground_truth)
+    num_predicates = num_predicates if num_predicates is not None else predictions.metadata.get("num_rel_labels")
     num_classes = num_classes if num_classes is not None else predictions.metadata.get("num_labels")
     if num_predicates is None:
         raise ValueError(f"{path}: the metadata has no 'num_rel_labels'; pass num_predicates")

@@ -49,9 +49,7 @@ def _flatten(boxes_list, labels_list, relations_list, what: str) -> FlatTriplets
     relation_counts = np.array([len(relations) for relations in relations_list], dtype=np.int64)
     object_offsets = np.concatenate([[0], np.cumsum(object_counts)[:-1]]).astype(np.int64)
     relation_offsets = np.concatenate([[0], np.cumsum(relation_counts)[:-1]]).astype(np.int64)
-    boxes = (
-        np.concatenate([np.asarray(b).reshape(-1, 4) for b in boxes_list]) if boxes_list else np.zeros((0, 4))
-    )
+    boxes = np.concatenate([np.asarray(b).reshape(-1, 4) for b in boxes_list]) if boxes_list else np.zeros((0, 4))
     labels = (
         np.concatenate([np.asarray(x, dtype=np.int64).reshape(-1) for x in labels_list])
         if labels_list
@@ -172,9 +170,7 @@ def match_triplets(
         ground_truth_union = union_boxes(
             ground_truth.subject_boxes[ground_truth_rows], ground_truth.object_boxes[ground_truth_rows]
         )
-        predicted_union = union_boxes(
-            predicted.subject_boxes[prediction_rows], predicted.object_boxes[prediction_rows]
-        )
+        predicted_union = union_boxes(predicted.subject_boxes[prediction_rows], predicted.object_boxes[prediction_rows])
         keep = paired_iou_inclusive(ground_truth_union, predicted_union) >= iou_threshold
     else:
         keep = (
@@ -184,9 +180,7 @@ def match_triplets(
             >= iou_threshold
         )
         keep &= (
-            paired_iou_inclusive(
-                ground_truth.object_boxes[ground_truth_rows], predicted.object_boxes[prediction_rows]
-            )
+            paired_iou_inclusive(ground_truth.object_boxes[ground_truth_rows], predicted.object_boxes[prediction_rows])
             >= iou_threshold
         )
     prediction_rows, ground_truth_rows = prediction_rows[keep], ground_truth_rows[keep]

@@ -106,9 +106,7 @@ class OpenImagesRelationMetrics(Metric):
         iou_threshold: recall matching threshold (inclusive) and AP threshold (strict).
     """
 
-    def __init__(
-        self, num_predicates: int, recall_ks: Sequence[int] = DEFAULT_RECALL_KS, iou_threshold: float = 0.5
-    ):
+    def __init__(self, num_predicates: int, recall_ks: Sequence[int] = DEFAULT_RECALL_KS, iou_threshold: float = 0.5):
         self.num_predicates = int(num_predicates)
         self.recall_ks = tuple(int(k) for k in recall_ks)
         if 50 not in self.recall_ks:
@@ -123,9 +121,7 @@ class OpenImagesRelationMetrics(Metric):
         self._truths: list[FlatTriplets] = []
         self._truth_ranks: list[np.ndarray] = []
 
-    def update(
-        self, predictions: Sequence, ground_truths: Sequence[SceneGroundTruth]
-    ) -> OpenImagesRelationMetrics:
+    def update(self, predictions: Sequence, ground_truths: Sequence[SceneGroundTruth]) -> OpenImagesRelationMetrics:
         """Add a batch: per image the ranked candidates (`relations`, `relation_scores`, `boxes`, `labels`).
 
         Args:
@@ -134,9 +130,7 @@ class OpenImagesRelationMetrics(Metric):
         """
         if len(predictions) != len(ground_truths):
             raise ValueError(f"got {len(predictions)} predictions but {len(ground_truths)} ground truths")
-        deduplicated = [
-            SceneGroundTruth(g.boxes, g.labels, unique_relations(g.relations)) for g in ground_truths
-        ]
+        deduplicated = [SceneGroundTruth(g.boxes, g.labels, unique_relations(g.relations)) for g in ground_truths]
         flat_truth = flatten_ground_truths(deduplicated)
         if flat_truth.predicates.size and flat_truth.predicates.max() >= self.num_predicates:
             raise ValueError(
@@ -162,9 +156,7 @@ class OpenImagesRelationMetrics(Metric):
         """Recalls and weighted mAPs of everything added since the last reset."""
         truth = _concatenate_flat(self._truths)
         predicted = _concatenate_flat(self._predictions)
-        scores = (
-            np.concatenate(self._prediction_scores) if self._prediction_scores else np.zeros(0, np.float32)
-        )
+        scores = np.concatenate(self._prediction_scores) if self._prediction_scores else np.zeros(0, np.float32)
         ranks = np.concatenate(self._truth_ranks) if self._truth_ranks else np.zeros(0, np.int64)
         total_truths = len(ranks)
 
@@ -229,14 +221,10 @@ def voc_average_precision(recall: np.ndarray, precision: np.ndarray) -> float:
     precision_points = np.concatenate(([0.0], precision, [0.0]))
     precision_points = np.maximum.accumulate(precision_points[::-1])[::-1]  # envelope, right to left
     changes = np.where(recall_points[1:] != recall_points[:-1])[0]
-    return float(
-        np.sum((recall_points[changes + 1] - recall_points[changes]) * precision_points[changes + 1])
-    )
+    return float(np.sum((recall_points[changes + 1] - recall_points[changes]) * precision_points[changes + 1]))
 
 
-def _best_ground_truth(
-    predicted: FlatTriplets, truth: FlatTriplets, phrase: bool
-) -> tuple[np.ndarray, np.ndarray]:
+def _best_ground_truth(predicted: FlatTriplets, truth: FlatTriplets, phrase: bool) -> tuple[np.ndarray, np.ndarray]:
     """For every detection, the best overlap with a same-image, same-labels ground truth and that ground truth.
 
     Returns:
@@ -282,12 +270,7 @@ def _weighted_sum(average_precisions: np.ndarray, num_positives: np.ndarray, all
 def _concatenate_flat(chunks: list[FlatTriplets]) -> FlatTriplets:
     if not chunks:
         empty_int, empty_boxes = np.zeros(0, np.int64), np.zeros((0, 4))
-        return FlatTriplets(
-            empty_int, empty_int, empty_int, empty_int, empty_int, empty_boxes, empty_boxes, empty_int
-        )
+        return FlatTriplets(empty_int, empty_int, empty_int, empty_int, empty_int, empty_boxes, empty_boxes, empty_int)
     return FlatTriplets(
-        *(
-            np.concatenate([getattr(chunk, name) for chunk in chunks])
-            for name in FlatTriplets.__dataclass_fields__
-        )
+        *(np.concatenate([getattr(chunk, name) for chunk in chunks]) for name in FlatTriplets.__dataclass_fields__)
     )

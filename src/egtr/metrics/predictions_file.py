@@ -98,9 +98,7 @@ class PredictionsWriter:
         batch_size = len(image_ids)
         for name, predictions in scene_graphs.items():
             if len(predictions) != batch_size:
-                raise ValueError(
-                    f"relation set {name!r} has {len(predictions)} predictions for {batch_size} images"
-                )
+                raise ValueError(f"relation set {name!r} has {len(predictions)} predictions for {batch_size} images")
             self._sets.setdefault(name, []).extend(predictions)
         if detections is not None:
             if len(detections) != batch_size:
@@ -137,12 +135,8 @@ class PredictionsWriter:
         for name, predictions in self._sets.items():
             arrays[f"{name}__offsets"] = _offsets([len(p.relations) for p in predictions])
             arrays[f"{name}__relations"] = _stack([p.relations for p in predictions], (3,), np.int64)
-            arrays[f"{name}__relation_scores"] = _stack(
-                [p.relation_scores for p in predictions], (), np.float32
-            )
-            arrays[f"{name}__predicate_scores"] = _stack(
-                [p.predicate_scores for p in predictions], (), np.float32
-            )
+            arrays[f"{name}__relation_scores"] = _stack([p.relation_scores for p in predictions], (), np.float32)
+            arrays[f"{name}__predicate_scores"] = _stack([p.predicate_scores for p in predictions], (), np.float32)
             if predictions and all(p.pair_predicate_scores is not None for p in predictions):
                 num_predicates = predictions[0].pair_predicate_scores.shape[1]
                 arrays[f"{name}__pair_predicate_scores"] = _stack(
@@ -182,12 +176,7 @@ class SavedPredictions:
 
 def _checked_offsets(data: Any, key: str, num_images: int, num_rows: int, path: Path) -> np.ndarray:
     offsets = np.asarray(data[key], dtype=np.int64)
-    if (
-        offsets.shape != (num_images + 1,)
-        or offsets[0] != 0
-        or offsets[-1] != num_rows
-        or np.any(np.diff(offsets) < 0)
-    ):
+    if offsets.shape != (num_images + 1,) or offsets[0] != 0 or offsets[-1] != num_rows or np.any(np.diff(offsets) < 0):
         raise ValueError(f"{path}: field {key!r} is not a valid (I+1,) offset array for {num_rows} rows")
     return offsets
 
@@ -220,9 +209,7 @@ def load_predictions(path: str | Path) -> SavedPredictions:
             relation_scores = data[f"{name}__relation_scores"]
             predicate_scores = data[f"{name}__predicate_scores"]
             pair_scores = (
-                data[f"{name}__pair_predicate_scores"]
-                if f"{name}__pair_predicate_scores" in data.files
-                else None
+                data[f"{name}__pair_predicate_scores"] if f"{name}__pair_predicate_scores" in data.files else None
             )
             scene_graphs[name] = [
                 ScenePrediction(
@@ -232,9 +219,7 @@ def load_predictions(path: str | Path) -> SavedPredictions:
                     relations=relations[offsets[i] : offsets[i + 1]],
                     relation_scores=relation_scores[offsets[i] : offsets[i + 1]],
                     predicate_scores=predicate_scores[offsets[i] : offsets[i + 1]],
-                    pair_predicate_scores=None
-                    if pair_scores is None
-                    else pair_scores[offsets[i] : offsets[i + 1]],
+                    pair_predicate_scores=None if pair_scores is None else pair_scores[offsets[i] : offsets[i + 1]],
                 )
                 for i in range(num_images)
             ]
@@ -252,9 +237,7 @@ def load_predictions(path: str | Path) -> SavedPredictions:
                 for i in range(num_images)
             ]
         metadata = json.loads(str(data["metadata"])) if "metadata" in data.files else {}
-        image_sizes = (
-            data["image_sizes_hw"] if "image_sizes_hw" in data.files else np.zeros((num_images, 2), np.int64)
-        )
+        image_sizes = data["image_sizes_hw"] if "image_sizes_hw" in data.files else np.zeros((num_images, 2), np.int64)
     return SavedPredictions(image_ids, image_sizes, scene_graphs, detections, metadata)
 
 
@@ -264,9 +247,7 @@ def save_ground_truths(path: str | Path, ground_truths: Sequence[SceneGroundTrut
     np.savez(
         path,
         format_version=np.array(FORMAT_VERSION, dtype=np.int64),
-        image_ids=np.asarray(
-            [-1 if g.image_id is None else int(g.image_id) for g in ground_truths], dtype=np.int64
-        ),
+        image_ids=np.asarray([-1 if g.image_id is None else int(g.image_id) for g in ground_truths], dtype=np.int64),
         objects__offsets=_offsets([len(g.labels) for g in ground_truths]),
         objects__boxes=_stack([g.boxes for g in ground_truths], (4,), np.float32),
         objects__labels=_stack([g.labels for g in ground_truths], (), np.int64),

@@ -103,7 +103,8 @@ class SceneGraphRecallResult:
     def __str__(self) -> str:
         mode = "graph constraint" if self.graph_constraint else "no graph constraint"
         lines = [
-            f"Scene graph recall ({mode}, {self.num_images} images, {self.num_images_without_relations} without relations)"
+            f"Scene graph recall ({mode}, {self.num_images} images, "
+            f"{self.num_images_without_relations} without relations)"
         ]
         lines.append("  " + "  ".join(f"R@{k} {100 * self.recall[k]:6.2f}" for k in self.ks))
         lines.append("  " + "  ".join(f"mR@{k} {100 * self.mean_recall[k]:6.2f}" for k in self.ks))
@@ -137,9 +138,7 @@ class SceneGraphRecall(Metric):
         self.ks = tuple(int(k) for k in ks)
         self.graph_constraint = graph_constraint
         self.iou_threshold = iou_threshold
-        self.seen_triplets = (
-            None if seen_triplets is None else np.asarray(seen_triplets, dtype=np.int64).reshape(-1, 3)
-        )
+        self.seen_triplets = None if seen_triplets is None else np.asarray(seen_triplets, dtype=np.int64).reshape(-1, 3)
         self.reset()
 
     def reset(self) -> None:
@@ -159,9 +158,7 @@ class SceneGraphRecall(Metric):
         """
         if len(predictions) != len(ground_truths):
             raise ValueError(f"got {len(predictions)} predictions but {len(ground_truths)} ground truths")
-        deduplicated = [
-            SceneGroundTruth(g.boxes, g.labels, unique_relations(g.relations)) for g in ground_truths
-        ]
+        deduplicated = [SceneGroundTruth(g.boxes, g.labels, unique_relations(g.relations)) for g in ground_truths]
         flat_truth = flatten_ground_truths(deduplicated)
         if flat_truth.predicates.size and flat_truth.predicates.max() >= self.num_predicates:
             image = int(flat_truth.image_index[np.argmax(flat_truth.predicates >= self.num_predicates)])
@@ -182,9 +179,7 @@ class SceneGraphRecall(Metric):
         self._num_images += len(ground_truths)
         return self
 
-    def _is_unseen(
-        self, subject_labels: np.ndarray, object_labels: np.ndarray, predicates: np.ndarray
-    ) -> np.ndarray:
+    def _is_unseen(self, subject_labels: np.ndarray, object_labels: np.ndarray, predicates: np.ndarray) -> np.ndarray:
         seen = self.seen_triplets
         radix = (
             int(
@@ -219,9 +214,7 @@ class SceneGraphRecall(Metric):
             [np.bincount(image_index, weights=hits[:, i], minlength=num_images) for i in range(num_ks)], 1
         )
         # Each ratio is a correctly rounded int / int, as the original's float(len(match)) / float(M).
-        per_image_recall = per_image_hits[has_relations] / relation_counts[has_relations, None].astype(
-            np.float64
-        )
+        per_image_recall = per_image_hits[has_relations] / relation_counts[has_relations, None].astype(np.float64)
         recall = {k: _mean(per_image_recall[:, i]) for i, k in enumerate(self.ks)}
 
         # Per (image, predicate) counts; R_p@K is the mean over images (in order) that have predicate p.
@@ -254,9 +247,7 @@ class SceneGraphRecall(Metric):
             with_zero_shot = zero_shot_counts > 0
             zero_shot_recall = {}
             for i, k in enumerate(self.ks):
-                zero_shot_hits = np.bincount(
-                    image_index[unseen], weights=hits[unseen, i], minlength=num_images
-                )
+                zero_shot_hits = np.bincount(image_index[unseen], weights=hits[unseen, i], minlength=num_images)
                 zero_shot_recall[k] = _mean(zero_shot_hits[with_zero_shot] / zero_shot_counts[with_zero_shot])
 
         f1 = {k: _f1(recall[k], mean_recall[k]) for k in self.ks}

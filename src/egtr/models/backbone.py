@@ -62,11 +62,13 @@ def conv_frozen_bn(conv: nn.Conv2d, norm: FrozenBatchNorm2d, x: torch.Tensor) ->
     if not isinstance(norm, FrozenBatchNorm2d):  # a trainable BatchNorm2d (backbone_norm="batch")
         return norm(conv(x))
     scale, shift = norm.scale_and_shift()
-    return F.conv2d(x, conv.weight * scale[:, None, None, None], shift, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return F.conv2d(
+        x, conv.weight * scale[:, None, None, None], shift, conv.stride, conv.padding, conv.dilation, conv.groups
+    )
 
 
 def make_norm(kind: str, num_features: int, track_num_batches: bool = False) -> nn.Module:
-    """"frozen": fixed statistics (for pre-trained backbones, the paper's setting); "batch": trainable
+    """ "frozen": fixed statistics (for pre-trained backbones, the paper's setting); "batch": trainable
     BatchNorm2d with batch statistics, for training a backbone from scratch. Both have the same state-dict keys
     (BatchNorm2d adds `num_batches_tracked`), and in eval mode compute the same function of those values."""
     if kind == "frozen":

@@ -42,8 +42,15 @@ WEIGHTS_NAME = "model.safetensors"
 DETECTOR_WEIGHTS_NAME = "pytorch_model.bin"
 PREPROCESSOR_NAME = "preprocessor_config.json"
 RELATION_HEAD_PREFIXES = (
-    "proj_q.", "proj_k.", "final_sub_proj.", "final_obj_proj.", "rel_predictor_gate.", "rel_predictor.",
-    "connectivity_layer.", "triplet_dist", "rel_dist",
+    "proj_q.",
+    "proj_k.",
+    "final_sub_proj.",
+    "final_obj_proj.",
+    "rel_predictor_gate.",
+    "rel_predictor.",
+    "connectivity_layer.",
+    "triplet_dist",
+    "rel_dist",
 )
 
 
@@ -72,7 +79,9 @@ def _torch_load(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle errors, truncated files, non-tensor payloads
-        raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint with weights_only=True ({error})") from error
+        raise CheckpointError(
+            f"{path}: cannot be read as a PyTorch checkpoint with weights_only=True ({error})"
+        ) from error
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -92,7 +101,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state_dict = payload["state_dict"]
             # Lightning stores the wrapped module under the attribute `model`: strip that first prefix.
             if state_dict and all(key.startswith("model.") for key in state_dict):
-                state_dict = {key[len("model."):]: value for key, value in state_dict.items()}
+                state_dict = {key[len("model.") :]: value for key, value in state_dict.items()}
         elif isinstance(payload, dict) and "model" in payload and isinstance(payload["model"], dict):
             state_dict = payload["model"]  # DETR/torchvision-style {"model": state_dict}
         elif isinstance(payload, dict):
@@ -284,9 +293,12 @@ class PreprocessorConfig:
     def data_config(self, **values: Any) -> DataConfig:
         """A `DataConfig` whose evaluation pipeline is this preprocessing (`values`: kind, root, ...)."""
         return DataConfig(
-            eval_size=self.shortest_edge, eval_max_size=self.longest_edge, image_mean=self.image_mean,
-            image_std=self.image_std, **values,
-        ).validate()  # fmt: skip
+            eval_size=self.shortest_edge,
+            eval_max_size=self.longest_edge,
+            image_mean=self.image_mean,
+            image_std=self.image_std,
+            **values,
+        ).validate()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -357,9 +369,10 @@ def _read_size(values: dict[str, Any], fail: FieldError) -> tuple[int, int]:
         return size, values["max_size"]
     if not isinstance(size, dict) or set(size) != {"shortest_edge", "longest_edge"}:
         raise fail(
-            "size", f'is {size!r}; expected {{"shortest_edge": S, "longest_edge": L}} (egtr resizes the shorter '
+            "size",
+            f'is {size!r}; expected {{"shortest_edge": S, "longest_edge": L}} (egtr resizes the shorter '
             "side and caps the longer one; fixed heights/widths are not supported)",
-        )  # fmt: skip
+        )
     for key in ("shortest_edge", "longest_edge"):
         if not _is_size(size[key]):
             raise fail(f"size.{key}", f"is {size[key]!r}; expected a positive integer")

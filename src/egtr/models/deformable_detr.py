@@ -42,11 +42,15 @@ def multi_scale_deformable_attention(
     # grid_sample wants [-1, 1]; (B, Q, heads, levels, points, 2) -> (B*heads, Q, levels, points, 2)
     sampling_grids = (2 * sampling_locations - 1).transpose(1, 2).flatten(0, 1)
     # (B, Q, heads, levels, points) -> (B*heads, 1, Q, levels, points)
-    attention_weights = attention_weights.transpose(1, 2).reshape(batch_size * num_heads, 1, num_queries, num_levels, num_points)
+    attention_weights = attention_weights.transpose(1, 2).reshape(
+        batch_size * num_heads, 1, num_queries, num_levels, num_points
+    )
     output = None
     for level, (height, width) in enumerate(spatial_shapes):
         # (B, H*W, heads, head_dim) -> (B*heads, head_dim, H, W)
-        level_value = value_per_level[level].permute(0, 2, 3, 1).reshape(batch_size * num_heads, head_dim, height, width)
+        level_value = (
+            value_per_level[level].permute(0, 2, 3, 1).reshape(batch_size * num_heads, head_dim, height, width)
+        )
         sampled = F.grid_sample(
             level_value, sampling_grids[:, :, level], mode="bilinear", padding_mode="zeros", align_corners=False
         )  # (B*heads, head_dim, Q, points)
@@ -88,7 +92,9 @@ def multi_scale_deformable_attention_gather(
     shapes = torch.tensor(spatial_shapes, device=device)  # (levels, 2) as (H, W)
     size_xy = shapes.flip(-1).to(sampling_locations.dtype)[:, None, :].expand(num_levels, num_points, 2).contiguous()
     row_stride = (shapes[:, 1] + 3)[:, None].expand(num_levels, num_points).contiguous()
-    corner_offsets = torch.stack([torch.zeros_like(row_stride), torch.ones_like(row_stride), row_stride, row_stride + 1], -1)
+    corner_offsets = torch.stack(
+        [torch.zeros_like(row_stride), torch.ones_like(row_stride), row_stride, row_stride + 1], -1
+    )
     head_start = (torch.arange(batch_size * num_heads, device=device) * start).view(batch_size, 1, num_heads, 1, 1)
     level_start = torch.tensor(level_starts, device=device).view(num_levels, 1)
 
@@ -128,7 +134,11 @@ class MultiscaleDeformableAttention(nn.Module):
         nn.init.constant_(self.sampling_offsets.weight, 0.0)
         thetas = torch.arange(self.n_heads, dtype=torch.float32) * (2.0 * math.pi / self.n_heads)
         grid = torch.stack([thetas.cos(), thetas.sin()], -1)
-        grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(self.n_heads, 1, 1, 2).repeat(1, self.n_levels, self.n_points, 1)
+        grid = (
+            (grid / grid.abs().max(-1, keepdim=True)[0])
+            .view(self.n_heads, 1, 1, 2)
+            .repeat(1, self.n_levels, self.n_points, 1)
+        )
         for point in range(self.n_points):
             grid[:, :, point, :] *= point + 1
         with torch.no_grad():
@@ -163,14 +173,22 @@ class MultiscaleDeformableAttention(nn.Module):
         head_dim = self.d_model // self.n_heads
         value = self.value_proj(value_input).masked_fill(~value_mask[..., None], 0.0)
         value = value.view(batch_size, -1, self.n_heads, head_dim)
-        offsets = self.sampling_offsets(queries).view(batch_size, num_queries, self.n_heads, self.n_levels, self.n_points, 2)
-        weights = self.attention_weights(queries).view(batch_size, num_queries, self.n_heads, self.n_levels * self.n_points)
+        offsets = self.sampling_offsets(queries).view(
+            batch_size, num_queries, self.n_heads, self.n_levels, self.n_points, 2
+        )
+        weights = self.attention_weights(queries).view(
+            batch_size, num_queries, self.n_heads, self.n_levels * self.n_points
+        )
         weights = weights.softmax(-1).view(batch_size, num_queries, self.n_heads, self.n_levels, self.n_points)
         # Offsets are in pixels of each level: divide by (W_l, H_l).
-        offset_normalizer = torch.stack([spatial_shapes_tensor[..., 1], spatial_shapes_tensor[..., 0]], -1).to(offsets.dtype)
+        offset_normalizer = torch.stack([spatial_shapes_tensor[..., 1], spatial_shapes_tensor[..., 0]], -1).to(
+            offsets.dtype
+        )
         locations = reference_points[:, :, None, :, None, :] + offsets / offset_normalizer[None, None, None, :, None, :]
         # The gather form is 5x faster on CPU (benchmarks/deformable_attention.py); CUDA keeps grid_sample, unmeasured.
-        attend = multi_scale_deformable_attention_gather if value.device.type == "cpu" else multi_scale_deformable_attention
+        attend = (
+            multi_scale_deformable_attention_gather if value.device.type == "cpu" else multi_scale_deformable_attention
+        )
         output = attend(value, spatial_shapes, locations, weights)
         return self.output_proj(output)
 
@@ -203,9 +221,16 @@ class EncoderLayer(nn.Module):
         self.self_attn_layer_norm = nn.LayerNorm(d_model)
         _add_feed_forward(self, config, config.encoder_ffn_dim)
 
-    def forward(self, hidden_states, position_embeddings, mask, reference_points, spatial_shapes, spatial_shapes_tensor):
+    def forward(
+        self, hidden_states, position_embeddings, mask, reference_points, spatial_shapes, spatial_shapes_tensor
+    ):
         attended = self.self_attn(
-            hidden_states + position_embeddings, hidden_states, mask, reference_points, spatial_shapes, spatial_shapes_tensor
+            hidden_states + position_embeddings,
+            hidden_states,
+            mask,
+            reference_points,
+            spatial_shapes,
+            spatial_shapes_tensor,
         )
         hidden_states = self.self_attn_layer_norm(hidden_states + self.dropout(attended))
         return _feed_forward(self, hidden_states)
@@ -258,7 +283,16 @@ class DecoderLayer(nn.Module):
         self.encoder_attn_layer_norm = nn.LayerNorm(d_model)
         _add_feed_forward(self, config, config.decoder_ffn_dim)
 
-    def forward(self, hidden_states, query_position, memory, memory_mask, reference_points, spatial_shapes, spatial_shapes_tensor):
+    def forward(
+        self,
+        hidden_states,
+        query_position,
+        memory,
+        memory_mask,
+        reference_points,
+        spatial_shapes,
+        spatial_shapes_tensor,
+    ):
         attended, query, key = self.self_attn(hidden_states, query_position)
         hidden_states = self.self_attn_layer_norm(hidden_states + self.dropout(attended))
         cross = self.encoder_attn(
@@ -329,7 +363,9 @@ class DeformableDetrModel(nn.Module):
         in_channels = self.backbone.out_channels[-1]
         for _ in range(config.num_feature_levels - len(projections)):  # extra stride-2 levels on top of C5
             projections.append(
-                nn.Sequential(nn.Conv2d(in_channels, d_model, kernel_size=3, stride=2, padding=1), nn.GroupNorm(32, d_model))
+                nn.Sequential(
+                    nn.Conv2d(in_channels, d_model, kernel_size=3, stride=2, padding=1), nn.GroupNorm(32, d_model)
+                )
             )
             in_channels = d_model
         self.input_proj = nn.ModuleList(projections)
@@ -362,8 +398,10 @@ class DeformableDetrModel(nn.Module):
         sources = torch.cat([source.flatten(2).transpose(1, 2) for source, _, _ in levels], 1)
         masks = torch.cat([mask.flatten(1) for _, mask, _ in levels], 1)
         level_positions = torch.cat(
-            [position.flatten(2).transpose(1, 2) + self.level_embed[level].view(1, 1, -1)
-             for level, (_, _, position) in enumerate(levels)],
+            [
+                position.flatten(2).transpose(1, 2) + self.level_embed[level].view(1, 1, -1)
+                for level, (_, _, position) in enumerate(levels)
+            ],
             1,
         )
         valid_ratios = torch.stack([valid_ratio(mask) for _, mask, _ in levels], 1).to(sources.dtype)  # (B, levels, 2)
@@ -371,7 +409,9 @@ class DeformableDetrModel(nn.Module):
         hidden_states = F.dropout(sources, p=self.config.dropout, training=self.training)
         reference_points = encoder_reference_points(spatial_shapes, valid_ratios)
         for layer in self.encoder.layers:
-            hidden_states = layer(hidden_states, level_positions, masks, reference_points, spatial_shapes, spatial_shapes_tensor)
+            hidden_states = layer(
+                hidden_states, level_positions, masks, reference_points, spatial_shapes, spatial_shapes_tensor
+            )
         memory = hidden_states
 
         batch_size = pixel_values.shape[0]

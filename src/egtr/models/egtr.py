@@ -80,7 +80,9 @@ class EGTR(nn.Module):
         self.config = config = (config or EGTRConfig()).validate()
         d_model, num_classes, num_predicates = config.d_model, config.num_labels, config.num_rel_labels
         # Frequency tables: non-trainable parameters, as in the original (they count in the parameter total).
-        self.triplet_dist = nn.Parameter(torch.zeros(num_classes + 1, num_classes + 1, num_predicates), requires_grad=False)
+        self.triplet_dist = nn.Parameter(
+            torch.zeros(num_classes + 1, num_classes + 1, num_predicates), requires_grad=False
+        )
         self.rel_dist = nn.Parameter(torch.full((num_predicates,), 1.0 / num_predicates), requires_grad=False)
         self.model = DeformableDetrModel(config)
         # Without box refinement the detection heads are one module shared by every decoder layer; the ModuleList
@@ -177,7 +179,9 @@ class EGTR(nn.Module):
             `EGTROutput`; `pred_rel[b, i, j]` scores query i as subject and query j as object.
         """
         if pixel_mask is None:
-            pixel_mask = torch.ones(pixel_values.shape[0], *pixel_values.shape[2:], dtype=torch.long, device=pixel_values.device)
+            pixel_mask = torch.ones(
+                pixel_values.shape[0], *pixel_values.shape[2:], dtype=torch.long, device=pixel_values.device
+            )
         body = self.model(pixel_values, pixel_mask)
         layer_outputs = body.decoder_hidden_states[:, 1:]  # (B, L, N, D)
         reference = inverse_sigmoid(body.init_reference_points)  # (B, N, 2), the same for every layer
@@ -314,4 +318,8 @@ class EGTR(nn.Module):
         )
         gates = self.rel_predictor_gate(relation_source).sigmoid()  # (B, N, N, S, 1), one gate shared by all slots
         pair_features = (gates * relation_source).sum(dim=-2)  # (B, N, N, 2D)
-        return self.rel_predictor(pair_features), self.connectivity_layer(pair_features), gates.detach().mean((0, 1, 2, 4))
+        return (
+            self.rel_predictor(pair_features),
+            self.connectivity_layer(pair_features),
+            gates.detach().mean((0, 1, 2, 4)),
+        )

@@ -58,7 +58,6 @@ def describe_model(model_path: str | Path | None = None, image_path: str | Path 
             f"outputs: logits {tuple(output.logits.shape)}, pred_boxes {tuple(output.pred_boxes.shape)}, "
             f"pred_rel {tuple(output.pred_rel.shape)}, pred_connectivity {tuple(output.pred_connectivity.shape)}"
         ),
-        "most confident queries: "
-        + ", ".join(f"{names[int(labels[i])]} {float(scores[i]):.2f}" for i in top),
+        "most confident queries: " + ", ".join(f"{names[int(labels[i])]} {float(scores[i]):.2f}" for i in top),
     ]
     return "\n".join(lines)

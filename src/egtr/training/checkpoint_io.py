@@ -75,9 +75,7 @@ def _fsync_directory(directory: Path) -> None:
 class AtomicCheckpointIO(TorchCheckpointIO):
     """`TorchCheckpointIO` whose `save_checkpoint` is atomic on local file systems (see the module docstring)."""
 
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
-    ) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO.save_checkpoint does not take storage_options")
         logger.debug("saving checkpoint %s", path)

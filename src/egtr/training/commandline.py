@@ -53,9 +53,7 @@ def config_from_arguments(args: argparse.Namespace, stage: str) -> TrainConfig:
             raise ValueError("--resume needs --output-dir (the run directory to continue)")
         saved = Path(args.output_dir) / "config.json"
         if not saved.is_file():
-            raise FileNotFoundError(
-                f"{saved}: no saved config; is {args.output_dir} a training run directory?"
-            )
+            raise FileNotFoundError(f"{saved}: no saved config; is {args.output_dir} a training run directory?")
         config = TrainConfig.load(saved)
     elif args.config:
         config = TrainConfig.load(args.config)
@@ -95,8 +93,6 @@ def run_command(args: argparse.Namespace, stage: str) -> int:
     if result.model_dir is not None:
         for item in result.passes:
             loss = "n/a" if item.best_validation_loss is None else f"{item.best_validation_loss:.4f}"
-            print(
-                f"pass {item.name}: {item.epochs} epochs, {item.global_step} steps, best validation_loss {loss}"
-            )
+            print(f"pass {item.name}: {item.epochs} epochs, {item.global_step} steps, best validation_loss {loss}")
         print(f"final model: {result.model_dir}")
     return 0

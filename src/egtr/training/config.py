@@ -27,37 +27,23 @@ PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true")
 class TrainConfig:
     """One training run. Learning rates and batch sizes follow reference §4; see docs/training.md."""
 
-    stage: str = (
-        "egtr"  # "detector": Deformable DETR pre-training (stage 0); "egtr": relation training (stages 1-2)
-    )
+    stage: str = "egtr"  # "detector": Deformable DETR pre-training (stage 0); "egtr": relation training (stages 1-2)
     output_dir: str = "runs/egtr"  # run directory: config.json, checkpoints, metrics, final model
     data: DataConfig = field(default_factory=DataConfig)  # dataset kind, root and transform sizes
-    model: EGTRConfig = field(
-        default_factory=EGTRConfig
-    )  # architecture (class counts/names come from the data)
+    model: EGTRConfig = field(default_factory=EGTRConfig)  # architecture (class counts/names come from the data)
     loss: LossConfig = field(default_factory=LossConfig)  # loss weights and relation sampling
     # ---- initialisation (reference §2.8, §4.1, §4.2)
-    detector_weights: str | None = (
-        None  # pre-trained detector: our run's model/ dir, the released DETR dir, or COCO
-    )
-    backbone_weights: str | None = (
-        None  # ImageNet ResNet (.pth/.pt/.bin/.safetensors, torchvision or timm names)
-    )
+    detector_weights: str | None = None  # pre-trained detector: our run's model/ dir, the released DETR dir, or COCO
+    backbone_weights: str | None = None  # ImageNet ResNet (.pth/.pt/.bin/.safetensors, torchvision or timm names)
     # ---- optimisation (AdamW, no scheduler; reference §4.1, §4.2)
     lr: float = 2e-6  # everything not listed below (the pre-trained detector body and heads)
     lr_backbone: float = 2e-7  # parameters named *backbone*, *reference_points*, *sampling_offsets*
-    lr_relation_head: float = (
-        2e-4  # the new relation head (proj_q/k, final_*_proj, gate, predictor, connectivity)
-    )
-    freeze_backbone: bool = (
-        False  # train no backbone parameter (saves memory and time; the stem is always frozen)
-    )
+    lr_relation_head: float = 2e-4  # the new relation head (proj_q/k, final_*_proj, gate, predictor, connectivity)
+    freeze_backbone: bool = False  # train no backbone parameter (saves memory and time; the stem is always frozen)
     weight_decay: float = 1e-4
     gradient_clip_val: float = 0.1  # clip of the total gradient norm; 0 disables
     max_epochs: int = 50  # main stage (stage 0: 150)
-    finetune_epochs: int = (
-        25  # second pass from the best checkpoint with every lr x finetune_lr_factor; 0 = none
-    )
+    finetune_epochs: int = 25  # second pass from the best checkpoint with every lr x finetune_lr_factor; 0 = none
     finetune_lr_factor: float = 0.1
     early_stopping_patience: int = 15  # epochs without a better validation_loss; 0 disables early stopping
     # ---- batches and hardware
@@ -70,19 +56,13 @@ class TrainConfig:
     precision: str = "32-true"  # "32-true" (paper), "bf16-mixed" or "16-mixed"
     num_workers: int = 4  # DataLoader worker processes per device
     find_unused_parameters: bool = False  # DDP option; every parameter that trains gets a gradient
-    all_reduce_num_boxes: bool = (
-        False  # normalise the losses by the box count averaged over ranks (quirk Q9 fixed)
-    )
+    all_reduce_num_boxes: bool = False  # normalise the losses by the box count averaged over ranks (quirk Q9 fixed)
     # ---- bookkeeping
     seed: int = 42
-    deterministic: bool = (
-        False  # torch deterministic algorithms (CUDA grid_sample backward has none: errors there)
-    )
+    deterministic: bool = False  # torch deterministic algorithms (CUDA grid_sample backward has none: errors there)
     log_every_n_steps: int = 50
     val_every_n_epochs: int = 1  # validation (and so best/last checkpoints) every n epochs
-    checkpoint_every_n_steps: int = (
-        0  # also refresh last.ckpt every n optimiser steps (long epochs); 0 = per epoch
-    )
+    checkpoint_every_n_steps: int = 0  # also refresh last.ckpt every n optimiser steps (long epochs); 0 = per epoch
     limit_train_batches: float | int | None = None  # Lightning's limits (fraction or count), for quick runs
     limit_val_batches: float | int | None = None
     fast_dev_run: int = 0  # run n training and n validation batches, no checkpoints/logs (smoke test)
@@ -145,9 +125,7 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.finetune_lr_factor <= 1:
-            raise ValueError(
-                f"TrainConfig.finetune_lr_factor must be in (0, 1], got {self.finetune_lr_factor}"
-            )
+            raise ValueError(f"TrainConfig.finetune_lr_factor must be in (0, 1], got {self.finetune_lr_factor}")
         if self.eval_batch_size is not None and self.eval_batch_size < 1:
             raise ValueError(f"TrainConfig.eval_batch_size must be >= 1, got {self.eval_batch_size}")
         self.data.validate()

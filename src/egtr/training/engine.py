@@ -116,9 +116,7 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
     if is_rank_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir / CONFIG_NAME)
-    datamodule = SceneGraphDataModule(
-        config.data, config.batch_size, config.eval_batch_size, config.num_workers
-    )
+    datamodule = SceneGraphDataModule(config.data, config.batch_size, config.eval_batch_size, config.num_workers)
     datamodule.setup()
     results: list[PassResult] = []
     model: EGTR | None = None
@@ -172,12 +170,15 @@ def _evaluate(config: TrainConfig, model: EGTR, run_dir: Path) -> None:
 
     use_cuda = config.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
     report = evaluate_model(
-        model, config.data, config.evaluate_split, batch_size=config.eval_batch_size or config.batch_size,
-        num_workers=config.num_workers, device="cuda" if use_cuda else "cpu", progress=config.progress_bar,
-    )  # fmt: skip
-    path = report.save_json(
-        run_dir / f"evaluation_{config.evaluate_split}.json", model.config.predicate_names
+        model,
+        config.data,
+        config.evaluate_split,
+        batch_size=config.eval_batch_size or config.batch_size,
+        num_workers=config.num_workers,
+        device="cuda" if use_cuda else "cpu",
+        progress=config.progress_bar,
     )
+    path = report.save_json(run_dir / f"evaluation_{config.evaluate_split}.json", model.config.predicate_names)
     logger.info("evaluation on %s written to %s\n%s", config.evaluate_split, path, report.format_table())
 
 
@@ -199,15 +200,11 @@ def _architecture(config: TrainConfig) -> EGTRConfig:
                 "dense_relation_head",
                 "freeze_backbone_stem",
             )
-            return dataclasses.replace(
-                architecture, **{name: getattr(config.model, name) for name in relation_fields}
-            )
+            return dataclasses.replace(architecture, **{name: getattr(config.model, name) for name in relation_fields})
     return config.model
 
 
-def build_initial_model(
-    config: TrainConfig, datamodule: SceneGraphDataModule, report_dir: Path | None = None
-) -> EGTR:
+def build_initial_model(config: TrainConfig, datamodule: SceneGraphDataModule, report_dir: Path | None = None) -> EGTR:
     """The model a run starts from: sizes, class/predicate names of the data, initial weights, frequency tables.
 
     Args:
@@ -229,8 +226,10 @@ def build_initial_model(
         logger.warning(
             "no detector_weights: the detector starts from %s, but the EGTR-stage learning rates (lr=%g, "
             "lr_backbone=%g) assume a pre-trained detector; run `egtr pretrain-detector` first or raise them",
-            "the backbone weights" if config.backbone_weights else "scratch", config.lr, config.lr_backbone,
-        )  # fmt: skip
+            "the backbone weights" if config.backbone_weights else "scratch",
+            config.lr,
+            config.lr_backbone,
+        )
     report: dict[str, Any] = {}
     if config.backbone_weights:
         report["backbone"] = dataclasses.asdict(load_backbone_weights(model, config.backbone_weights))
@@ -324,14 +323,10 @@ def build_trainer(
             )
         )
     if config.early_stopping_patience:
-        callbacks.append(
-            EarlyStopping(monitor="validation_loss", mode="min", patience=config.early_stopping_patience)
-        )
+        callbacks.append(EarlyStopping(monitor="validation_loss", mode="min", patience=config.early_stopping_patience))
     callbacks.extend(extra_callbacks)
     distributed = not isinstance(config.devices, int) or config.devices > 1 or config.num_nodes > 1
-    strategy: Any = (
-        DDPStrategy(find_unused_parameters=config.find_unused_parameters) if distributed else "auto"
-    )
+    strategy: Any = DDPStrategy(find_unused_parameters=config.find_unused_parameters) if distributed else "auto"
     optional: dict[str, Any] = {}
     if config.limit_train_batches is not None:
         optional["limit_train_batches"] = config.limit_train_batches

@@ -41,9 +41,7 @@ _BACKBONE_WRAPPER_PREFIXES = ("module.", "backbone.", "model.", "encoder.", "bod
 def _strip_wrappers(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Remove a prefix shared by every key (e.g. `module.` from DDP) until the ResNet names show."""
     while state_dict and not any(key.startswith(("conv1.", "layer1.")) for key in state_dict):
-        prefix = next(
-            (p for p in _BACKBONE_WRAPPER_PREFIXES if all(k.startswith(p) for k in state_dict)), None
-        )
+        prefix = next((p for p in _BACKBONE_WRAPPER_PREFIXES if all(k.startswith(p) for k in state_dict)), None)
         if prefix is None:
             break
         state_dict = {key[len(prefix) :]: value for key, value in state_dict.items()}
@@ -132,9 +130,7 @@ def load_pretrained_detector(model: EGTR, path: str | Path) -> LoadReport:
     weights = _detector_weights_file(Path(path))
     state_dict = read_state_dict(weights)
     # The relation head and the class-dependent frequency tables are trained anew.
-    state_dict = {
-        key: value for key, value in state_dict.items() if not key.startswith(RELATION_HEAD_PREFIXES)
-    }
+    state_dict = {key: value for key, value in state_dict.items() if not key.startswith(RELATION_HEAD_PREFIXES)}
     report = load_weights_non_strict(model, state_dict)
     report.missing = [key for key in _unaliased(model, report) if not key.startswith(RELATION_HEAD_PREFIXES)]
     if not any(key.startswith("model.encoder.") for key in report.loaded):

@@ -161,9 +161,7 @@ class EGTRLightningModule(pl.LightningModule):
         any_bad = self.trainer.strategy.reduce_boolean_decision(local_bad, all=False)
         if not any_bad:
             return
-        terms = ", ".join(
-            f"{name}={value.item():.4g}" for name, value in losses.items() if name.startswith("loss")
-        )
+        terms = ", ".join(f"{name}={value.item():.4g}" for name, value in losses.items() if name.startswith("loss"))
         where = "this rank" if local_bad else "another rank"
         raise NonFiniteLossError(
             f"non-finite training loss on {where} at epoch {self.current_epoch}, global step {self.global_step} "
