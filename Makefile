@@ -21,11 +21,14 @@ setup: $(BIN)/egtr
 demo: setup
 	$(BIN)/egtr demo $(DEMO_ARGS)
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -q tests
 
+# Style and types, clean on every commit (CI runs them through `make test`).
 lint: setup
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy src
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -10,6 +10,7 @@ import torch
 from egtr.benchmark import TimingStats, format_result, run_benchmark, time_function
 from egtr.config import EGTRConfig
 from egtr.models.egtr import EGTR
+from egtr.preprocessing import PreprocessorConfig
 
 TINY = EGTRConfig(
     backbone="resnet18",
@@ -46,7 +47,7 @@ def test_time_function_excludes_warmup():
 
 def test_run_benchmark_on_cpu_with_the_reference_model(reference_dir):
     model = EGTR.from_pretrained(reference_dir / "artifact")
-    result = run_benchmark(model, image_size=64, max_size=96, device="cpu", warmup=1, runs=2)
+    result = run_benchmark(model, preprocessor=PreprocessorConfig(64, 96), device="cpu", warmup=1, runs=2)
     assert result["parameters"] == 13_095_553  # the count of the fixture README (shared heads counted once)
     assert result["settings"]["original_size_hw"] == [400, 600]
     assert result["settings"]["input_size_hw"] == [64, 96]
@@ -77,7 +78,7 @@ def test_cli_benchmark_with_a_small_config(tmp_path, capsys):
     code = main(
         [
             "benchmark",
-            "--config",
+            "--model-config",
             str(config_path),
             "--device",
             "cpu",
@@ -111,19 +112,33 @@ def test_cli_benchmark_reports_bad_inputs(tmp_path, capsys):
     config_path = tmp_path / "tiny.json"
     TINY.save(config_path)
     missing = tmp_path / "missing.jpg"
-    assert main(["benchmark", "--config", str(config_path), "--device", "cpu", "--image", str(missing)]) == 2
+    assert main(["benchmark", "--model-config", str(config_path), "--device", "cpu", "--image", str(missing)]) == 2
     assert "missing.jpg" in capsys.readouterr().err
-    assert main(["benchmark", "--config", str(config_path), "--device", "cpu", "--dtype", "int8"]) == 2
+    assert main(["benchmark", "--model-config", str(config_path), "--device", "cpu", "--dtype", "int8"]) == 2
     assert "int8" in capsys.readouterr().err
 
 
 def test_benchmark_sizes_come_from_the_model_directory_unless_given(tmp_path, reference_dir):
-    from egtr.benchmark import benchmark_sizes
-    from egtr.models.checkpoint import PreprocessorConfig
+    from egtr.benchmark import fps_preprocessing
+    from egtr.models import read_checkpoint
 
-    assert benchmark_sizes(None) == (600, 1000)  # the paper's FPS input
-    assert benchmark_sizes(reference_dir / "artifact") == (600, 1000)  # official artifacts record nothing
-    PreprocessorConfig(128, 256).save(tmp_path)
-    assert benchmark_sizes(tmp_path) == (128, 256)
-    assert benchmark_sizes(tmp_path, size=64) == (64, 256)
-    assert benchmark_sizes(tmp_path, 64, 96) == (64, 96)
+    def sizes(recorded, size=None, max_size=None):
+        preprocessor = fps_preprocessing(recorded, size, max_size)
+        return preprocessor.shortest_edge, preprocessor.longest_edge
+
+    assert sizes(None) == (600, 1000)  # the paper's FPS input
+    assert sizes(read_checkpoint(reference_dir / "artifact").preprocessor) == (600, 1000)  # artifacts record none
+    recorded = PreprocessorConfig(128, 256)
+    assert sizes(recorded) == (128, 256)
+    assert sizes(recorded, size=64) == (64, 256)
+    assert sizes(recorded, 64, 96) == (64, 96)
+
+
+def test_the_old_config_option_still_works_with_a_note(tmp_path, capsys):
+    from egtr.cli import main
+
+    config_path = tmp_path / "tiny.json"
+    TINY.save(config_path)
+    arguments = ["--device", "cpu", "--size", "64", "--max-size", "96", "--warmup", "1", "--runs", "1"]
+    assert main(["benchmark", "--config", str(config_path), *arguments, "--scope", "model"]) == 0
+    assert "--config is deprecated; use --model-config" in capsys.readouterr().err

@@ -23,8 +23,10 @@ def test_info_default_model_has_vg_names(capsys):
 
 
 def test_info_resizes_as_the_model_directory_records(reference_dir, tmp_path, capsys):
-    from egtr.models.checkpoint import PreprocessorConfig, save_egtr
+    from egtr.preprocessing import PreprocessorConfig
 
-    save_egtr(egtr.EGTR.from_pretrained(reference_dir / "artifact"), tmp_path, preprocessor=PreprocessorConfig(96, 160))
+    egtr.EGTR.from_pretrained(reference_dir / "artifact").save_pretrained(
+        tmp_path, preprocessor=PreprocessorConfig(96, 160)
+    )
     assert main(["info", "--model", str(tmp_path), "--image", str(ASTRONAUT)]) == 0
     assert "input (96, 96)" in capsys.readouterr().out

@@ -18,8 +18,8 @@ from egtr.demo import (
     format_summary,
     run_demo,
 )
-from egtr.models.checkpoint import PreprocessorConfig, load_preprocessor_config
 from egtr.models.egtr import EGTR
+from egtr.preprocessing import PreprocessorConfig, load_preprocessor_config
 
 
 @pytest.fixture(scope="module")

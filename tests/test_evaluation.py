@@ -10,7 +10,8 @@ from egtr.cli import main
 from egtr.config import EGTRConfig
 from egtr.data import DataConfig
 from egtr.data.synthetic import CLASS_NAMES, PREDICATE_NAMES, generate_synthetic_dataset
-from egtr.evaluation import evaluate_model, file_sha256
+from egtr.evaluation import evaluate_model
+from egtr.fileio import file_sha256
 from egtr.metrics import evaluate_predictions_file
 from egtr.models import EGTR
 
@@ -139,7 +140,7 @@ def test_cli_evaluate_model_then_predictions(world, tmp_path):
 
 
 def test_cli_evaluate_takes_the_preprocessing_of_the_model_directory(world, tmp_path, capsys):
-    from egtr.models.checkpoint import PREPROCESSOR_NAME, PreprocessorConfig
+    from egtr.preprocessing import PREPROCESSOR_NAME, PreprocessorConfig
 
     root, model_dir = world
     recorded = tmp_path / "recorded"

@@ -13,15 +13,16 @@ from PIL import Image
 
 import egtr
 from egtr import EGTR
-from egtr.data.config import IMAGENET_MEAN, IMAGENET_STD
-from egtr.data.errors import DataError
-from egtr.inference import Predictor, SceneGraph, to_pil_image
-from egtr.models.checkpoint import PREPROCESSOR_NAME, PreprocessorConfig, save_egtr
+from egtr.errors import DataError
+from egtr.images import load_image
+from egtr.inference import Predictor
+from egtr.preprocessing import IMAGENET_MEAN, IMAGENET_STD, PREPROCESSOR_NAME, PreprocessorConfig
+from egtr.scene_graph import SceneGraph
 
 ASTRONAUT = Path(egtr.__file__).parent / "assets" / "astronaut.jpg"
 COFFEE = Path(egtr.__file__).parent / "assets" / "coffee.jpg"
 # Small input sizes keep the forward pass of the reference model well under a second on 2 CPU cores.
-FAST = {"device": "cpu", "image_size": 160, "max_size": 240}
+FAST = {"device": "cpu", "size": 160, "max_size": 240}
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def test_predictor_matches_the_paper_ranking(predictor):
 
 
 def test_predictor_accepts_paths_pil_arrays_and_tensors(predictor):
-    from egtr.data.images import load_image
+    from egtr.images import load_image
 
     picture = load_image(ASTRONAUT)
     array = np.asarray(picture)
@@ -135,31 +136,32 @@ RECORDED = PreprocessorConfig(160, 240, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
 def model_with_preprocessing(reference_dir, tmp_path_factory) -> Path:
     """The reference weights in our layout, with a `preprocessor_config.json` of 160 / 240 px."""
     directory = tmp_path_factory.mktemp("recorded")
-    save_egtr(EGTR.from_pretrained(reference_dir / "artifact"), directory, preprocessor=RECORDED)
+    EGTR.from_pretrained(reference_dir / "artifact").save_pretrained(directory, preprocessor=RECORDED)
     return directory
 
 
 def test_predictor_takes_the_preprocessing_of_the_model_directory(model_with_preprocessing):
     predictor = Predictor.from_pretrained(model_with_preprocessing, device="cpu")
-    assert (predictor.image_size, predictor.max_size) == (160, 240)
-    assert (predictor.image_mean, predictor.image_std) == (RECORDED.image_mean, RECORDED.image_std)
+    assert predictor.preprocessor == RECORDED
     prepared = predictor.prepare(COFFEE)  # 400 x 600 -> shorter side 160
     assert tuple(prepared.pixel_values.shape) == (3, 160, 240)
-    resized = np.asarray(to_pil_image(Image.open(COFFEE)).resize((240, 160), Image.BILINEAR), np.float32) / 255
+    resized = np.asarray(load_image(COFFEE).resize((240, 160), Image.BILINEAR), np.float32) / 255
     expected = (resized - np.array(RECORDED.image_mean)) / np.array(RECORDED.image_std)
     np.testing.assert_allclose(prepared.pixel_values.permute(1, 2, 0).numpy(), expected, atol=1e-5)
 
 
 def test_explicit_sizes_win_over_the_model_directory(model_with_preprocessing):
-    predictor = Predictor.from_pretrained(model_with_preprocessing, device="cpu", image_size=96)
-    assert (predictor.image_size, predictor.max_size) == (96, 240)  # the size not given still comes from the file
+    predictor = Predictor.from_pretrained(model_with_preprocessing, device="cpu", size=96)
+    assert (predictor.preprocessor.shortest_edge, predictor.preprocessor.longest_edge) == (
+        96,
+        240,
+    )  # the size not given still comes from the file
     assert tuple(predictor.prepare(COFFEE).pixel_values.shape) == (3, 96, 144)
 
 
 def test_official_artifact_keeps_the_paper_preprocessing(reference_dir):
     predictor = Predictor.from_pretrained(reference_dir / "artifact", device="cpu")
-    assert (predictor.image_size, predictor.max_size) == (800, 1333)
-    assert (predictor.image_mean, predictor.image_std) == (IMAGENET_MEAN, IMAGENET_STD)
+    assert predictor.preprocessor == PreprocessorConfig(800, 1333, IMAGENET_MEAN, IMAGENET_STD)
 
 
 def test_cli_predict_uses_the_recorded_size_unless_given(model_with_preprocessing, tmp_path, monkeypatch):
@@ -214,18 +216,18 @@ def test_unreadable_image_names_the_file(predictor, tmp_path):
         predictor(tmp_path / "missing.png")
 
 
-def test_to_pil_image_rejects_bad_arrays():
-    assert to_pil_image(np.zeros((4, 5), dtype=np.uint8)).size == (5, 4)
-    assert to_pil_image(np.zeros((4, 5, 4), dtype=np.uint8)).mode == "RGB"
-    with pytest.raises(ValueError, match=r"\(4, 5, 2\)"):
-        to_pil_image(np.zeros((4, 5, 2), dtype=np.uint8))
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        to_pil_image(np.full((4, 5, 3), 3.0))
-    assert isinstance(to_pil_image(Image.new("L", (3, 2))), Image.Image)
+def test_load_image_rejects_bad_arrays():
+    assert load_image(np.zeros((4, 5), dtype=np.uint8)).size == (5, 4)
+    assert load_image(np.zeros((4, 5, 4), dtype=np.uint8)).mode == "RGB"
+    with pytest.raises(DataError, match=r"\(4, 5, 2\)"):
+        load_image(np.zeros((4, 5, 2), dtype=np.uint8))
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        load_image(np.full((4, 5, 3), 3.0))
+    assert isinstance(load_image(Image.new("L", (3, 2))), Image.Image)
 
 
 def test_bad_device_and_dtype(reference_dir):
-    from egtr.inference import resolve_device, resolve_dtype
+    from egtr.runtime import resolve_device, resolve_dtype
 
     assert resolve_dtype("bf16") == torch.bfloat16
     with pytest.raises(ValueError, match="int8"):
@@ -238,7 +240,7 @@ def test_bad_device_and_dtype(reference_dir):
 
 # ---------------------------------------------------------------------------------------------- many files / CLI
 def test_expand_image_paths(tmp_path):
-    from egtr.inference import expand_image_paths
+    from egtr.predict_files import expand_image_paths
 
     (tmp_path / "sub").mkdir()
     for name in ("b.jpg", "a.PNG", "notes.txt", "sub/c.jpeg"):
@@ -252,7 +254,7 @@ def test_expand_image_paths(tmp_path):
 
 
 def test_output_names_are_unique():
-    from egtr.inference import _unique_stems
+    from egtr.predict_files import _unique_stems
 
     names = _unique_stems([Path("x/photo.jpg"), Path("y/photo.jpg"), Path("y/photo.png"), Path("z/other.jpg")])
     assert names[Path("z/other.jpg")] == "other"
@@ -365,7 +367,8 @@ def test_decoding_ahead_keeps_order_and_reports_failures(tmp_path):
     """The thread pool that decodes ahead yields images in input order, with unreadable ones as errors."""
     from PIL import Image as PILImage
 
-    from egtr.inference import _chunks, _prepare_ahead
+    from egtr.inference import batched
+    from egtr.predict_files import _prepare_ahead
 
     class RecordingPredictor:
         def prepare(self, path):
@@ -387,4 +390,4 @@ def test_decoding_ahead_keeps_order_and_reports_failures(tmp_path):
         assert [item for _, item in results if not isinstance(item, Exception)] == [
             (10 + i, 5) for i in range(7) if i != 3
         ]
-    assert [len(chunk) for chunk in _chunks(iter(range(7)), 3)] == [3, 3, 1]
+    assert [len(chunk) for chunk in batched(iter(range(7)), 3)] == [3, 3, 1]

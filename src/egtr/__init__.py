@@ -3,16 +3,19 @@ Generation", CVPR 2024)."""
 
 from egtr.allocator import tune_cpu_allocator
 from egtr.config import EGTRConfig, LossConfig
+from egtr.errors import CheckpointError, DataError, EgtrError
 from egtr.inference import Predictor
-from egtr.models import EGTR, CheckpointError, EGTROutput
+from egtr.models import EGTR, EGTROutput
 from egtr.scene_graph import SceneGraph
 
 __version__ = "0.1.0"
 __all__ = [
     "EGTR",
     "CheckpointError",
+    "DataError",
     "EGTRConfig",
     "EGTROutput",
+    "EgtrError",
     "LossConfig",
     "Predictor",
     "SceneGraph",

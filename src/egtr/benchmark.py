@@ -31,25 +31,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from egtr.inference import Predictor, PreparedImage, resolve_device, resolve_dtype
+from egtr.data.base import collate_fn
+from egtr.inference import Predictor, PreparedImage
+from egtr.models import EGTR, EGTROutput
+from egtr.preprocessing import FPS_LONGEST_EDGE, FPS_SHORTEST_EDGE, PreprocessorConfig, resolve_preprocessing
+from egtr.runtime import resolve_device, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_IMAGE = Path(__file__).parent / "assets" / "coffee.jpg"  # 400x600 photo -> 600x900 input at 600/1000
-PAPER_FPS_SIZES = (600, 1000)  # shorter side, cap on the longer side of the paper's FPS run (reference §6.3)
 
 
-def benchmark_sizes(
-    model_path: str | Path | None, size: int | None = None, max_size: int | None = None
-) -> tuple[int, int]:
-    """The resize to time (shorter side, longer-side cap): each size given explicitly wins, then the model
-    directory's `preprocessor_config.json` (the size it was trained for), then the paper's FPS input 600 / 1000.
-    Normalisation does not change the speed, so only the sizes are taken."""
-    from egtr.models.checkpoint import PreprocessorConfig, load_preprocessor_config
-
-    recorded = load_preprocessor_config(model_path) if model_path is not None else None
-    preprocessor = (recorded or PreprocessorConfig(*PAPER_FPS_SIZES)).with_sizes(size, max_size)
-    return preprocessor.shortest_edge, preprocessor.longest_edge
+def fps_preprocessing(
+    recorded: PreprocessorConfig | None, size: int | None, max_size: int | None
+) -> PreprocessorConfig:
+    """The resize to time: each size given explicitly wins, then the model directory's recorded preprocessing (the
+    size it was trained for), then the paper's FPS input 600 / 1000 (reference §6.3)."""
+    return resolve_preprocessing(
+        recorded, size, max_size, default=PreprocessorConfig(FPS_SHORTEST_EDGE, FPS_LONGEST_EDGE)
+    )
 
 
 @dataclass
@@ -115,11 +115,10 @@ def time_function(
 
 
 def run_benchmark(
-    model: torch.nn.Module,
+    model: EGTR,
     image: str | Path | None = None,
     *,
-    image_size: int = 600,
-    max_size: int | None = 1000,
+    preprocessor: PreprocessorConfig | None = None,
     batch_size: int = 1,
     device: str | torch.device | None = "auto",
     dtype: str | torch.dtype = "float32",
@@ -135,7 +134,7 @@ def run_benchmark(
     Args:
         model: the network (its weights do not change the speed; random weights are fine).
         image: image file (decoded in every end-to-end iteration); default: the bundled coffee photo.
-        image_size, max_size: resize of the shorter side / cap on the longer side (paper FPS: 600 / 1000).
+        preprocessor: the resize (default: the paper's FPS input, shorter side 600, longer side <= 1000).
         batch_size: images per forward pass (the paper: 1); the same image is repeated.
         device: "auto", "cpu", "cuda", ...
         dtype: "float32", "bfloat16" or "float16" (reduced precision runs under `torch.autocast`, like `Predictor`).
@@ -158,19 +157,19 @@ def run_benchmark(
         raise ValueError(f"warmup and runs must be >= 1, got warmup={warmup}, runs={runs}")
     image_path = Path(image) if image is not None else DEFAULT_IMAGE
     torch_device = resolve_device(device)
+    preprocessor = preprocessor or PreprocessorConfig(FPS_SHORTEST_EDGE, FPS_LONGEST_EDGE)
     predictor = Predictor(
         model,
+        preprocessor=preprocessor,
         device=torch_device,
         dtype=resolve_dtype(dtype),
-        image_size=image_size,
-        max_size=max_size,
         batch_size=batch_size,
         top_k=100,
     )
     parameters = {id(p): p.numel() for p in model.parameters()}  # shared tensors counted once
     buffers = sum(buffer.numel() for buffer in model.buffers())
     if compile_model:
-        predictor.model = torch.compile(predictor.model, mode=compile_mode)
+        predictor.model = torch.compile(predictor.model, mode=compile_mode)  # type: ignore[assignment]
 
     prepared = predictor.prepare(image_path)  # raises DataError naming the file if unreadable
     batch = [prepared] * batch_size
@@ -182,8 +181,8 @@ def run_benchmark(
             "image": str(image_path),
             "original_size_hw": list(prepared.size_hw),
             "input_size_hw": list(prepared.pixel_values.shape[-2:]),
-            "image_size": image_size,
-            "max_size": max_size,
+            "image_size": preprocessor.shortest_edge,
+            "max_size": preprocessor.longest_edge,
             "batch_size": batch_size,
             "device": str(torch_device),
             "dtype": str(predictor.dtype).removeprefix("torch."),
@@ -216,14 +215,12 @@ def run_benchmark(
 
 def _model_only(predictor: Predictor, batch: list[PreparedImage]) -> Callable[[], Any]:
     """The forward pass alone, on a padded batch already on the device."""
-    from egtr.data.base import collate_fn
-
     collated = collate_fn([(item.pixel_values, {}) for item in batch])
     pixel_values = collated["pixel_values"].to(predictor.device)
     pixel_mask = collated["pixel_mask"].to(predictor.device)
 
     @torch.inference_mode()
-    def forward() -> Any:
+    def forward() -> EGTROutput:
         with predictor.autocast_context():
             return predictor.model(pixel_values, pixel_mask)
 

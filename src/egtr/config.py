@@ -9,28 +9,81 @@ reference. Both serialise to plain JSON.
 from __future__ import annotations
 
 import dataclasses
-import json
-from dataclasses import dataclass, field
+import logging
+import types
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from egtr.errors import ConfigError
+from egtr.fileio import read_json, write_json
+
+logger = logging.getLogger(__name__)
+
 SUPPORTED_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+# Fields that earlier releases wrote and that no longer exist: files that carry them still load, with a warning.
+REMOVED_FIELDS: dict[str, dict[str, str]] = {
+    "LossConfig": {"extra": "it was never read"},
+    "DataConfig": {"num_queries": "the Open Images box-count filter now follows the model's num_queries"},
+}
 
 
-def read_json(path: str | Path, error_type: type[Exception] = ValueError) -> Any:
-    """Parse a JSON file; invalid JSON raises `error_type` naming the file (shared by every config reader)."""
-    try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as error:
-        raise error_type(f"{path}: not valid JSON ({error})") from error
+def check_fields(config_class: type, values: dict[str, Any]) -> dict[str, Any]:
+    """The values of a config file that are fields of the dataclass `config_class`, with their types checked.
 
+    A removed field (`REMOVED_FIELDS`) is dropped with a warning naming it; any other unknown key is an error (a typo
+    in a config file must not silently keep a default), and so is a value of the wrong type (`"sixteen"` for an
+    integer), named with its field.
 
-def reject_unknown_fields(config_class: type, values: dict[str, Any]) -> None:
-    """Raise ValueError naming the keys that are not fields of the dataclass `config_class` (a typo in a config
-    file must not silently keep a default)."""
-    unknown = set(values) - {f.name for f in dataclasses.fields(config_class)}
+    Raises:
+        ConfigError: unknown fields or wrongly typed values.
+    """
+    name = config_class.__name__
+    removed = REMOVED_FIELDS.get(name, {})
+    fields = {item.name: item for item in dataclasses.fields(config_class)}
+    for key in sorted(set(values) & set(removed)):
+        logger.warning("%s field %r is no longer used and was ignored (%s)", name, key, removed[key])
+    kept = {key: value for key, value in values.items() if key not in removed}
+    unknown = set(kept) - set(fields)
     if unknown:
-        raise ValueError(f"unknown {config_class.__name__} fields: {sorted(unknown)}")
+        raise ConfigError(f"unknown {name} fields: {sorted(unknown)}")
+    hints = typing.get_type_hints(config_class)
+    for key, value in kept.items():
+        if not _fits(value, hints[key]):
+            raise ConfigError(f"{name}.{key} is {value!r} ({type(value).__name__}); expected {_type_name(hints[key])}")
+    return kept
+
+
+def _fits(value: Any, annotation: Any) -> bool:
+    """Whether a JSON value fits a field annotation (int, float, bool, str, tuples/lists, dicts, unions, None)."""
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, option) for option in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            return False
+        arguments = [item for item in typing.get_args(annotation) if item is not Ellipsis]
+        return not arguments or all(_fits(item, arguments[0]) for item in value)
+    if origin is dict or annotation is dict:
+        return isinstance(value, dict)
+    return True  # nested configs are checked by their own from_dict
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
 @dataclass
@@ -58,7 +111,9 @@ class EGTRConfig:
     num_labels: int = 150  # object classes C (0-based, no background)
     num_rel_labels: int = 50  # predicates R (0-based, no background)
     use_freq_bias: bool = True  # add triplet_dist[c_subject, c_object] to the relation logits
-    use_log_softmax: bool = False  # original option: log_softmax of the frequency table instead of the raw table
+    # The original's option to build the frequency table with log_softmax; off in every released model and not
+    # reproduced here: `validate` refuses True rather than silently ignoring it.
+    use_log_softmax: bool = False
     freq_bias_eps: float = 1e-12
     logit_adjustment: bool = False  # post-hoc: relation_logits -= tau * log(rel_dist) at inference
     logit_adj_tau: float = 0.3
@@ -70,26 +125,31 @@ class EGTRConfig:
 
     def validate(self) -> EGTRConfig:
         """Raise ValueError if the sizes do not fit together; returns self."""
+        if self.use_log_softmax:
+            raise ConfigError(
+                "use_log_softmax=true is not supported: egtr builds the frequency bias with the formula of the "
+                "released models (reference §2.6); set it to false"
+            )
         if self.backbone not in SUPPORTED_BACKBONES:
-            raise ValueError(f"backbone must be one of {SUPPORTED_BACKBONES}, got {self.backbone!r}")
+            raise ConfigError(f"backbone must be one of {SUPPORTED_BACKBONES}, got {self.backbone!r}")
         for heads_field in ("encoder_attention_heads", "decoder_attention_heads"):
             if self.d_model % getattr(self, heads_field):
-                raise ValueError(
+                raise ConfigError(
                     f"d_model={self.d_model} is not divisible by {heads_field}={getattr(self, heads_field)}"
                 )
         if self.d_model % 2 or (self.d_model // 2) % 2:
-            raise ValueError("d_model must be a multiple of 4 (sine position embedding)")
+            raise ConfigError("d_model must be a multiple of 4 (sine position embedding)")
         if self.backbone_norm not in ("frozen", "batch"):
-            raise ValueError(f"backbone_norm must be 'frozen' or 'batch', got {self.backbone_norm!r}")
+            raise ConfigError(f"backbone_norm must be 'frozen' or 'batch', got {self.backbone_norm!r}")
         if not 3 <= self.num_feature_levels <= 8:
             # C3..C5 are always used; levels beyond them are extra stride-2 convolutions.
-            raise ValueError(f"num_feature_levels must be in 3..8, got {self.num_feature_levels}")
+            raise ConfigError(f"num_feature_levels must be in 3..8, got {self.num_feature_levels}")
         if self.d_model % 32:
-            raise ValueError("d_model must be a multiple of 32 (GroupNorm(32) in the input projections)")
+            raise ConfigError("d_model must be a multiple of 32 (GroupNorm(32) in the input projections)")
         for names_field, count in (("class_names", self.num_labels), ("predicate_names", self.num_rel_labels)):
             names = getattr(self, names_field)
             if names is not None and len(names) != count:
-                raise ValueError(f"{names_field} has {len(names)} entries but the model has {count}")
+                raise ConfigError(f"{names_field} has {len(names)} entries but the model has {count}")
         return self
 
     # ------------------------------------------------------------------ names
@@ -115,12 +175,24 @@ class EGTRConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({"egtr_config": self.to_dict()}, indent=2) + "\n")
+        """Write our `config.json` layout (`{"egtr_config": {...}}`) atomically."""
+        write_json(path, {"egtr_config": self.to_dict()})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> EGTRConfig:
-        reject_unknown_fields(cls, values)
-        return cls(**values).validate()
+        return cls(**check_fields(cls, values)).validate()
+
+    def with_dataset_names(self) -> EGTRConfig:
+        """Fill in the class/predicate names of the standard dataset of these sizes (VG 150/50, OI 601/30) where the
+        config has none (the official configs only carry LABEL_i placeholders); returns self."""
+        if self.class_names is None or self.predicate_names is None:
+            from egtr.names import guess_names
+
+            names = guess_names(self.num_labels, self.num_rel_labels)
+            if names is not None:
+                self.class_names = self.class_names or names[0]
+                self.predicate_names = self.predicate_names or names[1]
+        return self
 
     @classmethod
     def from_official_dict(cls, values: dict[str, Any]) -> EGTRConfig:
@@ -130,7 +202,7 @@ class EGTRConfig:
         `LossConfig.from_official_dict`. Generic `LABEL_i` names are dropped, real names are kept.
         """
         if values.get("two_stage") or values.get("with_box_refine"):
-            raise ValueError("two_stage / with_box_refine checkpoints are not EGTR models (the paper uses neither)")
+            raise ConfigError("two_stage / with_box_refine checkpoints are not EGTR models (the paper uses neither)")
         sizes = {f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values}
         sizes.pop("class_names", None)
         sizes.pop("predicate_names", None)
@@ -146,12 +218,14 @@ class EGTRConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> EGTRConfig:
         """Load either our `config.json` (key `egtr_config`) or the official one."""
-        values = read_json(path)
+        values = read_json(path, ConfigError)
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a JSON object, got {type(values).__name__}")
         if "egtr_config" in values:
             return cls.from_dict(values["egtr_config"])
         if values.get("model_type") == "deformable_detr" or "d_model" in values:
             return cls.from_official_dict(values)
-        raise ValueError(f"{path}: neither an egtr config (key 'egtr_config') nor an official Deformable DETR config")
+        raise ConfigError(f"{path}: neither an egtr config (key 'egtr_config') nor an official Deformable DETR config")
 
 
 @dataclass
@@ -171,7 +245,6 @@ class LossConfig:
     rel_sample_negatives_largest: bool = True  # hardest (highest-logit) negatives, else random
     rel_sample_nonmatching_largest: bool = True  # OI: False (random)
     auxiliary_loss: bool = False  # detection losses on every decoder layer (on for detector pre-training)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def for_open_images(cls) -> LossConfig:
@@ -179,8 +252,12 @@ class LossConfig:
 
     @classmethod
     def from_official_dict(cls, values: dict[str, Any]) -> LossConfig:
-        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: values[k] for k in known if k in values})
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> LossConfig:
+        return cls(**check_fields(cls, values))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -211,9 +211,9 @@ class DemoRun:
         self.state = state
 
     def save_state(self) -> None:
-        from egtr.models.checkpoint import save_json
+        from egtr.fileio import write_json
 
-        save_json(self.out_dir / STATE_FILE, self.state)
+        write_json(self.out_dir / STATE_FILE, self.state)
 
     def _done(self, step: str) -> dict[str, Any] | None:
         return self.state["steps"].get(step)
@@ -387,7 +387,8 @@ class DemoRun:
 
     def draw(self) -> dict[str, Any]:
         """Step 5: predicted scene graphs of the first test images (image with boxes | graph), as PNG + JSON."""
-        from egtr.inference import Predictor, predict_files
+        from egtr.inference import Predictor
+        from egtr.predict_files import predict_files
 
         count = self.settings.num_drawings
         self._header("draw", f"drawing the predicted scene graphs of {count} test images -> {self.drawings_dir}")
@@ -400,7 +401,7 @@ class DemoRun:
         predictor = Predictor.from_pretrained(
             self.model_dir,
             device="cpu",
-            image_size=self.settings.image_size,
+            size=self.settings.image_size,
             max_size=2 * self.settings.image_size,
             top_k=self.settings.draw_top_k,
         )
@@ -516,7 +517,7 @@ SUMMARY_METRICS = (
 
 def format_summary(result: DemoResult, total_seconds: float | None = None) -> str:
     """The closing table: time per step, test metrics (trained vs untrained, in %) and where everything is."""
-    from egtr.models.checkpoint import PREPROCESSOR_NAME
+    from egtr.preprocessing import PREPROCESSOR_NAME
 
     lines = ["Summary", f"  {'step':<10} {'time':>8}"]
     for step in STEPS:

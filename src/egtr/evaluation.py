@@ -14,7 +14,6 @@ recomputed later without the model (`egtr evaluate --predictions`), bit for bit.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import subprocess
 import time
@@ -25,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from egtr.data import DataConfig, SceneGraphDataset, build_dataset, collate_fn
+from egtr.errors import ConfigError, DataError
 from egtr.metrics import (
     EvaluationReport,
     PredictionsWriter,
@@ -33,20 +34,14 @@ from egtr.metrics import (
     ground_truth_from_target,
     save_ground_truths,
 )
-from egtr.postprocess import postprocess_detections, postprocess_open_images, postprocess_scene_graphs
+from egtr.models import EGTR, Checkpoint, read_checkpoint
+from egtr.postprocess import ScenePrediction, postprocess_detections, postprocess_open_images, postprocess_scene_graphs
+from egtr.preprocessing import resolve_preprocessing
+from egtr.runtime import resolve_device
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODES = {"vg": ("graph_constraint", "no_graph_constraint"), "oi": ("graph_constraint", "open_images")}
-
-
-def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def code_version() -> dict[str, str | None]:
@@ -71,7 +66,7 @@ def code_version() -> dict[str, str | None]:
     return version
 
 
-def seen_triplets_of(dataset: Any) -> np.ndarray:
+def seen_triplets_of(dataset: SceneGraphDataset) -> np.ndarray:
     """The distinct (subject class, object class, predicate) triplets of a dataset's annotations (no image decoding)."""
     keys = []
     for target in dataset.annotation_targets():
@@ -80,53 +75,29 @@ def seen_triplets_of(dataset: Any) -> np.ndarray:
     return np.unique(np.concatenate(keys), axis=0) if keys else np.zeros((0, 3), np.int64)
 
 
-def exported_model_of_run(path: str | Path) -> Path:
-    """An `egtr train` run directory stands for its exported `model/`; any other path for itself."""
-    path = Path(path)
-    if path.is_dir() and (path / "model" / "config.json").is_file() and (path / "summary.json").is_file():
-        return path / "model"
-    return path
-
-
-def _load_model(model: Any, device: torch.device) -> tuple[Any, dict[str, Any]]:
-    """An `EGTR` from a model object, our directory, the official artifact, an `egtr train` run directory (its
-    exported `model/`) or one of its Lightning checkpoints (`.ckpt` with the model config inside)."""
-    from egtr.models import EGTR
-    from egtr.models.checkpoint import resolve_model_path
-
+def _load_model(model: EGTR | Checkpoint | str | Path, device: torch.device) -> tuple[EGTR, dict[str, object]]:
+    """An `EGTR` in eval mode on `device`, and where it came from (the loader of `egtr.models.checkpoint`)."""
     if isinstance(model, EGTR):
         return model.to(device).eval(), {"model": "in-memory EGTR", "checkpoint_sha256": None}
-    path = exported_model_of_run(model)
-    if path != Path(model):
-        logger.info("%s is a training run: evaluating its exported model %s", model, path)
-    if path.is_file() and path.suffix == ".ckpt":
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(payload, dict) and "egtr_model_config" in payload:
-            from egtr.training.engine import model_from_checkpoint
-
-            settings = {
-                "model": str(model),
-                "weights_file": str(path),
-                "checkpoint_sha256": file_sha256(path),
-            }
-            return model_from_checkpoint(path).to(device).eval(), settings
-    _, weights_path = resolve_model_path(path)
-    settings = {
-        "model": str(model),
-        "weights_file": str(weights_path),
-        "checkpoint_sha256": file_sha256(weights_path),
+    checkpoint = model if isinstance(model, Checkpoint) else read_checkpoint(model)
+    provenance = checkpoint.provenance()
+    settings: dict[str, object] = {
+        "model": provenance["model"],
+        "model_layout": provenance["layout"],
+        "weights_file": provenance["weights_file"],
+        "checkpoint_sha256": provenance["weights_sha256"],
     }
-    return EGTR.from_pretrained(path, map_location=device).eval(), settings
+    return EGTR.from_checkpoint(checkpoint, map_location=device), settings
 
 
 def evaluate_model(
-    model: Any,
-    data_config: Any,
+    model: EGTR | Checkpoint | str | Path,
+    data_config: DataConfig,
     split: str = "test",
     *,
     batch_size: int = 1,
     num_workers: int = 0,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = "auto",
     top_k: int = 100,
     modes: Sequence[str] | None = None,
     detection: bool = True,
@@ -139,12 +110,12 @@ def evaluate_model(
     """Run a model over a dataset split and compute the reference metrics.
 
     Args:
-        model: an `EGTR`, or a path: our directory, the official artifact or its `.ckpt`, an `egtr train` run
-            directory (its exported `model/`) or one of the run's Lightning checkpoints.
+        model: an `EGTR`, a `Checkpoint` already read, or a path in any layout `egtr.models.read_checkpoint` knows
+            (our directory, the official artifact or its `.ckpt`, an `egtr train` run, pass or Lightning checkpoint).
         data_config: `egtr.data.DataConfig` (dataset kind, root, evaluation resize).
         split: "train", "val" or "test".
         batch_size, num_workers: DataLoader settings (the original evaluates with batch size 1).
-        device: where the forward pass runs.
+        device: where the forward pass runs ("auto": CUDA when available).
         top_k: triplets kept per image (100).
         modes: relation sets to evaluate, from "graph_constraint", "no_graph_constraint", "open_images"; default:
             both graph modes for VG, the graph constraint and the Open Images metrics for OI.
@@ -163,22 +134,21 @@ def evaluate_model(
     from torch.utils.data import DataLoader, Subset
     from tqdm import tqdm
 
-    from egtr.data import build_dataset, collate_fn
-
     started = time.perf_counter()
-    device = torch.device(device)
+    device = resolve_device(device)
     model, model_settings = _load_model(model, device)
-    dataset = build_dataset(data_config, split, train=False)
+    dataset = build_dataset(data_config, split, train=False, num_queries=model.config.num_queries)
     modes = tuple(modes) if modes is not None else DEFAULT_MODES[data_config.kind]
     if dataset.num_rel_labels != model.config.num_rel_labels or dataset.num_labels != model.config.num_labels:
-        raise ValueError(
+        raise DataError(
             f"the model predicts {model.config.num_labels} classes / {model.config.num_rel_labels} predicates but "
             f"{data_config.root} ({split}) has {dataset.num_labels} / {dataset.num_rel_labels}"
         )
     if isinstance(seen_triplets, str):
         if seen_triplets != "train":
             raise ValueError(f"seen_triplets must be an array, 'train' or None, got {seen_triplets!r}")
-        seen_triplets = seen_triplets_of(build_dataset(data_config, "train", train=False))
+        train_split = build_dataset(data_config, "train", train=False, num_queries=model.config.num_queries)
+        seen_triplets = seen_triplets_of(train_split)
     if coco_ground_truth == "auto":
         candidate = Path(data_config.root) / f"{split}.json"
         coco_ground_truth = candidate if data_config.kind == "vg" and candidate.is_file() else None
@@ -193,7 +163,7 @@ def evaluate_model(
             outputs = model(batch["pixel_values"].to(device), batch["pixel_mask"].to(device))
             sizes = torch.stack([target["orig_size"] for target in batch["labels"]]).to(device)
             raw = (outputs.logits, outputs.pred_boxes, outputs.pred_rel, outputs.pred_connectivity, sizes)
-            scene_graphs = {}
+            scene_graphs: dict[str, Sequence[ScenePrediction]] = {}
             for mode in modes:
                 if mode == "open_images":
                     scene_graphs[mode] = postprocess_open_images(*raw, top_k=top_k)
@@ -256,7 +226,9 @@ def evaluate_model(
     return report
 
 
-def ground_truths_from_dataset(data_config: Any, split: str, max_images: int | None = None) -> list[SceneGroundTruth]:
+def ground_truths_from_dataset(
+    data_config: DataConfig, split: str, max_images: int | None = None
+) -> list[SceneGroundTruth]:
     """Ground truth of a split read from its annotation files only (no image decoding).
 
     Boxes go through the loader's target preparation (clipping, degenerate-box removal with relation remapping) and
@@ -264,7 +236,6 @@ def ground_truths_from_dataset(data_config: Any, split: str, max_images: int | N
     like the original, which can differ in the last bits. For bit-exact re-evaluation use the ground-truth file that
     `evaluate_model(predictions_path=...)` writes.
     """
-    from egtr.data import build_dataset
     from egtr.data.targets import prepare_target
 
     dataset = build_dataset(data_config, split, train=False)
@@ -316,22 +287,19 @@ def run_evaluation(
         The report and the path of the JSON written.
     """
     from egtr.metrics import evaluate_predictions_file
-    from egtr.models.checkpoint import PreprocessorConfig, load_preprocessor_config
 
     if (model is None) == (predictions is None):
-        raise ValueError("give exactly one of a model or a predictions file")
-    recorded = load_preprocessor_config(exported_model_of_run(model)) if model is not None else None
-    preprocessor = (recorded or PreprocessorConfig()).with_sizes(size, max_size)
+        raise ConfigError("give exactly one of a model or a predictions file")
+    checkpoint = read_checkpoint(model) if model is not None else None  # read once: preprocessing + weights
+    preprocessor = resolve_preprocessing(checkpoint.preprocessor if checkpoint else None, size, max_size)
     data_config = None
     if data_root is not None:
-        data_config = preprocessor.data_config(kind=kind, root=str(data_root))
-    if model is not None:
+        data_config = DataConfig.for_evaluation(preprocessor, kind=kind, root=str(data_root))
+    if checkpoint is not None:
         if data_config is None:
-            raise ValueError("evaluating a model needs the dataset folder (data_root)")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+            raise ConfigError("evaluating a model needs the dataset folder (--data-root)")
         report = evaluate_model(
-            model,
+            checkpoint,
             data_config,
             split,
             batch_size=batch_size,
@@ -347,6 +315,7 @@ def run_evaluation(
         )
         report.settings.pop("predictions_metadata", None)  # the same settings are at the top level
     else:
+        assert predictions is not None  # one of model / predictions, checked above
         predictions_path = Path(predictions)
         default_truth = predictions_path.with_name(predictions_path.stem + ".ground_truth.npz")
         if ground_truth is not None:
@@ -356,13 +325,11 @@ def run_evaluation(
         elif data_config is not None:
             truths = ground_truths_from_dataset(data_config, split, max_images)
         else:
-            raise ValueError(f"{predictions_path}: no ground truth: give a ground-truth file or the dataset folder")
+            raise ConfigError(f"{predictions_path}: no ground truth: give a ground-truth file or the dataset folder")
         seen = None
         if zero_shot:
             if data_config is None:
-                raise ValueError("zero-shot recall needs the dataset folder (the train split's triplets)")
-            from egtr.data import build_dataset
-
+                raise ConfigError("zero-shot recall needs the dataset folder (the train split's triplets)")
             seen = seen_triplets_of(build_dataset(data_config, "train", train=False))
         coco = Path(data_root) / f"{split}.json" if data_root is not None and kind == "vg" else None
         report = evaluate_predictions_file(

@@ -9,6 +9,7 @@ they use (plus, optionally, confident objects) and re-indexes them.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,9 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from egtr.fileio import write_text
+from egtr.images import ImageSource, describe_source
+
 if TYPE_CHECKING:  # optional dependencies (the `viz` extra), only for annotations
     import networkx
     from matplotlib.figure import Figure
+
+logger = logging.getLogger(__name__)
 
 SCENE_GRAPH_FORMAT_VERSION = 1
 
@@ -108,7 +114,7 @@ class SceneGraph:
         """Serialise to JSON; also write it to `path` when given. Returns the JSON text."""
         text = json.dumps(self.to_dict(), indent=indent)
         if path is not None:
-            Path(path).write_text(text + "\n")
+            write_text(path, text + "\n")
         return text
 
     @classmethod
@@ -184,7 +190,7 @@ class SceneGraph:
     def draw(
         self,
         path: str | Path | None = None,
-        image: Any = None,
+        image: ImageSource | None = None,
         **options: Any,
     ) -> Figure:
         """Draw the image with labelled boxes next to the graph; see `egtr.visualize.draw_scene_graph`.
@@ -196,8 +202,14 @@ class SceneGraph:
         """
         from egtr.visualize import draw_scene_graph
 
-        if image is None and self.image_path is not None and Path(self.image_path).is_file():
-            image = self.image_path
+        if image is None and self.image_path is not None:
+            if Path(self.image_path).is_file():
+                image = self.image_path
+            else:
+                logger.warning(
+                    "%s: the image of this scene graph is not there; drawing on a blank canvas",
+                    describe_source(self.image_path),
+                )
         return draw_scene_graph(self, image=image, path=path, **options)
 
 

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from egtr.images import ImageSource, describe_source, load_image
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -118,7 +120,8 @@ def draw_scene_graph(
     _draw_graph_panel(graph_axes, scene_graph, relations, colours, tags, show_scores)
 
     if title is None:
-        name = Path(scene_graph.image_path).name if scene_graph.image_path else "scene graph"
+        # describe_source: a file name that is not valid UTF-8 must not break the text renderer.
+        name = describe_source(Path(scene_graph.image_path).name) if scene_graph.image_path else "scene graph"
         shown = f" (top {len(relations)} shown)" if len(relations) < len(scene_graph.relations) else ""
         counts = f"{_plural(len(scene_graph.objects), 'object')}, {_plural(len(scene_graph.relations), 'relation')}"
         title = f"{name}: {counts}{shown}"
@@ -136,28 +139,14 @@ def _plural(count: int, noun: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- image panel
-def _load_picture(image: Any, image_size: tuple[int, int]) -> np.ndarray:
-    """(h, w, 3) uint8 array of `image`, downsampled to at most `_MAX_IMAGE_SIDE` pixels per side."""
-    from PIL import Image
-
+def _load_picture(image: ImageSource | None, image_size: tuple[int, int]) -> np.ndarray:
+    """(h, w, 3) uint8 array of `image` (converted as everywhere else, `egtr.images.load_image`), downsampled to at
+    most `_MAX_IMAGE_SIDE` pixels per side; None gives a grey canvas of `image_size`."""
     if image is None:
         height, width = image_size if all(image_size) else (480, 640)
         scale = min(1.0, _MAX_IMAGE_SIDE / max(height, width))
         return np.full((max(1, round(height * scale)), max(1, round(width * scale)), 3), 200, dtype=np.uint8)
-    if isinstance(image, (str, Path)):
-        from egtr.data.images import load_image
-
-        picture = load_image(image)
-    elif isinstance(image, Image.Image):
-        picture = image.convert("RGB")
-    else:
-        array = np.asarray(image)
-        if array.dtype != np.uint8:
-            # Floats in [0, 1] are the usual non-uint8 image convention.
-            array = (
-                (np.clip(array, 0, 1) * 255).round().astype(np.uint8) if array.max() <= 1 else array.astype(np.uint8)
-            )
-        picture = Image.fromarray(array).convert("RGB")
+    picture = load_image(image, max_pixels=None)
     if max(picture.size) > _MAX_IMAGE_SIDE:
         picture = picture.copy()
         picture.thumbnail((_MAX_IMAGE_SIDE, _MAX_IMAGE_SIDE))

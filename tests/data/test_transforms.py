@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from egtr.data import DataConfig, collate_fn, make_transforms
-from egtr.data.transforms import get_size_with_aspect_ratio, hflip, resize
+from egtr.data.transforms import get_size_with_aspect_ratio, hflip, make_eval_transform, resize
+from egtr.preprocessing import FPS_LONGEST_EDGE, FPS_SHORTEST_EDGE, PreprocessorConfig
 
 
 @pytest.mark.parametrize(
@@ -56,11 +57,12 @@ def test_eval_pipeline_output() -> None:
     torch.testing.assert_close(target["boxes"], torch.tensor([[0.25, 0.25, 0.5, 0.5]]))
 
 
-def test_speed_config_and_override() -> None:
+def test_eval_pipeline_of_a_preprocessor_config_is_the_config_eval_pipeline() -> None:
     image = Image.new("RGB", (640, 480))
+    preprocessor = PreprocessorConfig(FPS_SHORTEST_EDGE, FPS_LONGEST_EDGE)
     for transforms in (
-        make_transforms(DataConfig.for_speed_measurement(), train=False),
-        make_transforms(DataConfig(), train=False, eval_size=600, eval_max_size=1000),
+        make_eval_transform(preprocessor),
+        make_transforms(DataConfig.for_evaluation(preprocessor, root="."), train=False),
     ):
         assert transforms(image, _target([[0, 0, 1, 1]]))[1]["size"].tolist() == [600, 800]
 

@@ -8,14 +8,13 @@ import pytest
 import torch
 
 from egtr import EGTR, CheckpointError, EGTRConfig
-from egtr.data.config import IMAGENET_MEAN, IMAGENET_STD
-from egtr.models.checkpoint import (
+from egtr.models.checkpoint import read_checkpoint, read_state_dict
+from egtr.preprocessing import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     PREPROCESSOR_NAME,
     PreprocessorConfig,
-    load_detector_weights,
     load_preprocessor_config,
-    read_state_dict,
-    save_egtr,
 )
 
 TINY = {
@@ -59,7 +58,11 @@ def test_artifact_picks_the_largest_epoch(tmp_path, reference_dir):
 def test_save_and_load_round_trip_exactly(tmp_path, reference_dir, reference_inputs):
     model = EGTR.from_pretrained(reference_dir / "artifact")
     model.save_pretrained(tmp_path / "ours")
-    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    ]
     reloaded = EGTR.from_pretrained(tmp_path / "ours")
     assert reloaded.config == model.config
     for (key, a), (_, b) in zip(model.state_dict().items(), reloaded.state_dict().items()):
@@ -107,19 +110,6 @@ def test_detector_checkpoint_given_as_egtr_is_explained(tmp_path):
         EGTR.from_pretrained(detector_dir)
 
 
-def test_detector_weights_initialise_the_detector_only(tmp_path):
-    source = EGTR(EGTRConfig(**TINY))
-    torch.save(
-        {k: v for k, v in source.state_dict().items() if not k.startswith(("proj_", "rel_"))},
-        tmp_path / "pytorch_model.bin",
-    )
-    target = EGTR(EGTRConfig(**TINY))
-    report = load_detector_weights(target, tmp_path)
-    assert torch.equal(target.model.level_embed, source.model.level_embed)
-    assert not torch.equal(target.proj_q[0].weight, source.proj_q[0].weight)
-    assert "proj_q.0.weight" in report.missing and "model.level_embed" in report.loaded
-
-
 def test_wrong_sizes_are_listed(tmp_path, reference_dir):
     artifact = tmp_path / "artifact"
     shutil.copytree(reference_dir / "artifact", artifact)
@@ -132,7 +122,7 @@ def test_wrong_sizes_are_listed(tmp_path, reference_dir):
 
 def test_not_a_checkpoint(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
-    with pytest.raises(ValueError, match="not valid JSON"):
+    with pytest.raises(CheckpointError, match=r"config.json: malformed JSON at line 1"):
         EGTR.from_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError):
         EGTR.from_pretrained(tmp_path / "missing")
@@ -148,7 +138,7 @@ def test_config_reads_official_json(reference_dir):
 # ------------------------------------------------------------------------------------- preprocessor_config.json
 def test_preprocessor_config_round_trip_in_the_transformers_layout(tmp_path):
     preprocessor = PreprocessorConfig(128, 256, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
-    save_egtr(EGTR(EGTRConfig(**TINY)), tmp_path, preprocessor=preprocessor)
+    EGTR(EGTRConfig(**TINY)).save_pretrained(tmp_path, preprocessor=preprocessor)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors", PREPROCESSOR_NAME]
     values = json.loads((tmp_path / PREPROCESSOR_NAME).read_text())
     # What transformers' DeformableDetrImageProcessor reads: shorter side, longer-side cap, PIL bilinear, 1/255.
@@ -158,26 +148,34 @@ def test_preprocessor_config_round_trip_in_the_transformers_layout(tmp_path):
     assert values["resample"] == 2 and values["rescale_factor"] == pytest.approx(1 / 255)
     assert load_preprocessor_config(tmp_path) == preprocessor
     assert PreprocessorConfig.load(tmp_path / PREPROCESSOR_NAME) == preprocessor
-    # Saving again without a preprocessor keeps the recorded one (as transformers' save_pretrained does).
-    EGTR.from_pretrained(tmp_path).save_pretrained(tmp_path)
-    assert load_preprocessor_config(tmp_path) == preprocessor
+    # A loaded model carries its preprocessing, and saving it again writes the same.
+    reloaded = EGTR.from_pretrained(tmp_path)
+    assert reloaded.preprocessor == preprocessor
+    reloaded.save_pretrained(tmp_path / "again")
+    assert load_preprocessor_config(tmp_path / "again") == preprocessor
+
+
+def test_a_model_built_in_python_saves_the_paper_preprocessing(tmp_path):
+    EGTR(EGTRConfig(**TINY)).save_pretrained(tmp_path)
+    assert load_preprocessor_config(tmp_path) == PreprocessorConfig()
 
 
 def test_official_artifact_has_no_preprocessor_config(reference_dir):
     artifact = reference_dir / "artifact"
     assert load_preprocessor_config(artifact) is None
-    assert load_preprocessor_config(next((artifact / "checkpoints").glob("*.ckpt"))) is None
+    assert read_checkpoint(artifact).preprocessor is None
+    assert read_checkpoint(next((artifact / "checkpoints").glob("*.ckpt"))).preprocessor is None
     assert PreprocessorConfig() == PreprocessorConfig(800, 1333, IMAGENET_MEAN, IMAGENET_STD)  # the paper's
 
 
-def test_a_checkpoint_file_finds_the_preprocessor_config_of_its_model_directory(tmp_path):
+def test_a_checkpoint_file_finds_the_preprocessor_config_of_its_model_directory(tmp_path, reference_dir):
+    artifact = tmp_path / "artifact"
+    shutil.copytree(reference_dir / "artifact", artifact)
     preprocessor = PreprocessorConfig(96, 192)
-    (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "config.json").write_text("{}")
-    preprocessor.save(tmp_path)
-    checkpoint = tmp_path / "checkpoints" / "epoch=01.ckpt"
-    checkpoint.write_bytes(b"")
-    assert load_preprocessor_config(checkpoint) == preprocessor
+    preprocessor.save(artifact)
+    checkpoint_file = next((artifact / "checkpoints").glob("*.ckpt"))
+    assert read_checkpoint(checkpoint_file).preprocessor == preprocessor
+    assert read_checkpoint(artifact).preprocessor == preprocessor
 
 
 def test_explicit_sizes_win_field_by_field():
@@ -217,7 +215,7 @@ def test_malformed_preprocessor_config_names_the_file_and_the_field(tmp_path, ch
 
 def test_preprocessor_config_that_is_not_json_names_the_file(tmp_path):
     (tmp_path / PREPROCESSOR_NAME).write_text('{"size": ')
-    with pytest.raises(CheckpointError, match=rf"{PREPROCESSOR_NAME}: not valid JSON"):
+    with pytest.raises(CheckpointError, match=rf"{PREPROCESSOR_NAME}: malformed JSON"):
         load_preprocessor_config(tmp_path)
     (tmp_path / PREPROCESSOR_NAME).write_text("[800, 1333]")
     with pytest.raises(CheckpointError, match=rf"{PREPROCESSOR_NAME}: expected a JSON object"):

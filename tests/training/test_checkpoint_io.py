@@ -46,7 +46,7 @@ def test_storage_options_are_rejected(tmp_path):
 
 
 def test_stale_temporaries_of_a_killed_write_are_removed(tmp_path):
-    from egtr.training.checkpoint_io import remove_stale_temporaries
+    from egtr.fileio import remove_stale_temporaries
 
     (tmp_path / ".last.ckpt.abc123.tmp").write_bytes(b"partial")
     (tmp_path / "last.ckpt").write_bytes(b"complete")

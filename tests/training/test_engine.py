@@ -11,7 +11,7 @@ import torch
 from tests.training.conftest import tiny_train_config
 
 from egtr import EGTR
-from egtr.models.checkpoint import load_preprocessor_config
+from egtr.preprocessing import load_preprocessor_config
 from egtr.training import TrainConfig, checkpoint_io, pretrain_detector, run_training, train_egtr
 from egtr.training.module import EGTRLightningModule
 

@@ -9,7 +9,7 @@ from tests.training.conftest import IMAGE_SIZE, tiny_model_config
 from egtr import EGTR
 from egtr.data import DataConfig
 from egtr.inference import Predictor
-from egtr.models.checkpoint import PreprocessorConfig, load_preprocessor_config
+from egtr.preprocessing import PreprocessorConfig, load_preprocessor_config
 from egtr.training.engine import export_model
 
 

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from tests.training.conftest import tiny_model_config
 
 from egtr import EGTR
-from egtr.models.checkpoint import CheckpointError
+from egtr.errors import CheckpointError
 from egtr.training import load_backbone_weights, load_pretrained_detector
 from egtr.training.initialization import BACKBONE_PREFIX
 

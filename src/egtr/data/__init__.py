@@ -9,12 +9,11 @@ of the frequency bias, dataset validation and summaries. Items follow the shared
 from egtr.data.base import SceneGraphDataset, collate_fn
 from egtr.data.build import build_dataset
 from egtr.data.config import DataConfig
-from egtr.data.errors import DataError
-from egtr.data.images import load_image
 from egtr.data.open_images import OpenImagesDataset
 from egtr.data.statistics import count_triplets, frequency_bias_tables, load_or_compute_triplet_counts
 from egtr.data.transforms import make_transforms
 from egtr.data.visual_genome import VisualGenomeDataset
+from egtr.errors import DataError
 
 __all__ = [
     "DataConfig",
@@ -26,7 +25,6 @@ __all__ = [
     "collate_fn",
     "count_triplets",
     "frequency_bias_tables",
-    "load_image",
     "load_or_compute_triplet_counts",
     "make_transforms",
 ]

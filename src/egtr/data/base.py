@@ -7,7 +7,6 @@ relation remapping, transforms) is here, so all layouts (and the synthetic world
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,25 +17,18 @@ import torch
 from torch.utils.data import Dataset
 
 from egtr.data.config import IMAGENET_MEAN, IMAGENET_STD
-from egtr.data.errors import DataError
-from egtr.data.images import load_image
 from egtr.data.targets import ImageAnnotation, prepare_target, sample_one_predicate_per_pair
 from egtr.data.transforms import ToTensorNormalize
+from egtr.errors import DataError
+from egtr.fileio import read_json as read_json_file
+from egtr.images import load_image
 
 logger = logging.getLogger(__name__)
 
 
 def read_json(path: Path) -> Any:
     """Load a JSON file; a missing or malformed file raises `DataError` naming it (and the position of the error)."""
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: malformed JSON at line {error.lineno} column {error.colno}: {error.msg}") from error
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text ({error})") from error
+    return read_json_file(path, DataError)
 
 
 class SceneGraphDataset(Dataset):
@@ -100,7 +92,7 @@ class SceneGraphDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         annotation = self.annotations[index]
-        image = load_image(self.image_dir / annotation.file_name, self.exif_transpose)
+        image = load_image(self.image_dir / annotation.file_name, exif_transpose=self.exif_transpose)
         if annotation.width is not None and (image.width, image.height) != (annotation.width, annotation.height):
             # Boxes are clipped to the decoded image; a size mismatch usually means a wrong file or EXIF rotation.
             logger.warning(

@@ -11,9 +11,7 @@ from egtr.data.transforms import make_transforms
 from egtr.data.visual_genome import VisualGenomeDataset
 
 
-def build_dataset(
-    config: DataConfig, split: str, train: bool, eval_size: int | None = None, eval_max_size: int | None = None
-) -> SceneGraphDataset:
+def build_dataset(config: DataConfig, split: str, train: bool, num_queries: int | None = None) -> SceneGraphDataset:
     """Build a dataset split.
 
     Args:
@@ -21,7 +19,8 @@ def build_dataset(
         split: "train", "val" or "test".
         train: use the training augmentation (flip + random resize); otherwise the fixed evaluation resize. The OI
             training filters follow the split (train split only), as in the original.
-        eval_size, eval_max_size: override the evaluation resize (e.g. 600/1000 for speed measurement).
+        num_queries: the model's query count: Open Images training drops images with more boxes than this
+            (reference §7.2); None keeps every image.
 
     Returns:
         A `SceneGraphDataset` (`VisualGenomeDataset` or `OpenImagesDataset`) with `class_names` and
@@ -30,7 +29,7 @@ def build_dataset(
     config.validate()
     if not config.root:
         raise ValueError("DataConfig.root is empty: set it to the dataset folder")
-    transforms = make_transforms(config, train=train, eval_size=eval_size, eval_max_size=eval_max_size)
+    transforms = make_transforms(config, train=train)
     root = Path(config.root)
     if config.kind == "vg":
         return VisualGenomeDataset(root, split, transforms, exif_transpose=config.exif_transpose)
@@ -38,7 +37,7 @@ def build_dataset(
         root,
         split,
         transforms,
-        num_queries=config.num_queries,
+        num_queries=num_queries,
         filter_duplicate_rels=config.oi_filter_duplicate_rels,
         sample_one_predicate=config.oi_sample_one_predicate,
         box_plus_one=config.oi_box_plus_one,

@@ -10,11 +10,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from egtr.config import reject_unknown_fields
+from egtr.config import check_fields
+from egtr.preprocessing import IMAGENET_MEAN, IMAGENET_STD, PAPER_LONGEST_EDGE, PAPER_SHORTEST_EDGE, PreprocessorConfig
 
 DATASET_KINDS = ("vg", "oi")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _default_train_sizes() -> tuple[int, ...]:
@@ -26,8 +25,8 @@ def _default_train_sizes() -> tuple[int, ...]:
 class DataConfig:
     """Dataset location, dataset kind and transform sizes.
 
-    Defaults are the original EGTR settings for Visual Genome. `for_speed_measurement` gives the 600/1000 resize of
-    the FPS benchmark and `for_synthetic` sizes that fit the small images of the synthetic scene world.
+    Defaults are the original EGTR settings for Visual Genome; `for_synthetic` gives sizes that fit the small
+    images of the synthetic scene world.
     """
 
     kind: str = "vg"  # "vg": RelTR layout (our native format); "oi": SGTR Open Images V6 layout
@@ -39,11 +38,10 @@ class DataConfig:
     train_intermediate_sizes: tuple[int, ...] = (400, 500, 600)
     train_intermediate_prob: float = 0.5
     horizontal_flip_prob: float = 0.5
-    eval_size: int = 800  # shorter side at evaluation
-    eval_max_size: int = 1333  # cap on the longer side at evaluation
+    eval_size: int = PAPER_SHORTEST_EDGE  # shorter side at evaluation
+    eval_max_size: int = PAPER_LONGEST_EDGE  # cap on the longer side at evaluation
     image_mean: tuple[float, float, float] = IMAGENET_MEAN
     image_std: tuple[float, float, float] = IMAGENET_STD
-    num_queries: int = 200  # OI training drops images with more boxes than this (reference §7.2)
     oi_filter_duplicate_rels: bool = True  # OI train: remove exact duplicate (s, o, p) triplets
     oi_sample_one_predicate: bool = True  # OI train: one random predicate per (s, o) pair at every load
     oi_box_plus_one: bool = True  # OI boxes become [x1, y1, x2 + 1, y2 + 1] like the original (quirk Q5, keep)
@@ -55,7 +53,7 @@ class DataConfig:
             raise ValueError(f"DataConfig.kind must be one of {DATASET_KINDS}, got {self.kind!r}")
         if not self.train_sizes or min(self.train_sizes) < 1:
             raise ValueError(f"DataConfig.train_sizes must be positive sizes, got {self.train_sizes}")
-        for name in ("train_max_size", "eval_size", "eval_max_size", "num_queries"):
+        for name in ("train_max_size", "eval_size", "eval_max_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"DataConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("train_intermediate_prob", "horizontal_flip_prob"):
@@ -66,11 +64,6 @@ class DataConfig:
         if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
             raise ValueError("DataConfig.image_mean/image_std need 3 values, std > 0")
         return self
-
-    @classmethod
-    def for_speed_measurement(cls, **overrides: Any) -> DataConfig:
-        """Eval resize 600/1000 used for the FPS numbers (reference §6.3)."""
-        return cls(**{"eval_size": 600, "eval_max_size": 1000, **overrides}).validate()
 
     @classmethod
     def for_synthetic(cls, root: str, image_size: int = 192, **overrides: Any) -> DataConfig:
@@ -94,12 +87,31 @@ class DataConfig:
         values.update(overrides)
         return cls(**values).validate()
 
+    @classmethod
+    def for_evaluation(cls, preprocessor: PreprocessorConfig, **values: Any) -> DataConfig:
+        """A config whose evaluation pipeline is `preprocessor` (`values`: kind, root, ...)."""
+        return cls(
+            eval_size=preprocessor.shortest_edge,
+            eval_max_size=preprocessor.longest_edge,
+            image_mean=preprocessor.image_mean,
+            image_std=preprocessor.image_std,
+            **values,
+        ).validate()
+
+    def preprocessor(self) -> PreprocessorConfig:
+        """The test-time preprocessing of this config (its evaluation resize, not the random training sizes)."""
+        mean, std = self.image_mean, self.image_std
+        return PreprocessorConfig(
+            self.eval_size, self.eval_max_size, (mean[0], mean[1], mean[2]), (std[0], std[1], std[2])
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DataConfig:
         """Inverse of `to_dict` (lists from JSON become tuples); unknown keys are an error."""
-        reject_unknown_fields(cls, values)
-        converted = {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
+        converted: dict[str, Any] = {
+            key: tuple(value) if isinstance(value, list) else value for key, value in check_fields(cls, values).items()
+        }
         return cls(**converted).validate()

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from egtr.data.base import SceneGraphDataset, read_json
-from egtr.data.errors import DataError
 from egtr.data.targets import ImageAnnotation
+from egtr.errors import DataError
 
 logger = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -50,7 +50,7 @@ def parse_oi_split(
     root: Path,
     split: str,
     train_filters: bool,
-    num_queries: int = 200,
+    num_queries: int | None = None,
     filter_duplicate_rels: bool = True,
     box_plus_one: bool = True,
 ) -> tuple[list[ImageAnnotation], list[str], list[str]]:
@@ -72,7 +72,7 @@ def parse_oi_split(
             if not isinstance(record, dict) or key not in record:
                 raise DataError(f"{where}: missing field {key!r}")
         boxes = np.asarray(record["bbox"], dtype=np.float64).reshape(-1, 4) if record["bbox"] else np.zeros((0, 4))
-        if train_filters and len(boxes) > num_queries:
+        if train_filters and num_queries is not None and len(boxes) > num_queries:
             num_too_many += 1
             continue
         if box_plus_one:
@@ -106,7 +106,7 @@ class OpenImagesDataset(SceneGraphDataset):
         root: dataset folder.
         split: "train", "val" or "test".
         transforms: see `SceneGraphDataset`.
-        num_queries: training drops images with more boxes than this.
+        num_queries: training drops images with more boxes than this (the model's query count; None keeps all).
         filter_duplicate_rels: training removes exact duplicate triplets.
         sample_one_predicate: training draws one predicate per pair at every load.
         box_plus_one: keep the original's +1 on x2/y2 (quirk Q5).
@@ -118,7 +118,7 @@ class OpenImagesDataset(SceneGraphDataset):
         root: str | Path,
         split: str,
         transforms: Callable[..., Any] | None = None,
-        num_queries: int = 200,
+        num_queries: int | None = None,
         filter_duplicate_rels: bool = True,
         sample_one_predicate: bool = True,
         box_plus_one: bool = True,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from egtr.data.errors import DataError
+from egtr.errors import DataError
 
 logger = logging.getLogger(__name__)
 

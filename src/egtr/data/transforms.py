@@ -19,6 +19,7 @@ from PIL import Image
 
 from egtr.box_ops import box_xyxy_to_cxcywh
 from egtr.data.config import DataConfig
+from egtr.preprocessing import PreprocessorConfig
 
 Target = dict[str, Any]
 Transform = Callable[[Image.Image, Target], tuple[Any, Target]]
@@ -150,24 +151,19 @@ class ToTensorNormalize:
         return pixel_values, target
 
 
-def make_transforms(
-    config: DataConfig, train: bool, eval_size: int | None = None, eval_max_size: int | None = None
-) -> Compose:
+def make_transforms(config: DataConfig, train: bool) -> Compose:
     """The one place the image pipelines are written (reference §4.2).
 
     Args:
         config: sizes, flip probability and normalisation.
         train: training pipeline (flip + random resize, no crop) or evaluation pipeline (one fixed resize).
-        eval_size, eval_max_size: override the evaluation sizes (e.g. 600/1000 for speed measurement).
 
     Returns:
         A callable `(PIL image, target) -> (pixel_values (3, H, W), target)`.
     """
-    normalize = ToTensorNormalize(config.image_mean, config.image_std)
     if not train:
-        size = eval_size if eval_size is not None else config.eval_size
-        max_size = eval_max_size if eval_max_size is not None else config.eval_max_size
-        return Compose([Resize(size, max_size), normalize])
+        return make_eval_transform(config.preprocessor())
+    normalize = ToTensorNormalize(config.image_mean, config.image_std)
     final_resize = RandomResize(config.train_sizes, config.train_max_size)
     resize_step: Transform = final_resize
     if config.train_intermediate_prob > 0:
@@ -175,3 +171,14 @@ def make_transforms(
         two_step = Compose([RandomResize(config.train_intermediate_sizes), final_resize])
         resize_step = RandomSelect(final_resize, two_step, config.train_intermediate_prob)
     return Compose([RandomHorizontalFlip(config.horizontal_flip_prob), resize_step, normalize])
+
+
+def make_eval_transform(preprocessor: PreprocessorConfig) -> Compose:
+    """The test-time pipeline of a model: one fixed resize, then normalisation (what `Predictor`, evaluation,
+    `egtr info` and the benchmark all run)."""
+    return Compose(
+        [
+            Resize(preprocessor.shortest_edge, preprocessor.longest_edge),
+            ToTensorNormalize(preprocessor.image_mean, preprocessor.image_std),
+        ]
+    )

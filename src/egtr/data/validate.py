@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from egtr.data.errors import DataError
-from egtr.data.images import load_image
+from egtr.errors import DataError
+from egtr.images import load_image
 
 SPLITS = ("train", "val", "test")
 

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from egtr.data.base import SceneGraphDataset, read_json
-from egtr.data.errors import DataError
 from egtr.data.targets import ImageAnnotation
+from egtr.errors import DataError
 
 SPLITS = ("train", "val", "test")
 

@@ -13,7 +13,6 @@ Predictions and ground truths are paired by position; where both carry image ids
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from egtr.fileio import write_json
 from egtr.metrics.core import SceneGroundTruth
 from egtr.metrics.detection import DetectionAP
 from egtr.metrics.open_images import OpenImagesRelationMetrics
@@ -71,9 +71,7 @@ class EvaluationReport:
         return document
 
     def save_json(self, path: str | Path, predicate_names: Sequence[str] | None = None) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(self.to_json_dict(predicate_names), indent=2, allow_nan=False) + "\n")
-        return path
+        return write_json(path, self.to_json_dict(predicate_names), allow_nan=False)
 
     def format_table(self) -> str:
         """Readable summary: one block per metric group."""

@@ -1,6 +1,6 @@
-"""The EGTR network: backbone, Deformable DETR body, relation head, and checkpoint loading."""
+"""The EGTR network (backbone, Deformable DETR body, relation head) and the one reader of model files."""
 
-from egtr.models.checkpoint import CheckpointError, LoadReport, load_detector_weights, load_egtr, save_egtr
+from egtr.models.checkpoint import Checkpoint, LoadReport, read_checkpoint
 from egtr.models.egtr import EGTR, EGTROutput
 
-__all__ = ["EGTR", "CheckpointError", "EGTROutput", "LoadReport", "load_detector_weights", "load_egtr", "save_egtr"]
+__all__ = ["EGTR", "Checkpoint", "EGTROutput", "LoadReport", "read_checkpoint"]

@@ -1,46 +1,53 @@
-"""Reading and writing EGTR weights in every supported layout.
+"""The one reader of every model layout egtr knows, and the writer of ours (reference §2.8).
 
-Layouts (reference §2.8):
-- ours: a directory with `config.json` (key `egtr_config`) + `model.safetensors`;
-- the released EGTR artifact: a directory with the HF-style `config.json` + `checkpoints/epoch=EE-...ckpt` (PyTorch
-  Lightning 1.6 format, keys prefixed `model.`, possibly float16); the file with the largest epoch is the best one;
-- a single official `.ckpt` file (its `config.json` is looked up next to it or one folder up);
-- the released pre-trained detector: `config.json` + `pytorch_model.bin` (no relation head). It is not an EGTR model;
-  `load_detector_weights` loads it into a model before relation training.
+`read_checkpoint(path)` resolves any of these to a `Checkpoint` (config, state dict, preprocessing, provenance),
+reading each file once (the weights' SHA-256 is computed from the same bytes that are parsed):
 
-Our directories may also hold `preprocessor_config.json` (`PreprocessorConfig`): the resize and normalisation the
-model was trained and validated with, in the layout of transformers' DETR / Deformable DETR image processors. The
-official artifacts have none; their preprocessing is the paper's (shorter side 800, longer side <= 1333, ImageNet).
+| layout                | what `path` is                                                                     |
+|-----------------------|------------------------------------------------------------------------------------|
+| `egtr-directory`      | ours: `config.json` (key `egtr_config`) + `model.safetensors` (+ preprocessor file) |
+| `official-artifact`   | the released EGTR artifact: HF-style `config.json` + `checkpoints/epoch=EE-*.ckpt`  |
+|                       | (Lightning 1.6, keys prefixed `model.`, float16); the largest epoch is the best one |
+| `checkpoint-file`     | one `.ckpt` of either kind: ours carry their model config inside                   |
+|                       | (`egtr_model_config`), official ones find `config.json` next to them or one up      |
+| `training-pass`       | an `egtr train` pass folder (`main/`, `finetune/`): config + its best checkpoint   |
+| `training-run`        | an `egtr train` run folder (`summary.json` + `model/`): its exported final model    |
 
-Pickled files are only read with `torch.load(weights_only=True)`.
+The released pre-trained detector (`config.json` + `pytorch_model.bin`, no relation head) is no EGTR model: it is
+refused with a message that says so, and `egtr.training.initialization` reads it to initialise training.
+
+Pickled files are only read with `torch.load(weights_only=True)`, so reading never runs code from the file and
+never needs Lightning installed.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import hashlib
+import io
 import logging
-import os
 import re
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save_model
+from torch import nn
 
-from egtr.config import EGTRConfig, read_json
-from egtr.data.config import IMAGENET_MEAN, IMAGENET_STD, DataConfig
-from egtr.models.egtr import EGTR
+from egtr.config import EGTRConfig
+from egtr.errors import CheckpointError
+from egtr.fileio import atomic_write, write_json
+from egtr.preprocessing import PreprocessorConfig, load_preprocessor_config
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 DETECTOR_WEIGHTS_NAME = "pytorch_model.bin"
-PREPROCESSOR_NAME = "preprocessor_config.json"
+RUN_SUMMARY_NAME = "summary.json"
+RUN_MODEL_DIR = "model"
+# The state dict entries of the relation head and of the class-dependent frequency tables: what a detector
+# checkpoint lacks and what detector initialisation leaves as initialised.
 RELATION_HEAD_PREFIXES = (
     "proj_q.",
     "proj_k.",
@@ -52,10 +59,7 @@ RELATION_HEAD_PREFIXES = (
     "triplet_dist",
     "rel_dist",
 )
-
-
-class CheckpointError(ValueError):
-    """A file that is not (or does not fit) the expected checkpoint; the message says what it looks like."""
+StateDict = dict[str, torch.Tensor]
 
 
 @dataclass
@@ -74,46 +78,77 @@ class LoadReport:
         )
 
 
-# ---------------------------------------------------------------------- reading raw state dicts
-def _torch_load(path: Path) -> dict:
+@dataclass
+class Checkpoint:
+    """A model as read from disk: everything needed to build it and to say where it came from."""
+
+    config: EGTRConfig
+    state_dict: StateDict
+    weights_file: Path
+    weights_sha256: str
+    layout: str  # see the module docstring's table
+    source: Path  # the path the user gave
+    preprocessor: PreprocessorConfig | None = None  # recorded preprocessing; None: the paper's (official artifacts)
+
+    def provenance(self) -> dict[str, str]:
+        """JSON-ready description for reports, manifests and the service's /v1/model."""
+        return {
+            "model": str(self.source),
+            "layout": self.layout,
+            "weights_file": str(self.weights_file),
+            "weights_sha256": self.weights_sha256,
+        }
+
+
+# ---------------------------------------------------------------------- reading one weights file
+def _parse_weights(path: Path, data: bytes) -> tuple[StateDict, dict[str, object]]:
+    """(state dict, the rest of the payload) of a `.safetensors`, Lightning `.ckpt` or `.bin`/`.pth`/`.pt` file."""
+    if path.suffix == ".safetensors":
+        try:
+            return load_safetensors_bytes(data), {}
+        except Exception as error:  # safetensors raises its own SafetensorError for any malformed header
+            raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from error
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle errors, truncated files, non-tensor payloads
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle errors, truncated files, code-carrying pickles refused by weights_only
         raise CheckpointError(
             f"{path}: cannot be read as a PyTorch checkpoint with weights_only=True ({error})"
         ) from error
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from a Lightning `.ckpt`, a `.bin`/`.pth`/`.pt` or a `.safetensors` file.
-
-    The Lightning `model.` prefix is stripped, floating tensors are upcast to float32 (the released checkpoints
-    store float16 values that are exactly the float32 weights).
-    """
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state_dict = load_file(str(path))
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path}: holds a {type(payload).__name__}, not a state dict")
+    if isinstance(payload.get("state_dict"), dict):
+        state_dict = payload["state_dict"]
+        # Lightning stores the wrapped module under the attribute `model`: strip that first prefix.
+        if state_dict and all(key.startswith("model.") for key in state_dict):
+            state_dict = {key[len("model.") :]: value for key, value in state_dict.items()}
+        extra = {key: value for key, value in payload.items() if key != "state_dict"}
+    elif isinstance(payload.get("model"), dict):
+        state_dict, extra = payload["model"], {}  # DETR/torchvision-style {"model": state_dict}
     else:
-        payload = _torch_load(path)
-        if isinstance(payload, dict) and "state_dict" in payload and isinstance(payload["state_dict"], dict):
-            state_dict = payload["state_dict"]
-            # Lightning stores the wrapped module under the attribute `model`: strip that first prefix.
-            if state_dict and all(key.startswith("model.") for key in state_dict):
-                state_dict = {key[len("model.") :]: value for key, value in state_dict.items()}
-        elif isinstance(payload, dict) and "model" in payload and isinstance(payload["model"], dict):
-            state_dict = payload["model"]  # DETR/torchvision-style {"model": state_dict}
-        elif isinstance(payload, dict):
-            state_dict = payload
-        else:
-            raise CheckpointError(f"{path}: holds a {type(payload).__name__}, not a state dict")
+        state_dict, extra = payload, {}
+    return state_dict, extra
+
+
+def _read_weights(path: Path) -> tuple[StateDict, dict[str, object], str]:
+    """Read a weights file once: (state dict with floats upcast to float32, other payload entries, SHA-256)."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot be read ({error.strerror or error})") from error
+    state_dict, extra = _parse_weights(path, data)
     if not all(isinstance(value, torch.Tensor) for value in state_dict.values()):
         raise CheckpointError(f"{path}: not every entry is a tensor; is this a state dict?")
-    return {key: value.float() if value.is_floating_point() else value for key, value in state_dict.items()}
+    # The released checkpoints store float16 values that are exactly the float32 weights.
+    upcast = {key: value.float() if value.is_floating_point() else value for key, value in state_dict.items()}
+    return upcast, extra, hashlib.sha256(data).hexdigest()
 
 
-def describe_state_dict(state_dict: dict[str, torch.Tensor]) -> str:
+def read_state_dict(path: str | Path) -> StateDict:
+    """The state dict of one weights file (`.safetensors`, Lightning `.ckpt`, `.bin`/`.pth`/`.pt`)."""
+    return _read_weights(Path(path))[0]
+
+
+def describe_state_dict(state_dict: StateDict) -> str:
     """A one-line guess of what a state dict is, for error messages."""
     keys = list(state_dict)
     has_relation_head = any(key.startswith(("proj_q.", "rel_predictor.")) for key in keys)
@@ -129,10 +164,137 @@ def describe_state_dict(state_dict: dict[str, torch.Tensor]) -> str:
     return f"an unknown state dict ({len(keys)} tensors, first key {keys[0]!r})" if keys else "an empty state dict"
 
 
-def check_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+# ---------------------------------------------------------------------- resolving layouts
+def _best_checkpoint_in(directory: Path) -> Path:
+    """The best `.ckpt` of `directory/checkpoints`: the largest epoch (ModelCheckpoint keeps the best + last)."""
+    candidates = sorted((directory / "checkpoints").glob("*.ckpt"))
+    by_epoch = [(int(match.group(1)), path) for path in candidates if (match := re.search(r"epoch=(\d+)", path.name))]
+    if by_epoch:
+        return max(by_epoch)[1]
+    if candidates:
+        return candidates[-1]
+    raise CheckpointError(f"{directory}: has a config.json but no checkpoints/*.ckpt")
+
+
+def _config_next_to(weights_file: Path) -> Path | None:
+    """The `config.json` of a single checkpoint file: next to it, or one folder up (`checkpoints/*.ckpt`)."""
+    candidates = [weights_file.parent / CONFIG_NAME, weights_file.parent.parent / CONFIG_NAME]
+    return next((candidate for candidate in candidates if candidate.is_file()), None)
+
+
+def _read_config(path: Path) -> EGTRConfig:
+    try:
+        return EGTRConfig.from_json(path).with_dataset_names()
+    except CheckpointError:
+        raise
+    except ValueError as error:
+        raise CheckpointError(str(error) if str(path) in str(error) else f"{path}: {error}") from error
+
+
+def is_training_run(path: Path) -> bool:
+    """An `egtr train` / `egtr pretrain-detector` run folder (it stands for its exported `model/`)."""
+    return path.is_dir() and (path / RUN_SUMMARY_NAME).is_file() and (path / RUN_MODEL_DIR / CONFIG_NAME).is_file()
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a model in any layout of the module docstring.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        CheckpointError: anything else that is not a readable EGTR model; the message says what the path looks like.
+    """
+    source = Path(path)
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: no such file or directory")
+    if source.is_file():
+        return _read_checkpoint_file(source, source)
+    if is_training_run(source):
+        logger.info("%s is a training run: loading its exported model %s/", source, RUN_MODEL_DIR)
+        return _read_directory(source / RUN_MODEL_DIR, source, "training-run")
+    return _read_directory(source, source, None)
+
+
+def _read_directory(directory: Path, source: Path, layout: str | None) -> Checkpoint:
+    if not (directory / CONFIG_NAME).is_file():
+        raise CheckpointError(
+            f"{directory}: not a model directory: no {CONFIG_NAME} (expected an egtr model directory, an official "
+            "EGTR artifact, a .ckpt file or an `egtr train` run)"
+        )
+    config = _read_config(directory / CONFIG_NAME)  # a malformed config.json fails before any weights are read
+    if (directory / WEIGHTS_NAME).is_file():
+        weights = directory / WEIGHTS_NAME
+    elif (directory / "checkpoints").is_dir():
+        weights = _best_checkpoint_in(directory)
+    elif (directory / DETECTOR_WEIGHTS_NAME).is_file():
+        raise CheckpointError(
+            f"{directory}: this is a pre-trained detector (config.json + pytorch_model.bin, no relation head), not an "
+            "EGTR model. Use it to initialise relation training (`egtr train --detector-weights`), or load the "
+            "EGTR artifact (config.json + checkpoints/*.ckpt)."
+        )
+    else:
+        raise CheckpointError(f"{directory}: config.json found but no model.safetensors or checkpoints/*.ckpt")
+    checkpoint, config_inside = _read_weights_with_config(weights, source, config)
+    if layout is None and weights.name == WEIGHTS_NAME:
+        layout = "egtr-directory"
+    elif layout is None:
+        layout = "training-pass" if config_inside else "official-artifact"
+    checkpoint.layout = layout
+    return checkpoint
+
+
+def _read_checkpoint_file(weights: Path, source: Path) -> Checkpoint:
+    return _read_weights_with_config(weights, source)[0]
+
+
+def _read_weights_with_config(weights: Path, source: Path, config: EGTRConfig | None = None) -> tuple[Checkpoint, bool]:
+    """The checkpoint of one weights file, and whether its model config came from inside the file (else `config`,
+    else the `config.json` next to the file or one folder up)."""
+    if weights.name == CONFIG_NAME:
+        raise CheckpointError(
+            f"{weights}: this is the model's configuration, not its weights; pass the folder that holds it"
+        )
+    state_dict, extra, digest = _read_weights(weights)
+    config_path = _config_next_to(weights)
+    embedded = extra.get("egtr_model_config")
+    if isinstance(embedded, dict):  # one of our Lightning checkpoints: the config travels inside
+        try:
+            config = EGTRConfig.from_dict(embedded).with_dataset_names()
+        except ValueError as error:
+            raise CheckpointError(f"{weights}: its egtr_model_config is invalid ({error})") from error
+    elif config is None and config_path is not None:
+        config = _read_config(config_path)
+    elif config is None:
+        raise CheckpointError(
+            f"{weights}: no {CONFIG_NAME} next to it or one folder up, and no model config inside "
+            f"(it looks like {describe_state_dict(state_dict)})"
+        )
+    model_dir = config_path.parent if config_path is not None else None
+    preprocessor = load_preprocessor_config(model_dir)
+    checkpoint = Checkpoint(config, state_dict, weights, digest, "checkpoint-file", source, preprocessor)
+    return checkpoint, isinstance(embedded, dict)
+
+
+# ---------------------------------------------------------------------- strict checks and loading
+def _aliases(model: nn.Module) -> dict[str, set[str]]:
+    """For each state dict key, the other keys naming the same tensor (the shared detection heads are listed once
+    per decoder layer, `class_embed.0..L-1`; safetensors files keep one copy)."""
+    by_storage: dict[int, set[str]] = {}
+    state = model.state_dict(keep_vars=True)
+    for key, value in state.items():
+        by_storage.setdefault(value.data_ptr(), set()).add(key)
+    return {key: by_storage[value.data_ptr()] - {key} for key, value in state.items()}
+
+
+def unaliased_missing(model: nn.Module, state_dict: StateDict, missing: list[str]) -> list[str]:
+    """The keys of `missing` that are not another name of a tensor `state_dict` provides."""
+    aliases = _aliases(model)
+    return [key for key in missing if not any(alias in state_dict for alias in aliases.get(key, ()))]
+
+
+def check_state_dict(model: nn.Module, state_dict: StateDict, source: str) -> None:
     """Strict key and shape check; raises CheckpointError listing missing, unexpected and mismatched keys."""
     expected = model.state_dict()
-    missing = [key for key in expected if key not in state_dict]
+    missing = unaliased_missing(model, state_dict, [key for key in expected if key not in state_dict])
     unexpected = [key for key in state_dict if key not in expected]
     mismatched = [
         f"{key}: file {tuple(state_dict[key].shape)} vs model {tuple(expected[key].shape)}"
@@ -153,257 +315,13 @@ def check_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
         )
 
 
-# ---------------------------------------------------------------------- EGTR models
-def _find_official_checkpoint(directory: Path) -> Path:
-    candidates = sorted((directory / "checkpoints").glob("*.ckpt"))
-    by_epoch = [(int(match.group(1)), path) for path in candidates if (match := re.search(r"epoch=(\d+)", path.name))]
-    if by_epoch:
-        return max(by_epoch)[1]  # the largest epoch is the best one (ModelCheckpoint keeps one best + last)
-    if candidates:
-        return candidates[-1]
-    raise CheckpointError(f"{directory}: has a config.json but no checkpoints/*.ckpt")
+def load_state_dict_strictly(model: nn.Module, state_dict: StateDict, source: str) -> None:
+    """Check, then load every tensor (aliased names are filled through the name the file kept)."""
+    check_state_dict(model, state_dict, source)
+    model.load_state_dict(state_dict, strict=False)
 
 
-def _config_with_names(config: EGTRConfig) -> EGTRConfig:
-    """Fill in the dataset's class/predicate names when the official config only has LABEL_i placeholders."""
-    if config.class_names is None or config.predicate_names is None:
-        from egtr.names import guess_names
-
-        names = guess_names(config.num_labels, config.num_rel_labels)
-        if names is not None:
-            config.class_names = config.class_names or names[0]
-            config.predicate_names = config.predicate_names or names[1]
-    return config
-
-
-def _config_next_to(weights_file: Path) -> Path | None:
-    """The `config.json` of a single checkpoint file: next to it, or one folder up (`checkpoints/*.ckpt`)."""
-    candidates = [weights_file.parent / CONFIG_NAME, weights_file.parent.parent / CONFIG_NAME]
-    return next((candidate for candidate in candidates if candidate.is_file()), None)
-
-
-def resolve_model_path(path: str | Path) -> tuple[EGTRConfig, Path]:
-    """Find the config and weights file of any supported layout; returns (config, weights path)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or directory")
-    if path.is_file():
-        config_path = _config_next_to(path)
-        if config_path is None:
-            raise CheckpointError(f"{path}: no config.json next to it or one folder up")
-        return _config_with_names(EGTRConfig.from_json(config_path)), path
-    if not (path / CONFIG_NAME).is_file():
-        raise CheckpointError(f"{path}: no config.json in this directory")
-    config = _config_with_names(EGTRConfig.from_json(path / CONFIG_NAME))
-    if (path / WEIGHTS_NAME).is_file():
-        return config, path / WEIGHTS_NAME
-    if (path / "checkpoints").is_dir():
-        return config, _find_official_checkpoint(path)
-    if (path / DETECTOR_WEIGHTS_NAME).is_file():
-        raise CheckpointError(
-            f"{path}: this is a pre-trained detector (config.json + pytorch_model.bin, no relation head), not an EGTR "
-            "model. Use it to initialise relation training (`egtr train --pretrained-detector`), or load the EGTR "
-            "artifact (config.json + checkpoints/*.ckpt)."
-        )
-    raise CheckpointError(f"{path}: config.json found but no model.safetensors or checkpoints/*.ckpt")
-
-
-def load_egtr(path: str | Path, map_location: str | torch.device = "cpu") -> EGTR:
-    """Build the model from its config and load the weights strictly (any layout of the module docstring)."""
-    config, weights_path = resolve_model_path(path)
-    model = EGTR(config)
-    if weights_path.suffix == ".safetensors":
-        try:
-            missing, unexpected = load_model(model, str(weights_path), strict=False)
-        except Exception as error:
-            raise CheckpointError(f"{weights_path}: cannot be loaded ({error})") from error
-        if missing or unexpected:
-            check_state_dict(model, read_state_dict(weights_path), str(weights_path))
-    else:
-        state_dict = read_state_dict(weights_path)
-        check_state_dict(model, state_dict, str(weights_path))
-        model.load_state_dict(state_dict, strict=True)
-    logger.info("loaded %s", weights_path)
-    return model.to(map_location).eval()
-
-
-def _atomic_write(target: Path, write) -> None:
-    """Write through a temporary file in the same directory, then rename: a kill never leaves a half file."""
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, target)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
-def save_egtr(model: EGTR, directory: str | Path, preprocessor: PreprocessorConfig | None = None) -> None:
-    """Save `config.json` + `model.safetensors` (+ `preprocessor_config.json` when `preprocessor` is given).
-
-    Shared head copies are stored once. Without `preprocessor` an existing `preprocessor_config.json` is left as it
-    is (as transformers' `save_pretrained` leaves its processor files). `config.json` is written last, so its
-    presence means the directory is complete.
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    _atomic_write(directory / WEIGHTS_NAME, lambda temporary: save_model(model, temporary))
-    if preprocessor is not None:
-        preprocessor.save(directory)
-    _atomic_write(directory / CONFIG_NAME, lambda temporary: model.config.save(temporary))
-
-
-# ---------------------------------------------------------------------- preprocessing of a model directory
-# What transformers' image processors record for the steps our pipeline always takes (egtr.data.transforms):
-# PIL bilinear resize (PIL.Image.BILINEAR == 2), scaling by 1/255, mean/std normalisation.
-_PIL_BILINEAR = 2
-_RESCALE_FACTOR = 1 / 255
-# Builds the error for one field of a preprocessor file: (field, problem) -> error naming the file and the field.
-FieldError = Callable[[str, str], "CheckpointError"]
-
-
-@dataclass(frozen=True)
-class PreprocessorConfig:
-    """How images are prepared for a model: the evaluation resize and the normalisation it was trained with.
-
-    Saved as `preprocessor_config.json` in the layout of transformers' `DeformableDetrImageProcessor`
-    (`{"size": {"shortest_edge": S, "longest_edge": L}, "image_mean": [...], "image_std": [...], ...}`), so the
-    file also loads there. The defaults are the paper's (800 / 1333, ImageNet), i.e. an official artifact's.
-    """
-
-    shortest_edge: int = 800
-    longest_edge: int = 1333
-    image_mean: tuple[float, float, float] = IMAGENET_MEAN
-    image_std: tuple[float, float, float] = IMAGENET_STD
-
-    @classmethod
-    def from_data_config(cls, data: DataConfig) -> PreprocessorConfig:
-        """The test-time pipeline of a training run: its evaluation resize (not the random training sizes)."""
-        return cls(data.eval_size, data.eval_max_size, tuple(data.image_mean), tuple(data.image_std))
-
-    def with_sizes(self, size: int | None = None, max_size: int | None = None) -> PreprocessorConfig:
-        """A copy where each size the user gave explicitly (not None) replaces the recorded one."""
-        return dataclasses.replace(
-            self,
-            shortest_edge=self.shortest_edge if size is None else size,
-            longest_edge=self.longest_edge if max_size is None else max_size,
-        )
-
-    def data_config(self, **values: Any) -> DataConfig:
-        """A `DataConfig` whose evaluation pipeline is this preprocessing (`values`: kind, root, ...)."""
-        return DataConfig(
-            eval_size=self.shortest_edge,
-            eval_max_size=self.longest_edge,
-            image_mean=self.image_mean,
-            image_std=self.image_std,
-            **values,
-        ).validate()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "image_processor_type": "DeformableDetrImageProcessor",
-            "do_resize": True,
-            "size": {"shortest_edge": self.shortest_edge, "longest_edge": self.longest_edge},
-            "resample": _PIL_BILINEAR,
-            "do_rescale": True,
-            "rescale_factor": _RESCALE_FACTOR,
-            "do_normalize": True,
-            "image_mean": list(self.image_mean),
-            "image_std": list(self.image_std),
-            "do_pad": True,
-            "format": "coco_detection",
-        }
-
-    @classmethod
-    def from_dict(cls, values: Any, source: str = PREPROCESSOR_NAME) -> PreprocessorConfig:
-        """Read the transformers layout; raises CheckpointError naming `source` and the field for anything our
-        pipeline cannot reproduce (another resize rule or interpolation, no normalisation, ...)."""
-
-        def fail(field_name: str, problem: str) -> CheckpointError:
-            return CheckpointError(f"{source}: field {field_name!r} {problem}")
-
-        if not isinstance(values, dict):
-            raise CheckpointError(f"{source}: expected a JSON object, got {type(values).__name__}")
-        for flag in ("do_resize", "do_rescale", "do_normalize"):
-            if values.get(flag, True) is not True:
-                raise fail(flag, f"is {values[flag]!r}; egtr always resizes, rescales and normalises (true)")
-        if values.get("resample", _PIL_BILINEAR) != _PIL_BILINEAR:
-            raise fail("resample", f"is {values['resample']!r}; egtr resizes with PIL bilinear ({_PIL_BILINEAR})")
-        factor = values.get("rescale_factor", _RESCALE_FACTOR)
-        if not _is_number(factor) or abs(factor - _RESCALE_FACTOR) > 1e-9:
-            raise fail("rescale_factor", f"is {factor!r}; egtr scales pixels by 1/255")
-        shortest, longest = _read_size(values, fail)
-        mean = _read_triple(values, "image_mean", IMAGENET_MEAN, fail)
-        std = _read_triple(values, "image_std", IMAGENET_STD, fail)
-        if min(std) <= 0:
-            raise fail("image_std", f"is {list(std)}; every value must be > 0")
-        return cls(shortest, longest, mean, std)
-
-    def save(self, directory: str | Path) -> Path:
-        """Write `directory/preprocessor_config.json` atomically."""
-        path = Path(directory) / PREPROCESSOR_NAME
-        save_json(path, self.to_dict())
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> PreprocessorConfig:
-        """Read a `preprocessor_config.json` file (errors name the file and the field)."""
-        return cls.from_dict(read_json(path, CheckpointError), str(path))
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_size(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-def _read_size(values: dict[str, Any], fail: FieldError) -> tuple[int, int]:
-    """(shortest edge, longest edge) from `size`; older transformers files write `size: S` + `max_size: L`."""
-    if "size" not in values:
-        raise fail("size", 'is missing; expected {"shortest_edge": S, "longest_edge": L}')
-    size = values["size"]
-    if _is_size(size) and _is_size(values.get("max_size")):
-        return size, values["max_size"]
-    if not isinstance(size, dict) or set(size) != {"shortest_edge", "longest_edge"}:
-        raise fail(
-            "size",
-            f'is {size!r}; expected {{"shortest_edge": S, "longest_edge": L}} (egtr resizes the shorter '
-            "side and caps the longer one; fixed heights/widths are not supported)",
-        )
-    for key in ("shortest_edge", "longest_edge"):
-        if not _is_size(size[key]):
-            raise fail(f"size.{key}", f"is {size[key]!r}; expected a positive integer")
-    return size["shortest_edge"], size["longest_edge"]
-
-
-def _read_triple(
-    values: dict[str, Any], name: str, default: tuple[float, float, float], fail: FieldError
-) -> tuple[float, float, float]:
-    """Three per-channel floats (RGB); absent means the default (transformers' DETR processors do the same)."""
-    value = values.get(name, default)
-    if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(_is_number(item) for item in value):
-        raise fail(name, f"is {value!r}; expected 3 numbers (R, G, B)")
-    return tuple(float(item) for item in value)  # type: ignore[return-value]
-
-
-def load_preprocessor_config(path: str | Path) -> PreprocessorConfig | None:
-    """The preprocessing recorded with a model, or None (the official artifacts: use the paper's defaults).
-
-    `path` is anything `load_egtr` accepts: a model directory, or a checkpoint file whose model directory is the
-    folder of its `config.json` (next to it or one folder up).
-    """
-    path = Path(path)
-    directory = path if path.is_dir() else (config.parent if (config := _config_next_to(path)) else None)
-    if directory is None or not (directory / PREPROCESSOR_NAME).is_file():
-        return None
-    return PreprocessorConfig.load(directory / PREPROCESSOR_NAME)
-
-
-# ---------------------------------------------------------------------- partial initialisation
-def load_weights_non_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> LoadReport:
+def load_weights_non_strict(model: nn.Module, state_dict: StateDict) -> LoadReport:
     """Load every tensor whose key and shape fit; report the rest. Used for detector and backbone initialisation."""
     own = model.state_dict()
     report = LoadReport()
@@ -421,35 +339,18 @@ def load_weights_non_strict(model: torch.nn.Module, state_dict: dict[str, torch.
     return report
 
 
-def load_detector_weights(model: EGTR, path: str | Path) -> LoadReport:
-    """Initialise the detector part of `model` from a pre-trained detector (ours or the released DETR layout).
+# ---------------------------------------------------------------------- writing our layout
+def save_model_directory(
+    model: nn.Module, config: EGTRConfig, directory: str | Path, preprocessor: PreprocessorConfig
+) -> Path:
+    """Write `model.safetensors`, `preprocessor_config.json` and `config.json`, each atomically.
 
-    `path` is a directory with `pytorch_model.bin` or `model.safetensors`, or a weights file. The relation head
-    and frequency tables stay as they are; anything else that is missing is an error (wrong architecture).
+    Shared head copies are stored once. `config.json` is written last, so its presence means the directory is
+    complete. The preprocessing is always written: a model reloaded from the directory prepares images as before.
     """
-    path = Path(path)
-    if path.is_dir():
-        candidates = [path / DETECTOR_WEIGHTS_NAME, path / WEIGHTS_NAME]
-        weights = next((candidate for candidate in candidates if candidate.is_file()), None)
-        if weights is None:
-            raise CheckpointError(f"{path}: neither {DETECTOR_WEIGHTS_NAME} nor {WEIGHTS_NAME} found")
-    else:
-        weights = path
-    state_dict = read_state_dict(weights)
-    # The relation head and the class-dependent tables are trained anew; keep the model's own.
-    state_dict = {key: value for key, value in state_dict.items() if not key.startswith(RELATION_HEAD_PREFIXES)}
-    report = load_weights_non_strict(model, state_dict)
-    detector_missing = [key for key in report.missing if not key.startswith(RELATION_HEAD_PREFIXES)]
-    if detector_missing or report.mismatched:
-        raise CheckpointError(
-            f"{weights} does not fit the detector of this model (it looks like {describe_state_dict(state_dict)}): "
-            f"{len(detector_missing)} detector keys missing (first: {detector_missing[:5]}), "
-            f"shape mismatches: {report.mismatched[:5]}"
-        )
-    logger.info("detector weights from %s: %s", weights, report.summary())
-    return report
-
-
-def save_json(path: Path, payload: dict) -> None:
-    """Atomic JSON write (shared by the training and evaluation code)."""
-    _atomic_write(path, lambda temporary: Path(temporary).write_text(json.dumps(payload, indent=2) + "\n"))
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write(directory / WEIGHTS_NAME, lambda temporary: save_model(model, str(temporary)))
+    preprocessor.save(directory)
+    write_json(directory / CONFIG_NAME, {"egtr_config": config.to_dict()})
+    return directory

@@ -8,6 +8,7 @@ Neural-Motifs frequency bias, Zellers et al., CVPR 2018) and a connectivity logi
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from egtr.config import EGTRConfig
+from egtr.models.checkpoint import Checkpoint, load_state_dict_strictly, read_checkpoint, save_model_directory
 from egtr.models.deformable_detr import DeformableDetrModel, MultiscaleDeformableAttention
+from egtr.preprocessing import PreprocessorConfig
+
+logger = logging.getLogger(__name__)
 
 
 class MLP(nn.Module):
@@ -78,6 +83,8 @@ class EGTR(nn.Module):
     def __init__(self, config: EGTRConfig | None = None):
         super().__init__()
         self.config = config = (config or EGTRConfig()).validate()
+        # The preprocessing the weights were trained for, when known (set by from_pretrained, kept by save_pretrained).
+        self.preprocessor: PreprocessorConfig | None = None
         d_model, num_classes, num_predicates = config.d_model, config.num_labels, config.num_rel_labels
         # Frequency tables: non-trainable parameters, as in the original (they count in the parameter total).
         self.triplet_dist = nn.Parameter(
@@ -156,17 +163,31 @@ class EGTR(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> EGTR:
-        """Load our directory (`config.json` + `model.safetensors`), an official EGTR artifact directory
-        (`config.json` + `checkpoints/*.ckpt`) or a single official `.ckpt` file. See `egtr.models.checkpoint`."""
-        from egtr.models.checkpoint import load_egtr
+        """Load a model in any layout `egtr.models.checkpoint.read_checkpoint` knows: our directory, the official
+        EGTR artifact or one of its `.ckpt` files, a Lightning checkpoint of `egtr train`, a training run or pass.
 
-        return load_egtr(path, map_location=map_location)
+        Loading is strict: a file that does not fit raises `CheckpointError` saying what it looks like. The model
+        comes back in eval mode, with `preprocessor` set to the preprocessing recorded with it (None: the paper's).
+        """
+        return cls.from_checkpoint(read_checkpoint(path), map_location)
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write `config.json` + `model.safetensors` (atomically) to `directory`."""
-        from egtr.models.checkpoint import save_egtr
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint, map_location: str | torch.device = "cpu") -> EGTR:
+        """Build the model of an already read `Checkpoint` and load its weights strictly."""
+        model = cls(checkpoint.config)
+        load_state_dict_strictly(model, checkpoint.state_dict, str(checkpoint.weights_file))
+        model.preprocessor = checkpoint.preprocessor
+        logger.info("loaded %s (%s)", checkpoint.weights_file, checkpoint.layout)
+        return model.to(map_location).eval()
 
-        save_egtr(self, directory)
+    def save_pretrained(self, directory: str | Path, preprocessor: PreprocessorConfig | None = None) -> Path:
+        """Write `model.safetensors`, `preprocessor_config.json` and `config.json` (each atomically).
+
+        The preprocessing written is `preprocessor`, else the one the model was loaded with, else the paper's, so
+        that a saved and reloaded model prepares images exactly as before.
+        """
+        recorded = preprocessor or self.preprocessor or PreprocessorConfig()
+        return save_model_directory(self, self.config, directory, recorded)
 
     # ------------------------------------------------------------------ forward
     def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> EGTROutput:

@@ -10,13 +10,12 @@ Lightning is an optional dependency (`pip install 'egtr[train]'`); importing thi
 """
 
 from egtr.training.checkpoint_io import AtomicCheckpointIO, atomic_torch_save
-from egtr.training.config import TrainConfig
+from egtr.training.config import TrainConfig, resolve_train_config
 from egtr.training.datamodule import SceneGraphDataModule
 from egtr.training.engine import (
     PassResult,
     TrainResult,
     build_initial_model,
-    model_from_checkpoint,
     pretrain_detector,
     run_training,
     train_egtr,
@@ -37,8 +36,8 @@ __all__ = [
     "build_parameter_groups",
     "load_backbone_weights",
     "load_pretrained_detector",
-    "model_from_checkpoint",
     "pretrain_detector",
+    "resolve_train_config",
     "run_training",
     "train_egtr",
 ]

@@ -1,8 +1,9 @@
 """Atomic Lightning checkpoints: a kill or a crash mid-write never leaves a truncated `last.ckpt`.
 
-The checkpoint is written to a temporary file in the target's directory, flushed to disk (`fsync`), then renamed over
-the target with `os.replace`, which POSIX and Windows make atomic within one file system. A reader therefore sees
-either the previous complete checkpoint or the new complete one. A failed write removes its temporary file.
+The checkpoint is written by `egtr.fileio.atomic_write`: a temporary file in the target's directory, flushed to disk
+(`fsync`), then renamed over the target with `os.replace`, which POSIX and Windows make atomic within one file system.
+A reader therefore sees either the previous complete checkpoint or the new complete one. A failed write removes its
+temporary file.
 
 `BestAndLastCheckpoint` is the `ModelCheckpoint` of a pass: best checkpoint on the validation loss, and a `last.ckpt`
 that always holds the latest epoch-end state (Lightning's own `save_last` lags behind, see the class).
@@ -11,8 +12,6 @@ that always holds the latest epoch-end state (Lightning's own `save_last` lags b
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,55 +20,14 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from egtr.fileio import atomic_write, write_bytes_stream
+
 logger = logging.getLogger(__name__)
 
 
 def atomic_torch_save(payload: Any, path: str | Path) -> None:
-    """`torch.save(payload, path)` through a same-directory temporary file + fsync + `os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        # Includes KeyboardInterrupt: the partial temporary file must not stay behind.
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    _fsync_directory(path.parent)
-
-
-def remove_stale_temporaries(directory: str | Path) -> int:
-    """Delete the temporary files of writes that a killed process (SIGKILL) could not clean up; returns how many.
-
-    Only names `atomic_torch_save` creates (`.<target>.<random>.tmp`) are touched. Call it before resuming, when no
-    other process writes to `directory`.
-    """
-    removed = 0
-    for temporary in Path(directory).glob(".*.tmp"):
-        temporary.unlink(missing_ok=True)
-        removed += 1
-    if removed:
-        logger.warning("removed %d unfinished checkpoint file(s) left by an interrupted run in %s", removed, directory)
-    return removed
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Persist the rename itself (POSIX); a no-op where directories cannot be opened (Windows)."""
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+    """`torch.save(payload, path)` through `egtr.fileio.atomic_write`; a full disk raises `DiskFullError`."""
+    atomic_write(path, lambda temporary: write_bytes_stream(temporary, lambda stream: torch.save(payload, stream)))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from egtr.config import EGTRConfig, LossConfig, read_json, reject_unknown_fields
+from egtr.config import EGTRConfig, LossConfig, check_fields
 from egtr.data.config import DataConfig
+from egtr.errors import ConfigError
+from egtr.fileio import read_json, write_json
 
 STAGES = ("detector", "egtr")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true")
@@ -146,31 +149,29 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Inverse of `to_dict`; unknown keys are an error (a typo must not silently keep a default)."""
-        reject_unknown_fields(cls, values)
-        values = dict(values)
+        values = check_fields(cls, values)
         if isinstance(values.get("data"), dict):
             values["data"] = DataConfig.from_dict(values["data"])
         if isinstance(values.get("model"), dict):
             values["model"] = EGTRConfig.from_dict(values["model"])
         if isinstance(values.get("loss"), dict):
-            loss_known = {f.name for f in dataclasses.fields(LossConfig)}
-            loss_unknown = set(values["loss"]) - loss_known
-            if loss_unknown:
-                raise ValueError(f"unknown LossConfig fields: {sorted(loss_unknown)}")
-            values["loss"] = LossConfig(**values["loss"])
+            values["loss"] = LossConfig.from_dict(values["loss"])
         return cls(**values).validate()
 
     def save(self, path: str | Path) -> None:
         """Write the config as JSON (atomically)."""
-        from egtr.models.checkpoint import save_json
-
-        save_json(Path(path), {"train_config": self.to_dict()})
+        write_json(path, {"train_config": self.to_dict()})
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
         """Read a config written by `save` (or a bare dict of fields)."""
-        values = read_json(path)
-        return cls.from_dict(values.get("train_config", values))
+        values = read_json(path, ConfigError)
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a JSON object, got {type(values).__name__}")
+        try:
+            return cls.from_dict(values.get("train_config", values))
+        except ValueError as error:
+            raise ConfigError(f"{path}: {error}") from error
 
     def with_overrides(self, overrides: list[str]) -> TrainConfig:
         """A copy with `key=value` overrides applied (dotted keys for `data.`, `model.`, `loss.`).
@@ -196,3 +197,46 @@ class TrainConfig:
                 raise ValueError(f"override {override!r}: unknown setting {key!r}")
             target[leaf] = value
         return TrainConfig.from_dict(values)
+
+
+def resolve_train_config(
+    stage: str,
+    *,
+    dataset: str = "vg",
+    config_file: str | Path | None = None,
+    resume: bool = False,
+    data_root: str | None = None,
+    updates: dict[str, Any] | None = None,
+    overrides: Sequence[str] = (),
+) -> TrainConfig:
+    """The config of a training run, as `egtr train` / `egtr pretrain-detector` build it.
+
+    Precedence, lowest first: the stage preset for `dataset` ("vg" or "oi"), or `config_file`, or with `resume`
+    the config saved in the run folder (`updates["output_dir"]`); then `updates` (field -> value) and `data_root`;
+    then `key=value` `overrides` (dotted for `data.`, `model.`, `loss.`).
+
+    Raises:
+        ConfigError: a missing run folder or config, a config of the other stage, or a bad value.
+    """
+    updates = dict(updates or {})
+    if resume:
+        output_dir = updates.get("output_dir")
+        if not output_dir:
+            raise ConfigError("resuming needs the run folder (--out)")
+        saved = Path(str(output_dir)) / "config.json"
+        if not saved.is_file():
+            raise ConfigError(f"{saved}: no saved config; is {output_dir} a training run folder?")
+        config = TrainConfig.load(saved)
+    elif config_file:
+        config = TrainConfig.load(config_file)
+    elif stage == "detector":
+        config = TrainConfig.for_detector(data=DataConfig(kind=dataset))
+    elif dataset == "oi":
+        config = TrainConfig.for_open_images(output_dir="runs/egtr")
+    else:
+        config = TrainConfig()
+    if config.stage != stage:
+        raise ConfigError(f"the config is for stage {config.stage!r}, but this command trains stage {stage!r}")
+    if data_root is not None:
+        updates["data"] = dataclasses.replace(config.data, root=data_root)
+    return dataclasses.replace(config, **updates).with_overrides(list(overrides)).validate()

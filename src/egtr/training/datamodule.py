@@ -24,6 +24,7 @@ class SceneGraphDataModule(pl.LightningDataModule):
         eval_batch_size: validation images per device.
         num_workers: loader worker processes per device (0 loads in the training process).
         train_split, val_split: split names.
+        num_queries: the model's query count (Open Images training drops images with more boxes, reference §7.2).
     """
 
     def __init__(
@@ -34,6 +35,7 @@ class SceneGraphDataModule(pl.LightningDataModule):
         num_workers: int = 4,
         train_split: str = "train",
         val_split: str = "val",
+        num_queries: int | None = None,
     ) -> None:
         super().__init__()
         self.data_config = data_config
@@ -42,14 +44,19 @@ class SceneGraphDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.train_split = train_split
         self.val_split = val_split
+        self.num_queries = num_queries
         self.train_dataset: SceneGraphDataset | None = None
         self.val_dataset: SceneGraphDataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is None:
-            self.train_dataset = build_dataset(self.data_config, self.train_split, train=True)
+            self.train_dataset = build_dataset(
+                self.data_config, self.train_split, train=True, num_queries=self.num_queries
+            )
         if self.val_dataset is None:
-            self.val_dataset = build_dataset(self.data_config, self.val_split, train=False)
+            self.val_dataset = build_dataset(
+                self.data_config, self.val_split, train=False, num_queries=self.num_queries
+            )
 
     def _loader(self, dataset: SceneGraphDataset, batch_size: int, shuffle: bool) -> DataLoader:
         options: dict[str, Any] = {}

@@ -41,9 +41,10 @@ from egtr.config import EGTRConfig
 from egtr.data import frequency_bias_tables, load_or_compute_triplet_counts
 from egtr.data.config import DataConfig
 from egtr.data.statistics import count_triplets
-from egtr.models.checkpoint import CONFIG_NAME, PreprocessorConfig, read_state_dict, save_egtr, save_json
+from egtr.fileio import remove_stale_temporaries, write_json
+from egtr.models.checkpoint import CONFIG_NAME, read_checkpoint
 from egtr.models.egtr import EGTR
-from egtr.training.checkpoint_io import AtomicCheckpointIO, BestAndLastCheckpoint, remove_stale_temporaries
+from egtr.training.checkpoint_io import AtomicCheckpointIO, BestAndLastCheckpoint
 from egtr.training.config import TrainConfig
 from egtr.training.datamodule import SceneGraphDataModule
 from egtr.training.initialization import load_backbone_weights, load_pretrained_detector
@@ -116,7 +117,9 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
     if is_rank_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir / CONFIG_NAME)
-    datamodule = SceneGraphDataModule(config.data, config.batch_size, config.eval_batch_size, config.num_workers)
+    datamodule = SceneGraphDataModule(
+        config.data, config.batch_size, config.eval_batch_size, config.num_workers, num_queries=config.model.num_queries
+    )
     datamodule.setup()
     results: list[PassResult] = []
     model: EGTR | None = None
@@ -135,7 +138,7 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
         if resume_from is not None:
             if rank_zero_only.rank == 0:
                 remove_stale_temporaries(last_checkpoint.parent)  # a SIGKILL mid-write leaves its temp file
-            model = model_from_checkpoint(resume_from, load_weights=False)  # fit() restores the weights
+            model = EGTR(read_checkpoint(resume_from).config)  # fit() restores the weights
             logger.info("resuming pass %s from %s", pass_name, resume_from)
         elif not results:
             model = build_initial_model(config, datamodule, run_dir if is_rank_zero else None)
@@ -144,13 +147,13 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
         result, model = _run_pass(config, datamodule, model, pass_name, max_epochs, lr_factor, resume_from)
         results.append(result)
         if is_rank_zero and not config.fast_dev_run:
-            save_json(done_file, dataclasses.asdict(result))
+            write_json(done_file, dataclasses.asdict(result))
     model = _model_after(results[-1], model)
     model_dir = None
     if is_rank_zero:
         model_dir = run_dir / "model"
         export_model(model, model_dir, config.data)
-        save_json(run_dir / "summary.json", {"passes": [dataclasses.asdict(result) for result in results]})
+        write_json(run_dir / "summary.json", {"passes": [dataclasses.asdict(result) for result in results]})
         logger.info("final model written to %s", model_dir)
         if config.stage == "egtr" and config.evaluate_split and not config.fast_dev_run:
             _evaluate(config, model, run_dir)
@@ -161,7 +164,7 @@ def export_model(model: EGTR, model_dir: Path, data: DataConfig) -> None:
     """Write the final model with the preprocessing it was validated with: the run's evaluation resize (not the
     random training sizes) and its normalisation, so that `egtr predict` / `evaluate` / `benchmark` need no
     `--size` for a model trained at another size than the paper's."""
-    save_egtr(model, model_dir, preprocessor=PreprocessorConfig.from_data_config(data))
+    model.save_pretrained(model_dir, preprocessor=data.preprocessor())
 
 
 def _evaluate(config: TrainConfig, model: EGTR, run_dir: Path) -> None:
@@ -250,25 +253,14 @@ def build_initial_model(config: TrainConfig, datamodule: SceneGraphDataModule, r
             "distinct_triplets": int((counts > 0).sum()),
         }
     if report_dir is not None:
-        save_json(report_dir / "initialization.json", report)
-    return model
-
-
-def model_from_checkpoint(path: str | Path, load_weights: bool = True) -> EGTR:
-    """Rebuild the model of one of our Lightning checkpoints (its config is stored inside)."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if "egtr_model_config" not in payload:
-        raise ValueError(f"{path}: not a checkpoint of `egtr train` (no 'egtr_model_config' entry)")
-    model = EGTR(EGTRConfig.from_dict(payload["egtr_model_config"]))
-    if load_weights:
-        model.load_state_dict(read_state_dict(path), strict=True)
+        write_json(report_dir / "initialization.json", report)
     return model
 
 
 def _model_after(result: PassResult, model: EGTR | None) -> EGTR:
     """The best model of a finished pass: its best checkpoint, else the model as the pass left it."""
     if result.best_checkpoint and Path(result.best_checkpoint).is_file():
-        return model_from_checkpoint(result.best_checkpoint)
+        return EGTR.from_pretrained(result.best_checkpoint)
     if model is None:
         raise RuntimeError(f"pass {result.name} left neither a best checkpoint nor a model")
     return model
@@ -373,8 +365,8 @@ def _run_pass(
         # the best checkpoint, `EGTR.from_pretrained(any .ckpt of the pass)` that checkpoint.
         pass_dir.mkdir(parents=True, exist_ok=True)
         # The preprocessing first: a config.json present means the directory is complete.
-        PreprocessorConfig.from_data_config(config.data).save(pass_dir)
-        save_json(pass_dir / CONFIG_NAME, {"egtr_config": model.config.to_dict()})
+        config.data.preprocessor().save(pass_dir)
+        model.config.save(pass_dir / CONFIG_NAME)
     module = EGTRLightningModule(model, config, lr_factor)
     trainer = build_trainer(config, pass_dir, max_epochs)
     logger.info(

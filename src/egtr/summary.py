@@ -8,7 +8,10 @@ from pathlib import Path
 import torch
 
 from egtr.config import EGTRConfig
-from egtr.models.egtr import EGTR
+from egtr.data.transforms import make_eval_transform
+from egtr.images import load_image
+from egtr.models import EGTR, read_checkpoint
+from egtr.preprocessing import PreprocessorConfig
 
 
 def describe_model(model_path: str | Path | None = None, image_path: str | Path | None = None) -> str:
@@ -18,7 +21,10 @@ def describe_model(model_path: str | Path | None = None, image_path: str | Path 
     `preprocessor_config.json` when it has one, else shorter side 800, longer <= 1333) and one forward pass; the
     summary then lists the output shapes, the time taken and the most confident objects.
     """
-    model = EGTR.from_pretrained(model_path) if model_path else EGTR(EGTRConfig()).eval()
+    if model_path:
+        model = EGTR.from_checkpoint(read_checkpoint(model_path))
+    else:
+        model = EGTR(EGTRConfig()).eval()
     config = model.config
     total = sum(parameter.numel() for parameter in model.parameters())
     trainable = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
@@ -33,14 +39,10 @@ def describe_model(model_path: str | Path | None = None, image_path: str | Path 
     if image_path is None:
         return "\n".join(lines)
 
-    from egtr.data.images import load_image
-    from egtr.data.transforms import make_transforms
-    from egtr.models.checkpoint import PreprocessorConfig, load_preprocessor_config
-
-    preprocessing = (load_preprocessor_config(model_path) if model_path else None) or PreprocessorConfig()
+    preprocessing = model.preprocessor or PreprocessorConfig()
     image = load_image(image_path)
     empty_target = {"boxes": torch.zeros(0, 4), "class_labels": torch.zeros(0, dtype=torch.long)}
-    pixel_values, _ = make_transforms(preprocessing.data_config(root="."), train=False)(image, empty_target)
+    pixel_values, _ = make_eval_transform(preprocessing)(image, empty_target)
     start = time.perf_counter()
     with torch.no_grad():
         output = model(pixel_values[None])

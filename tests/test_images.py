@@ -9,9 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from egtr.data import DataError, load_image
+from egtr.errors import DataError
+from egtr.images import load_image
 
-from .conftest import photo
+
+def photo(name: str) -> Image.Image:
+    """A real photo shipped by scikit-image (astronaut 512x512, coffee 600x400, chelsea 451x300)."""
+    import skimage.data
+
+    return Image.fromarray(getattr(skimage.data, name)())
 
 
 def test_rgb_jpeg_photo(tmp_path: Path) -> None:

@@ -1,0 +1,131 @@
+"""The `egtr` command line: a thin layer of argparse over the Python API.
+
+Each sub-command lives in its own module with `add_command(subparsers)`, which declares the arguments and sets
+`run`, a function of the parsed arguments that calls the library (with plain values, never the namespace) and
+returns an exit code. Shared options are declared once in `egtr.cli.options`.
+
+`main` owns what every command shares:
+- one error handler: a problem with the user's input (`egtr.errors.EgtrError`, a missing file, a bad value, a missing
+  optional dependency) prints one line, `error: ...`, to stderr and exits 2; a full disk or another system error exits
+  1 with one line; anything else is an internal error (exit 1, one line asking for a report); `--debug` shows the
+  traceback in every case;
+- logging: egtr's own messages at INFO (`-v`: DEBUG), other libraries' at WARNING (`-v`: INFO), each line once,
+  without the advertisements and deprecation warnings about libraries' internals that users cannot act on;
+- `--version`, and `-v` / `--debug` accepted before or after the sub-command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+import warnings
+from collections.abc import Sequence
+
+import egtr
+from egtr.allocator import tune_cpu_allocator
+from egtr.cli import benchmark, data, demo, evaluate, info, predict, train
+from egtr.errors import EgtrError
+
+COMMANDS = (info, data, predict, benchmark, evaluate, train, demo)
+# Libraries whose INFO lines are noise at the default verbosity.
+_QUIET_LIBRARIES = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "torch", "PIL")
+# Messages nobody can act on: third-party advertisements and deprecations inside a library's own code.
+_SUPPRESSED_MESSAGES = ("litmodels", "💡 Tip", "LitLogger")
+_SUPPRESSED_WARNINGS = (
+    r".*isinstance\(treespec, LeafSpec\).*",  # Lightning's pytree use under torch >= 2.9
+    r".*does not have many workers which may be a bottleneck.*",  # Lightning's advice for num_workers=0 runs
+    r".*The number of training batches .* is smaller than the logging interval.*",
+)
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """Options accepted after the sub-command as well (`egtr predict ... -v`)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of any error"
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options()
+    parser = argparse.ArgumentParser(prog="egtr", description="EGTR scene graph generation", parents=[common])
+    parser.add_argument("--version", action="version", version=f"egtr {egtr.__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_command(subparsers, common)
+    return parser
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(text in message for text in _SUPPRESSED_MESSAGES)
+
+
+def configure_logging(verbose: bool) -> None:
+    """One stderr handler on the root logger; libraries' own handlers removed so that no line prints twice."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_DropNoise())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for name in _QUIET_LIBRARIES:
+        library = logging.getLogger(name)
+        library.handlers.clear()  # Lightning installs its own stream handler: with ours each line came twice
+        library.propagate = True
+        library.setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.captureWarnings(True)
+    for pattern in _SUPPRESSED_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def _is_user_error(error: BaseException) -> bool:
+    if isinstance(error, (EgtrError, argparse.ArgumentTypeError, ImportError)):
+        return True
+    if isinstance(error, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
+        return True
+    # The library validates values with ValueError/TypeError messages that name the value (top_k=0, ...).
+    return type(error) in (ValueError, TypeError) and bool(str(error))
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    if isinstance(error, ImportError) and getattr(error, "name", None):
+        text = f"{text} (an optional dependency is missing: pip install 'egtr[all]')"
+    return " ".join(text.split("\n")) if "\n" not in text.strip() else text.split("\n")[0] + " ..."
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one `egtr` command; returns the exit code (0 success, 1 failure, 2 bad input, 130 interrupted)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_request:  # --help, --version, or a usage error (argparse printed it; code 2)
+        return int(exit_request.code or 0)
+    debug = getattr(args, "debug", False)
+    configure_logging(getattr(args, "verbose", False))
+    tune_cpu_allocator()  # freed activations are reused instead of page-faulted in again (see egtr.allocator)
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if debug:
+            traceback.print_exc()
+        if _is_user_error(error):
+            print(f"error: {_one_line(error)}", file=sys.stderr)
+            return 2
+        if isinstance(error, OSError):  # a full disk, a lost mount: not the input's fault
+            print(f"error: {_one_line(error)}", file=sys.stderr)
+            return 1
+        print(
+            f"internal error: {type(error).__name__}: {_one_line(error)}"
+            + ("" if debug else " (run again with --debug for the traceback, and please report it)"),
+            file=sys.stderr,
+        )
+        return 1

@@ -1,0 +1,141 @@
+r"""Options that several sub-commands share: one spelling, one help text and one meaning everywhere.
+
+| option                   | meaning                                                                     |
+|--------------------------|-----------------------------------------------------------------------------|
+| `--model M`              | a model in any layout `egtr.models.read_checkpoint` knows                   |
+| `--data-root D`          | a dataset folder                                                            |
+| `--dataset vg\|oi`       | its layout: Visual Genome (RelTR, native) or Open Images (SGTR)             |
+| `--split S`              | train, val or test                                                          |
+| `--out P`                | where results go (a folder, or a file for single-file results)              |
+| `--device`, `--dtype`    | `egtr.runtime`'s spellings                                                  |
+| `--size`, `--max-size`   | the resize (default: the model's recorded preprocessing, else the paper's)  |
+| `--batch-size`, `--num-workers`, `--seed`, `--no-progress`                                              |
+
+Old spellings of earlier releases (`--output`, `--output-dir`, `--kind`, `--precision`, a positional dataset
+folder, `--config` for a model config) still work for one release and print a deprecation note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from egtr.runtime import DTYPE_CHOICES
+
+logger = logging.getLogger("egtr.cli")
+
+Subparsers = argparse._SubParsersAction  # argparse exposes no public name for it
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old spelling of an option: stores into the new option's destination and says so once."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, new: str, **kwargs: object) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[object] | None,
+        option_string: str | None = None,
+    ) -> None:
+        deprecation_note(f"{option_string} is deprecated; use {self.new}")
+        setattr(namespace, self.dest, values)
+
+
+def deprecation_note(message: str) -> None:
+    """One line on stderr: a deprecated spelling was used (it goes away in the next release)."""
+    print(f"note: {message} (the old spelling goes away in the next release)", file=sys.stderr)
+
+
+def add_deprecated(
+    parser: argparse.ArgumentParser, old: str, new: str, dest: str, choices: Sequence[str] | None = None
+) -> None:
+    parser.add_argument(old, dest=dest, action=DeprecatedAlias, new=new, choices=choices, help=argparse.SUPPRESS)
+
+
+def add_model(parser: argparse.ArgumentParser, required: bool = True, extra: str = "") -> None:
+    parser.add_argument(
+        "--model",
+        required=required,
+        default=None,
+        help="model: our directory, the official artifact or a .ckpt, an `egtr train` run or pass folder" + extra,
+    )
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+
+
+def add_dtype(
+    parser: argparse.ArgumentParser, help_text: str = "precision: float32, or bfloat16/float16 autocast"
+) -> None:
+    parser.add_argument("--dtype", default=None, choices=DTYPE_CHOICES, metavar="DTYPE", help=help_text)
+
+
+def add_sizes(parser: argparse.ArgumentParser, size: int, max_size: int, why: str) -> None:
+    """`--size` / `--max-size`; not given means the model's recorded preprocessing, else `size` / `max_size`."""
+    recorded = "default: the model's preprocessor_config.json, else"
+    parser.add_argument(
+        "--size", type=positive_int, default=None, help=f"shorter side after resize ({recorded} {size}, {why})"
+    )
+    parser.add_argument(
+        "--max-size", type=positive_int, default=None, help=f"cap on the longer side ({recorded} {max_size})"
+    )
+
+
+def add_data_root(parser: argparse.ArgumentParser, required: bool = False, positional_alias: bool = False) -> None:
+    parser.add_argument("--data-root", required=required and not positional_alias, default=None, help="dataset folder")
+    if positional_alias:
+        parser.add_argument("legacy_path", nargs="?", default=None, metavar="PATH", help=argparse.SUPPRESS)
+
+
+def add_dataset(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dataset", choices=("vg", "oi"), default="vg", help="dataset layout: vg (RelTR, native) or oi (SGTR)"
+    )
+    add_deprecated(parser, "--kind", "--dataset", "dataset", choices=("vg", "oi"))
+
+
+def add_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (also off when not a terminal)")
+
+
+def data_root_of(args: argparse.Namespace) -> str | None:
+    """`--data-root`, or the positional folder of earlier releases (with a note)."""
+    legacy = getattr(args, "legacy_path", None)
+    if legacy is not None:
+        if args.data_root is not None and args.data_root != legacy:
+            raise argparse.ArgumentTypeError(f"two dataset folders given: {legacy} and --data-root {args.data_root}")
+        deprecation_note(f"a positional dataset folder is deprecated; use --data-root {legacy}")
+        return str(legacy)
+    return args.data_root
+
+
+def progress_enabled(args: argparse.Namespace) -> bool:
+    """Progress bars only for a person at a terminal: `--no-progress`, or stderr not a TTY, turn them off."""
+    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value

@@ -1,0 +1,109 @@
+"""`egtr predict`: scene graphs of image files, folders and glob patterns (one JSON and drawings per image)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from egtr.cli.options import (
+    Subparsers,
+    add_device,
+    add_dtype,
+    add_model,
+    add_progress,
+    add_sizes,
+    non_negative_int,
+    positive_int,
+    progress_enabled,
+)
+from egtr.images import DEFAULT_MAX_PIXELS, describe_source
+from egtr.preprocessing import PAPER_LONGEST_EDGE, PAPER_SHORTEST_EDGE
+
+
+def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        parents=[common],
+        help="scene graphs of image files: one JSON and one drawing (image with boxes | graph) per image",
+        description="Predict scene graphs for image files, folders and glob patterns. Unreadable images are "
+        "reported and skipped; the exit code is 1 if any image was skipped.",
+    )
+    parser.add_argument("images", nargs="+", help="image files, folders (their image files) or glob patterns")
+    add_model(parser)
+    parser.add_argument("--out", required=True, help="output folder (created if missing)")
+    parser.add_argument("--top-k", type=positive_int, default=20, help="relations kept per image (default 20)")
+    parser.add_argument("--score-threshold", type=float, default=0.0, help="drop relations with a lower triplet score")
+    parser.add_argument(
+        "--object-threshold",
+        type=float,
+        default=None,
+        help="also keep objects with at least this score that are in no kept relation (default: only related objects)",
+    )
+    parser.add_argument(
+        "--no-graph-constraint", action="store_true", help="allow several predicates per subject/object pair"
+    )
+    add_sizes(parser, PAPER_SHORTEST_EDGE, PAPER_LONGEST_EDGE, "the paper's evaluation")
+    add_device(parser)
+    add_dtype(parser)
+    parser.add_argument("--batch-size", type=positive_int, default=1, help="images per forward pass")
+    parser.add_argument(
+        "--format", nargs="*", default=["png"], choices=("png", "svg", "pdf"), help="drawing formats (default png)"
+    )
+    parser.add_argument("--no-draw", action="store_true", help="write only the JSON files")
+    parser.add_argument(
+        "--draw-relations", type=positive_int, default=40, help="relations shown in a drawing (default 40)"
+    )
+    parser.add_argument("--dpi", type=positive_int, default=120, help="resolution of PNG drawings (default 120)")
+    parser.add_argument("--recursive", action="store_true", help="also take images from sub-folders")
+    parser.add_argument(
+        "--decode-workers", type=non_negative_int, default=2, help="threads decoding ahead of the model (default 2)"
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"skip (and report) images with more pixels than this (default {DEFAULT_MAX_PIXELS:,})",
+    )
+    add_progress(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from egtr.inference import Predictor
+    from egtr.predict_files import expand_image_paths, predict_files
+
+    paths, unmatched = expand_image_paths(args.images, recursive=args.recursive)
+    for item in unmatched:
+        print(f"warning: {item}: no such file, no images in this folder, or no match", file=sys.stderr)
+    if not paths:
+        raise FileNotFoundError("no images to process")
+    predictor = Predictor.from_pretrained(
+        args.model,
+        size=args.size,
+        max_size=args.max_size,
+        device=args.device,
+        dtype=args.dtype or "float32",
+        top_k=args.top_k,
+        score_threshold=args.score_threshold,
+        graph_constraint=not args.no_graph_constraint,
+        object_threshold=args.object_threshold,
+        batch_size=args.batch_size,
+        max_pixels=args.max_pixels,
+    )
+    report = predict_files(
+        predictor,
+        paths,
+        args.out,
+        draw_formats=[] if args.no_draw else args.format,
+        max_draw_relations=args.draw_relations,
+        dpi=args.dpi,
+        progress=progress_enabled(args),
+        decode_workers=args.decode_workers,
+    )
+    print(f"{len(report.outputs)} of {len(paths)} images processed; results in {args.out}")
+    if report.failures:
+        print(f"{len(report.failures)} image(s) could not be read and were skipped:", file=sys.stderr)
+        for path, reason in report.failures.items():
+            print(f"  {reason if path in reason else f'{describe_source(path)}: {reason}'}", file=sys.stderr)
+        return 1
+    return 1 if unmatched else 0
