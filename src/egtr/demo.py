@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import shutil
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -279,6 +280,8 @@ class DemoRun:
             "sanity_val_steps": 0,
             "evaluate_split": None,  # step 4 evaluates on the test split
             "seed": s.seed,
+            # Bars only for a person at a terminal: in CI logs they are escape codes and repeated lines.
+            "progress_bar": _interactive(),
         }
         if stage == "detector":
             return TrainConfig.for_detector(
@@ -375,7 +378,7 @@ class DemoRun:
                 split="test",
                 batch_size=2 * self.settings.batch_size,
                 detection=name == "trained",
-                progress=True,
+                progress=_interactive(),
             )
             report.save_json(self.evaluation_dir / f"test_{name}.json")
             results[name] = {key: value for key, value in report.metrics.items() if "/" in key}
@@ -405,7 +408,7 @@ class DemoRun:
             max_size=2 * self.settings.image_size,
             top_k=self.settings.draw_top_k,
         )
-        report = predict_files(predictor, paths, self.drawings_dir, draw_formats=("png",), progress=True)
+        report = predict_files(predictor, paths, self.drawings_dir, draw_formats=("png",), progress=_interactive())
         drawings = sorted(str(path) for outputs in report.outputs.values() for path in outputs if path.suffix == ".png")
         if report.failures:
             raise RuntimeError(f"drawing failed for {sorted(report.failures)}")
@@ -492,6 +495,10 @@ def _quiet_lightning() -> Iterator[None]:
     finally:
         for item, level in zip(loggers, levels):
             item.setLevel(level)
+
+
+def _interactive() -> bool:
+    return sys.stderr.isatty()
 
 
 def _percent(metrics: dict[str, float], key: str) -> str:

@@ -15,6 +15,7 @@ def test_synth_then_validate_then_stats(tmp_path: Path, capsys) -> None:
             [
                 "data",
                 "synth",
+                "--out",
                 str(root),
                 "--num-train",
                 "12",
@@ -31,10 +32,10 @@ def test_synth_then_validate_then_stats(tmp_path: Path, capsys) -> None:
         == 0
     )
     assert len(json.loads((root / "train.json").read_text())["images"]) == 12
-    assert main(["data", "validate", str(root), "--strict"]) == 0
+    assert main(["data", "validate", "--data-root", str(root), "--strict"]) == 0
     capsys.readouterr()
     plot = tmp_path / "histogram.png"
-    assert main(["data", "stats", str(root), "--top", "3", "--plot", str(plot)]) == 0
+    assert main(["data", "stats", "--data-root", str(root), "--top", "3", "--plot", str(plot)]) == 0
     output = capsys.readouterr().out
     relations = sum(len(v) for v in json.loads((root / "rel.json").read_text())["train"].values())
     assert "split train: 12 images" in output and f"{relations} relations" in output
@@ -44,5 +45,6 @@ def test_synth_then_validate_then_stats(tmp_path: Path, capsys) -> None:
 def test_stats_reports_bad_data_without_traceback(tmp_path: Path, capsys) -> None:
     (tmp_path / "train.json").write_text("{")
     (tmp_path / "rel.json").write_text("{}")
-    assert main(["data", "stats", str(tmp_path)]) == 1
-    assert "malformed JSON" in capsys.readouterr().err
+    assert main(["data", "stats", "--data-root", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "malformed JSON" in error and "Traceback" not in error and len(error.splitlines()) == 1
