@@ -79,16 +79,17 @@ def test_detections_are_the_reference(outputs, reference, sizes):
 def test_open_images_candidates_follow_pysgg(outputs, sizes):
     predictions = postprocess_open_images(**outputs, image_sizes_hw=sizes)
     relation = outputs["pred_rel"].clamp(0, 1) * outputs["pred_connectivity"].clamp(0, 1)
+    _, num_queries, _, num_predicates = relation.shape
     for image, prediction in enumerate(predictions):
         # Brute force with numpy, as `eval_rel_results` does: all N*N pairs (diagonal included), top-2 predicates.
-        pair_scores = relation[image].reshape(-1, 7).numpy()
+        pair_scores = relation[image].reshape(-1, num_predicates).numpy()
         scores = prediction.scores
-        pair_object = np.repeat(scores, 30) * np.tile(scores, 30)
+        pair_object = np.repeat(scores, num_queries) * np.tile(scores, num_queries)
         top2 = -np.sort(-pair_scores, axis=1)[:, :2]
         candidates = pair_object[:, None] * top2
         order = np.argsort(-candidates.ravel())[:100]
         np.testing.assert_array_equal(prediction.relation_scores, candidates.ravel()[order])
-        np.testing.assert_array_equal(prediction.relations[:, 0] * 30 + prediction.relations[:, 1], order // 2)
+        np.testing.assert_array_equal(prediction.relations[:, 0] * num_queries + prediction.relations[:, 1], order // 2)
         labels = np.argsort(-pair_scores, axis=1)[:, :2].ravel()[order]
         assert prediction.relations[:, 2].tolist() == labels.tolist()
     without_self = postprocess_open_images(**outputs, image_sizes_hw=sizes, include_self_pairs=False)
@@ -111,8 +112,11 @@ def test_rank_top_k_breaks_ties_by_index():
 
 
 def test_self_pairs_removed_and_bad_shapes(outputs, sizes):
-    predictions = postprocess_scene_graphs(**outputs, image_sizes_hw=sizes, top_k=900, graph_constraint=True)
-    assert all(len(p.relations) == 900 and np.all(p.relation_scores[-30:] == 0) for p in predictions)
+    num_queries = outputs["logits"].shape[1]
+    all_pairs = num_queries * num_queries
+    predictions = postprocess_scene_graphs(**outputs, image_sizes_hw=sizes, top_k=all_pairs, graph_constraint=True)
+    # Every ordered pair is ranked; the N self-pairs score 0 and come last.
+    assert all(len(p.relations) == all_pairs and np.all(p.relation_scores[-num_queries:] == 0) for p in predictions)
     with pytest.raises(ValueError, match="image_sizes_hw"):
         postprocess_scene_graphs(**outputs, image_sizes_hw=sizes[:1])
 
