@@ -39,12 +39,13 @@ def test_graph_constraint_selection_is_the_reference(outputs, reference, sizes):
     predictions = postprocess_scene_graphs(**outputs, image_sizes_hw=sizes, graph_constraint=True)
     for prediction, expected in zip(predictions, reference["per_image"]):
         assert prediction.labels.tolist() == expected["pred_classes"]
-        # The object scores are float32 softmax maxima, 1 / sum_c exp(l_c - max l). The recorded values are the
-        # original's float32 kernel (torch 1.12): not the correctly rounded softmax (28 of the 60 differ by 1 ulp
-        # from float64 rounded to float32); a left-to-right sum of the exponentials reproduces 59 of them. Our
-        # torch's vectorised softmax adds the C exponentials in SIMD lanes, in an order that depends on the CPU's
-        # vector width, so the last bit or two differ (up to 2 ulp, 6e-8, on an AVX2 CPU). The labels, boxes, the
-        # selected pairs and their order stay exact: the fixture's score gaps are far wider than a few ulp.
+        # Object scores are float32 softmax maxima, 1 / sum_c exp(l_c - max l): the order in which torch's
+        # CPU kernel adds the C exponentials decides their last bits. The recorded scores are not the correctly
+        # rounded softmax (28 of the 60 differ by 1 ulp from float64 rounded to float32). The kernel adds a row
+        # shorter than one SIMD vector left to right and a longer row lane by lane; a left-to-right sum reproduces
+        # 59 of the 60 recorded scores, as a CPU with 16 float lanes (AVX-512) would for C = 12. On an 8-lane AVX2
+        # CPU (CI) the lane-wise sum differs by up to 2 ulp (6e-8). Labels, boxes, the selected pairs and their
+        # order stay exact: the fixture's score gaps are far wider than a few ulp.
         np.testing.assert_array_max_ulp(prediction.scores, np.float32(expected["obj_scores"]), maxulp=4)
         np.testing.assert_array_equal(prediction.boxes, np.float32(expected["pred_boxes_xyxy"]))
         assert prediction.relations[:, :2].tolist() == expected["single"]["pred_rel_inds"]
