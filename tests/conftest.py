@@ -1,5 +1,12 @@
-"""Shared test fixtures: paths to the reference data produced by the original EGTR code."""
+"""Shared test fixtures: paths to the reference data produced by the original EGTR code, and its sizes.
 
+Every count a fidelity test needs (classes, predicates, queries, layers, images, parameters) is read from the
+fixture files here, so that another fixture set of other sizes can replace `fixtures/reference`.
+"""
+
+import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +14,75 @@ import pytest
 import torch
 
 REFERENCE = Path(__file__).parent / "fixtures" / "reference"
+
+# Entries of the original's state dict that are buffers of its frozen batch norms: the statistics of every
+# norm, and the affine weight/bias of all backbone norms except the four `layerK.0.downsample.1` ones, which
+# the original leaves as ordinary `nn.BatchNorm2d` with trainable weight/bias (reference quirk Q8).
+_NORM_STATISTICS = re.compile(r"\.(running_mean|running_var|num_batches_tracked)$")
+_FROZEN_NORM_AFFINE = re.compile(r"^model\.backbone\..*\.(bn\d+)\.(weight|bias)$")
+# Shared detection heads: `class_embed.0..L-1` / `bbox_embed.0..L-1` are one module listed L times.
+_SHARED_HEAD_COPY = re.compile(r"^(class_embed|bbox_embed)\.[1-9]\d*\.")
+
+
+@dataclass(frozen=True)
+class ReferenceSizes:
+    """The sizes of the reference fixture, from `artifact/config.json`, the checkpoint and the array shapes."""
+
+    num_labels: int  # C, object classes: entries of config.json's id2label
+    num_rel_labels: int  # R, predicates
+    num_queries: int  # N
+    d_model: int
+    encoder_layers: int
+    decoder_layers: int
+    backbone: str
+    batch_size: int  # images of inputs.npz / outputs.npz
+    num_parameters: int  # PyTorch parameters of the original model (shared heads once, frequency tables included)
+    num_buffer_values: int  # values of the original's frozen-batch-norm buffers
+    bulk_images: int  # images of eval_bulk_inputs.npz
+    bulk_labels: int  # C of the bulk evaluator set (its own, not the model's)
+    bulk_rel_labels: int  # R of the bulk evaluator set
+    bulk_pairs: int  # scored subject/object pairs per bulk image
+
+
+def _original_parameter_split(checkpoint: Path) -> tuple[int, int]:
+    """(parameters, buffer values) of the original model, counted from its Lightning checkpoint."""
+    state_dict = torch.load(checkpoint, weights_only=True)["state_dict"]
+    entries = {key[len("model.") :]: value.numel() for key, value in state_dict.items()}
+    entries = {key: count for key, count in entries.items() if not _SHARED_HEAD_COPY.match(key)}
+    buffers = sum(
+        count for key, count in entries.items() if _NORM_STATISTICS.search(key) or _FROZEN_NORM_AFFINE.match(key)
+    )
+    return sum(entries.values()) - buffers, buffers
+
+
+def read_reference_sizes(directory: Path) -> ReferenceSizes:
+    config = json.loads((directory / "artifact" / "config.json").read_text())
+    outputs = np.load(directory / "outputs.npz")
+    bulk = np.load(directory / "eval_bulk_inputs.npz")
+    (checkpoint,) = (directory / "artifact" / "checkpoints").glob("*.ckpt")
+    num_parameters, num_buffer_values = _original_parameter_split(checkpoint)
+    sizes = ReferenceSizes(
+        num_labels=len(config["id2label"]),
+        num_rel_labels=config["num_rel_labels"],
+        num_queries=config["num_queries"],
+        d_model=config["d_model"],
+        encoder_layers=config["encoder_layers"],
+        decoder_layers=config["decoder_layers"],
+        backbone=config["backbone"],
+        batch_size=outputs["logits"].shape[0],
+        num_parameters=num_parameters,
+        num_buffer_values=num_buffer_values,
+        bulk_images=bulk["image_hw"].shape[0],
+        bulk_labels=int(bulk["num_labels"]),
+        bulk_rel_labels=int(bulk["num_rel_labels"]),
+        bulk_pairs=bulk["pred_pairs"].shape[1],
+    )
+    # The recorded arrays must agree with the configuration, or the fixture set is inconsistent.
+    batch, queries, labels = sizes.batch_size, sizes.num_queries, sizes.num_labels
+    assert outputs["logits"].shape == (batch, queries, labels)
+    assert outputs["pred_rel"].shape == (batch, queries, queries, sizes.num_rel_labels)
+    assert bulk["pair_rel_scores"].shape == (sizes.bulk_images, sizes.bulk_pairs, sizes.bulk_rel_labels)
+    return sizes
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -18,6 +94,11 @@ def _two_threads():
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def reference_sizes() -> ReferenceSizes:
+    return read_reference_sizes(REFERENCE)
 
 
 @pytest.fixture(scope="session")

@@ -45,10 +45,10 @@ def test_time_function_excludes_warmup():
     assert first_call >= 0
 
 
-def test_run_benchmark_on_cpu_with_the_reference_model(reference_dir):
+def test_run_benchmark_on_cpu_with_the_reference_model(reference_dir, reference_sizes):
     model = EGTR.from_pretrained(reference_dir / "artifact")
     result = run_benchmark(model, preprocessor=PreprocessorConfig(64, 96), device="cpu", warmup=1, runs=2)
-    assert result["parameters"] == 13_095_553  # the count of the fixture README (shared heads counted once)
+    assert result["parameters"] == reference_sizes.num_parameters  # the original's count (shared heads once)
     assert result["settings"]["original_size_hw"] == [400, 600]
     assert result["settings"]["input_size_hw"] == [64, 96]
     for scope in ("model", "end_to_end"):
@@ -58,7 +58,7 @@ def test_run_benchmark_on_cpu_with_the_reference_model(reference_dir):
     assert result["process_peak_rss_bytes"] > 0
     json.dumps(result)  # serialisable as is
     text = format_result(result)
-    assert "13,095,553 parameters" in text and "end-to-end" in text and "96x64" in text
+    assert f"{reference_sizes.num_parameters:,} parameters" in text and "end-to-end" in text and "96x64" in text
 
 
 def test_run_benchmark_checks_arguments():

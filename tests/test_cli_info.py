@@ -8,11 +8,12 @@ from egtr.cli import main
 ASTRONAUT = Path(egtr.__file__).parent / "assets" / "astronaut.jpg"
 
 
-def test_info_on_official_artifact_with_bundled_photo(reference_dir, capsys):
+def test_info_on_official_artifact_with_bundled_photo(reference_dir, reference_sizes, capsys):
     assert main(["info", "--model", str(reference_dir / "artifact"), "--image", str(ASTRONAUT)]) == 0
     printed = capsys.readouterr().out
-    assert "parameters: 13,095,553" in printed
-    assert "pred_rel (1, 30, 30, 7)" in printed
+    queries, predicates = reference_sizes.num_queries, reference_sizes.num_rel_labels
+    assert f"parameters: {reference_sizes.num_parameters:,}" in printed
+    assert f"pred_rel (1, {queries}, {queries}, {predicates})" in printed
     assert "input (800, 800)" in printed  # 512x512 photo, shorter side resized to 800
 
 

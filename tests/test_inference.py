@@ -30,7 +30,8 @@ def predictor(reference_dir) -> Predictor:
     return Predictor.from_pretrained(reference_dir / "artifact", top_k=15, **FAST)
 
 
-def assert_well_formed(graph: SceneGraph, size_hw: tuple[int, int], top_k: int) -> None:
+def assert_well_formed(graph: SceneGraph, size_hw: tuple[int, int], top_k: int, sizes) -> None:
+    """`sizes`: the fixture's `ReferenceSizes` (class and predicate counts)."""
     height, width = size_hw
     assert graph.image_size == size_hw
     assert 0 < len(graph.relations) <= top_k
@@ -40,18 +41,21 @@ def assert_well_formed(graph: SceneGraph, size_hw: tuple[int, int], top_k: int) 
     assert scores == sorted(scores, reverse=True)
     for relation in graph.relations:
         assert relation.subject != relation.object
-        assert 0 <= relation.predicate < 7 and relation.predicate_name == f"predicate_{relation.predicate}"
+        assert (
+            0 <= relation.predicate < sizes.num_rel_labels
+            and relation.predicate_name == f"predicate_{relation.predicate}"
+        )
         assert 0 < relation.score <= relation.predicate_score <= 1
     for item in graph.objects:
         x1, y1, x2, y2 = item.box
         assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height
-        assert 0 <= item.label < 12 and item.label_name == f"class_{item.label}"
+        assert 0 <= item.label < sizes.num_labels and item.label_name == f"class_{item.label}"
         assert 0 < item.score <= 1
 
 
-def test_predictor_on_a_real_photo(predictor):
+def test_predictor_on_a_real_photo(predictor, reference_sizes):
     graph = predictor(ASTRONAUT)
-    assert_well_formed(graph, (512, 512), top_k=15)
+    assert_well_formed(graph, (512, 512), top_k=15, sizes=reference_sizes)
     assert graph.image_path == str(ASTRONAUT)
     assert SceneGraph.from_json(graph.to_json()) == graph
 
@@ -63,7 +67,8 @@ def test_predictor_matches_the_paper_ranking(predictor):
     object_scores = output.logits[0].softmax(-1).max(-1).values  # (N,)
     relation = output.pred_rel[0] * output.pred_connectivity[0]  # (N, N, R)
     triplet = relation * (object_scores[:, None] * object_scores[None, :])[..., None]
-    triplet[torch.arange(30), torch.arange(30)] = 0
+    diagonal = torch.arange(triplet.shape[0])
+    triplet[diagonal, diagonal] = 0
     best = torch.nonzero(triplet == triplet.max())[0].tolist()
     top = predictor.postprocess(output, [prepared])[0]
     first = top.relations[0]
@@ -101,31 +106,31 @@ def test_predictor_batches_lists(reference_dir):
     )
 
 
-def test_prediction_options(predictor):
-    constrained = predictor(ASTRONAUT, top_k=30)
+def test_prediction_options(predictor, reference_sizes):
+    constrained = predictor(ASTRONAUT, top_k=20)
     pairs = [(r.subject, r.object) for r in constrained.relations]
-    assert len(pairs) == len(set(pairs)) == 30
+    assert len(pairs) == len(set(pairs)) == 20
 
-    free = predictor(ASTRONAUT, top_k=30, graph_constraint=False)
+    free = predictor(ASTRONAUT, top_k=20, graph_constraint=False)
     assert free.relations[0].score == pytest.approx(constrained.relations[0].score)
     assert all(a.score >= b.score for a, b in zip(free.relations, constrained.relations))
 
     threshold = constrained.relations[5].score
-    cut = predictor(ASTRONAUT, top_k=30, score_threshold=threshold)
+    cut = predictor(ASTRONAUT, top_k=20, score_threshold=threshold)
     assert len(cut.relations) == 6
 
     with_objects = predictor(ASTRONAUT, top_k=1, object_threshold=0.0)
-    assert len(with_objects.relations) == 1 and len(with_objects.objects) == 30  # every query kept
+    assert len(with_objects.relations) == 1 and len(with_objects.objects) == reference_sizes.num_queries  # all kept
 
     with pytest.raises(TypeError, match="top_kk"):
         predictor(ASTRONAUT, top_kk=3)
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-def test_reduced_precision_runs(reference_dir, dtype):
+def test_reduced_precision_runs(reference_dir, reference_sizes, dtype):
     predictor = Predictor.from_pretrained(reference_dir / "artifact", dtype=dtype, top_k=10, **FAST)
     assert predictor.dtype == getattr(torch, dtype)
-    assert_well_formed(predictor(COFFEE), (400, 600), top_k=10)
+    assert_well_formed(predictor(COFFEE), (400, 600), top_k=10, sizes=reference_sizes)
 
 
 # ---------------------------------------------------------------------------------------------- preprocessing

@@ -2,8 +2,8 @@
 
 `EGTRConfig` holds every size of the network (the paper's values are the defaults) plus the class and predicate
 names, and reads the official `config.json` (HF `DeformableDetrConfig` as written by transformers 4.18 with the EGTR
-fields added by `train_egtr.py`). `LossConfig` holds the loss weights and relation-sampling settings of §3 of the
-reference. Both serialise to plain JSON.
+fields added by `train_egtr.py`). `LossConfig` holds the loss weights and relation-sampling settings of reference §3
+(docs/reference.md). Both serialise to plain JSON.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ pixels). It then runs the same code paths as real work:
 
 1. world      `generate_synthetic_dataset` writes train/val/test in the Visual Genome (RelTR) layout;
 2. detector   `pretrain_detector` trains a small Deformable DETR on it (reference §4.1, stage 0);
-3. egtr       `train_egtr` trains EGTR from that detector, with relation smoothing and connectivity (§4.2-4.3);
+3. egtr       `train_egtr` trains EGTR from that detector (relation smoothing, connectivity: reference §4.2-4.3);
 4. evaluate   `evaluate_model` computes R@K / mR@K on the test split, for the trained model and for the same
               architecture with untrained weights (the floor a trained model has to beat);
 5. draw       `Predictor` + `predict_files` draw the scene graphs of a few test images.

@@ -10,7 +10,8 @@ import torch
 from egtr.config import LossConfig
 from egtr.losses import EGTRCriterion, sample_relation_entries
 
-NUM_LABELS, NUM_REL_LABELS = 12, 7
+# Sizes of the synthetic batches of the invariance and edge-case tests; the reference tests take the fixture's sizes.
+NUM_LABELS, NUM_REL_LABELS = 9, 5
 EVAL_TERMS = ("loss_ce", "loss_bbox", "loss_giou", "loss_rel", "loss_connectivity", "uncertainty")
 
 
@@ -24,8 +25,18 @@ class _Outputs:
     connectivity_logits: torch.Tensor
 
 
-def _criterion(**kwargs) -> EGTRCriterion:
-    return EGTRCriterion(kwargs.pop("loss_config", LossConfig()), NUM_LABELS, NUM_REL_LABELS, **kwargs)
+def _criterion(num_labels: int = NUM_LABELS, num_rel_labels: int = NUM_REL_LABELS, **kwargs) -> EGTRCriterion:
+    return EGTRCriterion(kwargs.pop("loss_config", LossConfig()), num_labels, num_rel_labels, **kwargs)
+
+
+@pytest.fixture
+def reference_criterion(reference_sizes):
+    """`_criterion` for the reference outputs: the fixture's class and predicate counts."""
+
+    def build(**kwargs) -> EGTRCriterion:
+        return _criterion(reference_sizes.num_labels, reference_sizes.num_rel_labels, **kwargs)
+
+    return build
 
 
 def _random_outputs(generator, batch_size=2, num_queries=10, num_classes=NUM_LABELS, num_layers=0):
@@ -85,18 +96,20 @@ def _random_targets(generator, sizes, num_relations):
 
 
 @pytest.mark.parametrize("mode", ["eval_mode", "train_mode"])
-def test_reference_losses(mode, reference_outputs, reference_targets, reference_losses):
-    losses = _criterion()(reference_outputs, reference_targets, training=mode == "train_mode")
+def test_reference_losses(mode, reference_criterion, reference_outputs, reference_targets, reference_losses):
+    losses = reference_criterion()(reference_outputs, reference_targets, training=mode == "train_mode")
     expected = reference_losses[mode]
     for name in EVAL_TERMS:
         assert losses[name].item() == pytest.approx(expected[name], rel=1e-5), name
     assert losses["loss"].item() == pytest.approx(expected["total"], rel=1e-5)
 
 
-def test_reference_train_mode_entries_per_image(reference_outputs, reference_targets, reference_losses):
-    criterion = _criterion()
+def test_reference_train_mode_entries_per_image(
+    reference_criterion, reference_sizes, reference_outputs, reference_targets, reference_losses
+):
+    criterion = reference_criterion()
     matching = criterion.match(reference_outputs["logits"], reference_outputs["pred_boxes"], reference_targets)
-    relation_targets = criterion.relation_targets(reference_targets, matching, num_queries=30)
+    relation_targets = criterion.relation_targets(reference_targets, matching, num_queries=reference_sizes.num_queries)
     config = criterion.loss_config
     selected = sample_relation_entries(
         reference_outputs["rel_logits"],
@@ -110,8 +123,8 @@ def test_reference_train_mode_entries_per_image(reference_outputs, reference_tar
     assert selected.sum(dim=(1, 2, 3)).tolist() == reference_losses["train_mode_rel_entries_per_image"]
 
 
-def test_weights_and_total(reference_outputs, reference_targets, reference_losses):
-    criterion = _criterion()
+def test_weights_and_total(reference_criterion, reference_outputs, reference_targets, reference_losses):
+    criterion = reference_criterion()
     assert criterion.weight_dict == reference_losses["weights"]
     losses = criterion(reference_outputs, reference_targets, training=False)
     total = sum(losses[name] * weight for name, weight in reference_losses["weights"].items())
@@ -126,24 +139,24 @@ def test_open_images_weights():
     assert criterion.loss_config.rel_sample_nonmatching_largest is False
 
 
-def test_attribute_outputs_equal_dict_outputs(reference_outputs, reference_targets):
-    criterion = _criterion()
+def test_attribute_outputs_equal_dict_outputs(reference_criterion, reference_outputs, reference_targets):
+    criterion = reference_criterion()
     from_dict = criterion(reference_outputs, reference_targets, training=False)
     from_object = criterion(_Outputs(**reference_outputs), reference_targets, training=False)
     for name, value in from_dict.items():
         assert torch.equal(value, from_object[name]), name
 
 
-def test_query_permutation_invariance(reference_outputs, reference_targets):
+def test_query_permutation_invariance(reference_criterion, reference_sizes, reference_outputs, reference_targets):
     """Shuffling the queries (consistently in every output) must not change any loss, in either mode."""
-    permutation = torch.randperm(30, generator=torch.Generator().manual_seed(0))
+    permutation = torch.randperm(reference_sizes.num_queries, generator=torch.Generator().manual_seed(0))
     shuffled = {
         "logits": reference_outputs["logits"][:, permutation],
         "pred_boxes": reference_outputs["pred_boxes"][:, permutation],
         "rel_logits": reference_outputs["rel_logits"][:, permutation][:, :, permutation],
         "connectivity_logits": reference_outputs["connectivity_logits"][:, permutation][:, :, permutation],
     }
-    criterion = _criterion()
+    criterion = reference_criterion()
     for training in (False, True):
         original = criterion(reference_outputs, reference_targets, training=training)
         permuted = criterion(shuffled, reference_targets, training=training)
@@ -207,8 +220,8 @@ def test_training_selects_positives_and_capped_negatives():
     assert chosen.min() >= others.max()
 
 
-def test_relation_weights_are_zero_for_unmatched_queries(reference_outputs, reference_targets):
-    criterion = _criterion()
+def test_relation_weights_are_zero_for_unmatched_queries(reference_criterion, reference_outputs, reference_targets):
+    criterion = reference_criterion()
     matching = criterion.match(reference_outputs["logits"], reference_outputs["pred_boxes"], reference_targets)
     weights = criterion.query_weights(matching)
     assert (weights[~matching.matched] == 0).all()
@@ -276,7 +289,9 @@ def test_cardinality_error_counts_confident_queries():
     assert losses["cardinality_error"].item() == 1.0
 
 
-def test_all_reduced_num_boxes_in_a_single_process_group(tmp_path, reference_outputs, reference_targets):
+def test_all_reduced_num_boxes_in_a_single_process_group(
+    tmp_path, reference_criterion, reference_outputs, reference_targets
+):
     """With one rank, the all-reduced normaliser equals the local one (exercises the DDP code path)."""
     import torch.distributed as dist
 
@@ -284,10 +299,10 @@ def test_all_reduced_num_boxes_in_a_single_process_group(tmp_path, reference_out
         pytest.skip("torch.distributed is not available in this build")
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
-        reduced = _criterion(all_reduce_num_boxes=True)(reference_outputs, reference_targets, training=False)
+        reduced = reference_criterion(all_reduce_num_boxes=True)(reference_outputs, reference_targets, training=False)
     finally:
         dist.destroy_process_group()
-    local = _criterion()(reference_outputs, reference_targets, training=False)
+    local = reference_criterion()(reference_outputs, reference_targets, training=False)
     assert reduced["loss"].item() == pytest.approx(local["loss"].item(), rel=1e-7)
 
 
@@ -336,7 +351,7 @@ def test_vectorised_relation_loss_equals_a_per_image_loop(training):
     assert criterion(outputs, targets, training=training)["loss_rel"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_target_dtypes_are_normalised(reference_outputs, reference_targets, reference_losses):
+def test_target_dtypes_are_normalised(reference_criterion, reference_outputs, reference_targets, reference_losses):
     """float64 boxes and int32 labels/relations (e.g. straight from numpy) give the same losses."""
     converted = [
         {
@@ -346,14 +361,18 @@ def test_target_dtypes_are_normalised(reference_outputs, reference_targets, refe
         }
         for target in reference_targets
     ]
-    losses = _criterion()(reference_outputs, converted, training=False)
+    losses = reference_criterion()(reference_outputs, converted, training=False)
     assert losses["loss"].item() == pytest.approx(reference_losses["eval_mode"]["total"], rel=1e-5)
 
 
-def test_rel_gates_are_logged_and_class_count_is_checked(reference_outputs, reference_targets):
+def test_rel_gates_are_logged_and_class_count_is_checked(reference_criterion, reference_outputs, reference_targets):
     outputs = dict(reference_outputs, rel_gates=torch.tensor([0.25, 0.5, 0.75, 1.0]))
-    losses = _criterion()(outputs, reference_targets, training=False)
+    criterion = reference_criterion()
+    losses = criterion(outputs, reference_targets, training=False)
     assert [losses[f"rel_gate_{slot}"].item() for slot in range(4)] == [0.25, 0.5, 0.75, 1.0]
-    assert not any(name.startswith("rel_gate") for name in _criterion().weight_dict)
-    with pytest.raises(ValueError, match="13 classes, expected 12"):
-        _criterion()(dict(reference_outputs, logits=torch.zeros(2, 30, 13)), reference_targets, training=False)
+    assert not any(name.startswith("rel_gate") for name in criterion.weight_dict)
+    batch, queries, classes = reference_outputs["logits"].shape
+    with pytest.raises(ValueError, match=f"{classes + 1} classes, expected {classes}"):
+        criterion(
+            dict(reference_outputs, logits=torch.zeros(batch, queries, classes + 1)), reference_targets, training=False
+        )

@@ -21,16 +21,23 @@ def test_vg_style_with_the_split_json(
     assert result.to_dict()["AP50"] == vg_reference["detection"]["AP50"]
 
 
-def test_vg_style_with_ground_truth_built_from_the_boxes(model_outputs, image_sizes_hw, vg_ground_truths, vg_reference):
+def test_vg_style_with_ground_truth_built_from_the_boxes(
+    model_outputs, image_sizes_hw, vg_ground_truths, vg_reference, reference_sizes
+):
     detections = postprocess_detections(model_outputs["logits"], model_outputs["pred_boxes"], image_sizes_hw)
-    result = DetectionAP(12, style="coco").update(detections, vg_ground_truths).compute()
+    result = DetectionAP(reference_sizes.num_labels, style="coco").update(detections, vg_ground_truths).compute()
     np.testing.assert_allclose(result.stats, vg_reference["detection"]["coco_stats"], rtol=1e-12, atol=0)
 
 
-def test_open_images_style(model_outputs, image_sizes_hw, vg_ground_truths, bulk, bulk_reference):
+def test_open_images_style(model_outputs, image_sizes_hw, vg_ground_truths, bulk, bulk_reference, reference_sizes):
     expected = json.loads((REFERENCE / "eval_oi.json").read_text())["metrics"]
     predictions = postprocess_open_images(**model_outputs, image_sizes_hw=image_sizes_hw)
-    result = DetectionAP(12, style="open_images").update(predictions, vg_ground_truths).compute().to_dict()
+    result = (
+        DetectionAP(reference_sizes.num_labels, style="open_images")
+        .update(predictions, vg_ground_truths)
+        .compute()
+        .to_dict()
+    )
     bulk_result = DetectionAP(bulk["num_classes"], style="open_images")
     bulk_result = bulk_result.update(bulk["open_images"], bulk["ground_truths"]).compute().to_dict()
     for name in ("AP", "AP50", "AP75", "APs", "APm", "APl"):

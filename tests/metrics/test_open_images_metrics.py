@@ -15,17 +15,22 @@ from .conftest import REFERENCE
 KEYS = ("w_rel_mAP", "w_phr_mAP", "microR@50", "score")
 
 
-def test_reference_model_outputs(model_outputs, image_sizes_hw, vg_ground_truths):
+def test_reference_model_outputs(model_outputs, image_sizes_hw, vg_ground_truths, reference_sizes):
     expected = json.loads((REFERENCE / "eval_oi.json").read_text())["metrics"]
     predictions = postprocess_open_images(**model_outputs, image_sizes_hw=image_sizes_hw)
-    result = OpenImagesRelationMetrics(7).update(predictions, vg_ground_truths).compute().to_dict()
+    result = (
+        OpenImagesRelationMetrics(reference_sizes.num_rel_labels)
+        .update(predictions, vg_ground_truths)
+        .compute()
+        .to_dict()
+    )
     for key in KEYS:
         assert result[key] == expected[key], key
 
 
 def test_reference_bulk(bulk, bulk_reference):
     metric = OpenImagesRelationMetrics(bulk["num_predicates"])
-    for start in range(0, 300, 100):  # chunked updates give the same numbers
+    for start in range(0, len(bulk["ground_truths"]), 100):  # chunked updates give the same numbers
         metric.update(bulk["open_images"][start : start + 100], bulk["ground_truths"][start : start + 100])
     result = metric.compute().to_dict()
     for key in KEYS:

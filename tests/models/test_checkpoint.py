@@ -128,10 +128,20 @@ def test_not_a_checkpoint(tmp_path):
         EGTR.from_pretrained(tmp_path / "missing")
 
 
-def test_config_reads_official_json(reference_dir):
+def test_config_reads_official_json(reference_dir, reference_sizes):
     config = EGTRConfig.from_json(reference_dir / "artifact" / "config.json")
-    assert (config.d_model, config.encoder_layers, config.decoder_layers, config.num_queries) == (128, 2, 3, 30)
-    assert (config.num_labels, config.num_rel_labels, config.backbone) == (12, 7, "resnet18")
+    expected = reference_sizes
+    assert (config.d_model, config.encoder_layers, config.decoder_layers, config.num_queries) == (
+        expected.d_model,
+        expected.encoder_layers,
+        expected.decoder_layers,
+        expected.num_queries,
+    )
+    assert (config.num_labels, config.num_rel_labels, config.backbone) == (
+        expected.num_labels,
+        expected.num_rel_labels,
+        expected.backbone,
+    )
     assert config.class_names is None  # LABEL_i placeholders are dropped
 
 

@@ -60,11 +60,13 @@ def test_self_attention_byproducts_match(reference_forward, reference_outputs):
     assert _max_abs_diff(reference_forward.self_attention_keys, keys) < 1e-4
 
 
-def test_reference_model_sizes(reference_model):
-    # Fixture README: 13,095,553 parameters (shared heads once, frequency tables included) + 17,411 buffer values.
-    assert sum(p.numel() for p in reference_model.parameters()) == 13_095_553
-    assert sum(b.numel() for b in reference_model.buffers()) == 17_411
-    assert reference_model.config.num_queries == 30 and reference_model.config.backbone == "resnet18"
+def test_reference_model_sizes(reference_model, reference_sizes):
+    # The original's counts, from its checkpoint: parameters (shared heads once, frequency tables included) and
+    # the values of its frozen-batch-norm buffers.
+    assert sum(p.numel() for p in reference_model.parameters()) == reference_sizes.num_parameters
+    assert sum(b.numel() for b in reference_model.buffers()) == reference_sizes.num_buffer_values
+    config = reference_model.config
+    assert (config.num_queries, config.backbone) == (reference_sizes.num_queries, reference_sizes.backbone)
 
 
 def test_batch_elements_are_independent(reference_model, reference_inputs, reference_forward):

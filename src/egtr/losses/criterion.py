@@ -2,7 +2,7 @@
 
 Follows the structure of DETR's `SetCriterion` (Carion et al., ECCV 2020): a separate Hungarian matcher, one
 `loss_<name>` method per term, and the weights applied once from `weight_dict`. The terms are those of EGTR
-(Im et al., CVPR 2024, §3 "relation smoothing" and "connectivity prediction"); see egtr-reference.md §3.
+(Im et al., CVPR 2024, paper §3 "relation smoothing" and "connectivity prediction"); see reference §3.
 
 Differences from the original code, all documented choices:
   * relation targets are built on the fly from `target["relations"]` (M, 3) directly in query space (the

@@ -105,7 +105,7 @@ def sample_relation_entries(
     nonmatching_largest: bool,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Training-time selection of relation entries (EGTR §3.3 of the reference).
+    """Training-time selection of relation entries (reference §3.3).
 
     Per image, with P+ = number of positive entries:
       * all positives (target 1; they lie in the matched block);

@@ -7,7 +7,7 @@ of each matched pair: the cost matrix is shifted by a per-matrix constant so tha
 `logit(smoothing)`, and `1 - sigmoid(cost)` then turns a cost into a label weight. The shift does not change
 the assignment.
 
-Reference: egtr-reference.md §3.1 (and quirk Q6: the class-cost weight is `ce_loss_coefficient` = 2, not the
+See reference §3.1 (and quirk Q6: the class-cost weight is `ce_loss_coefficient` = 2, not the
 config's unused `class_cost` = 1).
 """
 

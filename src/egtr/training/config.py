@@ -2,7 +2,7 @@
 
 Defaults are the paper's recipe for Visual Genome (reference §4.1-§4.3): `TrainConfig.for_detector()` gives the
 detector pre-training stage, `TrainConfig()` the EGTR relation stage (main + x0.1 "finetune"). Open Images differs
-only in its loss weights and data filters (§4.5): `TrainConfig.for_open_images(...)`.
+only in its loss weights and data filters (reference §4.5): `TrainConfig.for_open_images(...)`.
 
 Settings can be overridden from the command line in detrex's `key=value` style, with dotted keys for the nested
 configs (`data.root=/data/vg`, `model.num_queries=100`, `loss.connectivity_loss_coefficient=90`).
