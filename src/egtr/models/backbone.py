@@ -31,6 +31,12 @@ class FrozenBatchNorm2d(nn.Module):
     in eval mode both compute the same function, and we freeze them like every other norm.
     """
 
+    # Parameters or buffers depending on `track_num_batches`, registered in __init__; tensors either way.
+    weight: torch.Tensor
+    bias: torch.Tensor
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
     def __init__(self, num_features: int, eps: float = 1e-5, track_num_batches: bool = False):
         super().__init__()
         self.eps = eps
@@ -56,10 +62,12 @@ class FrozenBatchNorm2d(nn.Module):
         return x * scale[None, :, None, None] + shift[None, :, None, None]
 
 
-def conv_frozen_bn(conv: nn.Conv2d, norm: FrozenBatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+def conv_frozen_bn(conv: nn.Module, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """`norm(conv(x))` as one convolution: the frozen norm is a per-channel affine map, so it folds into the
-    convolution's weight and bias. Same function up to float rounding, without two passes over the activations."""
-    if not isinstance(norm, FrozenBatchNorm2d):  # a trainable BatchNorm2d (backbone_norm="batch")
+    convolution's weight and bias. Same function up to float rounding, without two passes over the activations.
+    Plain modules in the signature because a `downsample` Sequential hands its members out untyped; any pair other
+    than (Conv2d, FrozenBatchNorm2d), i.e. a trainable BatchNorm2d (backbone_norm="batch"), runs as `norm(conv(x))`."""
+    if not isinstance(norm, FrozenBatchNorm2d) or not isinstance(conv, nn.Conv2d):
         return norm(conv(x))
     scale, shift = norm.scale_and_shift()
     return F.conv2d(
@@ -134,6 +142,12 @@ class Bottleneck(nn.Module):
 
 class ResNet(nn.Module):
     """ResNet trunk returning the stage outputs C3, C4, C5 (no pooling head, no classifier)."""
+
+    # The four stages, registered in __init__ with setattr (their number of blocks depends on the depth).
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
 
     def __init__(self, depth: str = "resnet50", norm: str = "frozen"):
         super().__init__()

@@ -45,7 +45,7 @@ def multi_scale_deformable_attention(
     attention_weights = attention_weights.transpose(1, 2).reshape(
         batch_size * num_heads, 1, num_queries, num_levels, num_points
     )
-    output = None
+    output: torch.Tensor | None = None
     for level, (height, width) in enumerate(spatial_shapes):
         # (B, H*W, heads, head_dim) -> (B*heads, head_dim, H, W)
         level_value = (
@@ -57,6 +57,8 @@ def multi_scale_deformable_attention(
         # Accumulate level by level instead of stacking all levels: same sum, a quarter of the peak memory.
         contribution = (sampled * attention_weights[..., level, :]).sum(-1)  # (B*heads, head_dim, Q)
         output = contribution if output is None else output + contribution
+    if output is None:
+        raise ValueError("multi_scale_deformable_attention needs at least one level in spatial_shapes")
     return output.view(batch_size, num_heads * head_dim, num_queries).transpose(1, 2)
 
 
@@ -193,23 +195,34 @@ class MultiscaleDeformableAttention(nn.Module):
         return self.output_proj(output)
 
 
-def _add_feed_forward(layer: nn.Module, config: EGTRConfig, ffn_dim: int) -> None:
-    """Give an encoder/decoder layer its feed-forward block (registered last, for the official key order)."""
-    layer.fc1 = nn.Linear(config.d_model, ffn_dim)
-    layer.fc2 = nn.Linear(ffn_dim, config.d_model)
-    layer.final_layer_norm = nn.LayerNorm(config.d_model)
-    layer.dropout = nn.Dropout(config.dropout)
-    layer.activation_dropout = nn.Dropout(config.activation_dropout)
+class FeedForwardLayer(nn.Module):
+    """Base of the encoder and decoder layers: their post-norm ReLU feed-forward block.
+
+    The subclass calls `_add_feed_forward` after registering its attention modules, so the feed-forward modules come
+    last, in the official key order; hence attributes declared here but not created in an `__init__` of this class.
+    """
+
+    fc1: nn.Linear
+    fc2: nn.Linear
+    final_layer_norm: nn.LayerNorm
+    dropout: nn.Dropout
+    activation_dropout: nn.Dropout
+
+    def _add_feed_forward(self, config: EGTRConfig, ffn_dim: int) -> None:
+        self.fc1 = nn.Linear(config.d_model, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, config.d_model)
+        self.final_layer_norm = nn.LayerNorm(config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+        self.activation_dropout = nn.Dropout(config.activation_dropout)
+
+    def _feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Post-norm ReLU feed-forward block with its residual connection."""
+        # In place: fc1's fresh output is not needed by autograd, and one 12,537 x 1024 buffer less per encoder layer.
+        feed_forward = self.fc2(self.activation_dropout(F.relu(self.fc1(hidden_states), inplace=True)))
+        return self.final_layer_norm(hidden_states + self.dropout(feed_forward))
 
 
-def _feed_forward(layer: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
-    """Post-norm ReLU feed-forward block with its residual connection."""
-    # In place: fc1's fresh output is not needed by autograd, and one 12,537 x 1024 buffer less per encoder layer.
-    feed_forward = layer.fc2(layer.activation_dropout(F.relu(layer.fc1(hidden_states), inplace=True)))
-    return layer.final_layer_norm(hidden_states + layer.dropout(feed_forward))
-
-
-class EncoderLayer(nn.Module):
+class EncoderLayer(FeedForwardLayer):
     """Post-norm: deformable self-attention over all levels, then a ReLU feed-forward network."""
 
     def __init__(self, config: EGTRConfig):
@@ -219,11 +232,17 @@ class EncoderLayer(nn.Module):
             d_model, config.encoder_attention_heads, config.num_feature_levels, config.encoder_n_points
         )
         self.self_attn_layer_norm = nn.LayerNorm(d_model)
-        _add_feed_forward(self, config, config.encoder_ffn_dim)
+        self._add_feed_forward(config, config.encoder_ffn_dim)
 
     def forward(
-        self, hidden_states, position_embeddings, mask, reference_points, spatial_shapes, spatial_shapes_tensor
-    ):
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: torch.Tensor,
+        mask: torch.Tensor,
+        reference_points: torch.Tensor,
+        spatial_shapes: list[tuple[int, int]],
+        spatial_shapes_tensor: torch.Tensor,
+    ) -> torch.Tensor:
         attended = self.self_attn(
             hidden_states + position_embeddings,
             hidden_states,
@@ -233,7 +252,7 @@ class EncoderLayer(nn.Module):
             spatial_shapes_tensor,
         )
         hidden_states = self.self_attn_layer_norm(hidden_states + self.dropout(attended))
-        return _feed_forward(self, hidden_states)
+        return self._feed_forward(hidden_states)
 
 
 class DecoderSelfAttention(nn.Module):
@@ -252,7 +271,9 @@ class DecoderSelfAttention(nn.Module):
         self.out_proj = nn.Linear(d_model, d_model)
         self.attention_dropout = attention_dropout
 
-    def forward(self, hidden_states: torch.Tensor, query_position: torch.Tensor):
+    def forward(
+        self, hidden_states: torch.Tensor, query_position: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns (output (B, N, D), query (B, N, D), key (B, N, D)); q and k unscaled, heads merged."""
         batch_size, num_queries, d_model = hidden_states.shape
         with_position = hidden_states + query_position
@@ -260,7 +281,7 @@ class DecoderSelfAttention(nn.Module):
         key = self.k_proj(with_position)
         value = self.v_proj(hidden_states)
 
-        def split_heads(x):  # (B, N, D) -> (B, heads, N, head_dim)
+        def split_heads(x: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, heads, N, head_dim)
             return x.view(batch_size, num_queries, self.num_heads, self.head_dim).transpose(1, 2)
 
         scores = (split_heads(query) * self.head_dim**-0.5) @ split_heads(key).transpose(-1, -2)  # (B, heads, N, N)
@@ -269,7 +290,7 @@ class DecoderSelfAttention(nn.Module):
         return self.out_proj(attended), query, key
 
 
-class DecoderLayer(nn.Module):
+class DecoderLayer(FeedForwardLayer):
     """Post-norm: query self-attention, deformable cross-attention to the encoder memory, feed-forward."""
 
     def __init__(self, config: EGTRConfig):
@@ -281,25 +302,25 @@ class DecoderLayer(nn.Module):
             d_model, config.decoder_attention_heads, config.num_feature_levels, config.decoder_n_points
         )
         self.encoder_attn_layer_norm = nn.LayerNorm(d_model)
-        _add_feed_forward(self, config, config.decoder_ffn_dim)
+        self._add_feed_forward(config, config.decoder_ffn_dim)
 
     def forward(
         self,
-        hidden_states,
-        query_position,
-        memory,
-        memory_mask,
-        reference_points,
-        spatial_shapes,
-        spatial_shapes_tensor,
-    ):
+        hidden_states: torch.Tensor,
+        query_position: torch.Tensor,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor,
+        reference_points: torch.Tensor,
+        spatial_shapes: list[tuple[int, int]],
+        spatial_shapes_tensor: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         attended, query, key = self.self_attn(hidden_states, query_position)
         hidden_states = self.self_attn_layer_norm(hidden_states + self.dropout(attended))
         cross = self.encoder_attn(
             hidden_states + query_position, memory, memory_mask, reference_points, spatial_shapes, spatial_shapes_tensor
         )
         hidden_states = self.encoder_attn_layer_norm(hidden_states + self.dropout(cross))
-        return _feed_forward(self, hidden_states), query, key
+        return self._feed_forward(hidden_states), query, key
 
 
 class Encoder(nn.Module):
@@ -375,7 +396,9 @@ class DeformableDetrModel(nn.Module):
         self.level_embed = nn.Parameter(torch.empty(config.num_feature_levels, d_model))
         self.reference_points = nn.Linear(d_model, 2)
 
-    def _multi_level_inputs(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor):
+    def _multi_level_inputs(
+        self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Project backbone features to d_model and add extra levels; returns per-level (source, mask, position)."""
         features, positions = self.backbone(pixel_values, pixel_mask)
         levels = []
@@ -392,7 +415,7 @@ class DeformableDetrModel(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor) -> TransformerOutput:
         levels = self._multi_level_inputs(pixel_values, pixel_mask)
-        spatial_shapes = [tuple(source.shape[-2:]) for source, _, _ in levels]
+        spatial_shapes = [(source.shape[-2], source.shape[-1]) for source, _, _ in levels]  # [(H_l, W_l)]
         spatial_shapes_tensor = torch.as_tensor(spatial_shapes, dtype=torch.long, device=pixel_values.device)
         # Flatten every level to (B, H_l*W_l, D) and concatenate: the encoder sequence.
         sources = torch.cat([source.flatten(2).transpose(1, 2) for source, _, _ in levels], 1)

@@ -12,6 +12,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,15 @@ from egtr.models.deformable_detr import DeformableDetrModel, MultiscaleDeformabl
 from egtr.preprocessing import PreprocessorConfig
 
 logger = logging.getLogger(__name__)
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def _member(module: nn.Module, kind: type[ModuleT]) -> ModuleT:
+    """A ModuleList entry (which PyTorch types as a plain Module) as the kind of module it was built as."""
+    if not isinstance(module, kind):
+        raise TypeError(f"expected a {kind.__name__}, found a {type(module).__name__}")
+    return module
 
 
 class MLP(nn.Module):
@@ -39,6 +49,10 @@ class MLP(nn.Module):
             if index < len(self.layers) - 1:
                 x = F.relu(x)
         return x
+
+    def linear(self, index: int) -> nn.Linear:
+        """Layer `index` (negative counts from the end)."""
+        return _member(self.layers[index], nn.Linear)
 
 
 def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -67,6 +81,8 @@ class EGTROutput:
 
     @property
     def last_hidden_state(self) -> torch.Tensor:
+        if self.decoder_hidden_states is None:
+            raise ValueError("this EGTROutput carries no decoder_hidden_states")
         return self.decoder_hidden_states[:, -1]
 
     def __getitem__(self, key: str) -> torch.Tensor:  # dict-style access, as the losses accept either
@@ -137,8 +153,9 @@ class EGTR(nn.Module):
         nn.init.zeros_(self.model.reference_points.bias)
         nn.init.normal_(self.model.level_embed)
         prior_probability = 0.01  # focal-loss prior (Lin et al., ICCV 2017)
-        nn.init.constant_(self.class_embed[0].bias, -math.log((1 - prior_probability) / prior_probability))
-        last_box_layer = self.bbox_embed[0].layers[-1]
+        class_head = _member(self.class_embed[0], nn.Linear)
+        nn.init.constant_(class_head.bias, -math.log((1 - prior_probability) / prior_probability))
+        last_box_layer = _member(self.bbox_embed[0], MLP).linear(-1)
         nn.init.zeros_(last_box_layer.weight)
         nn.init.zeros_(last_box_layer.bias)
         with torch.no_grad():
@@ -296,7 +313,7 @@ class EGTR(nn.Module):
         )
         gates = gate_logits.sigmoid().permute(0, 2, 3, 1).contiguous()  # (B, N_subject, N_object, S)
         # First layers of the relation and connectivity MLPs as one (2H, 2D) map, split into subject/object halves.
-        first_relation, first_connectivity = self.rel_predictor.layers[0], self.connectivity_layer.layers[0]
+        first_relation, first_connectivity = self.rel_predictor.linear(0), self.connectivity_layer.linear(0)
         weight = torch.cat([first_relation.weight, first_connectivity.weight], 0)  # (2H, 2D)
         bias = torch.cat([first_relation.bias, first_connectivity.bias], 0)  # (2H,)
         subject_hidden = (subjects @ weight[:, :d_model].T).transpose(1, 2).contiguous()  # (B, N, S, 2H)
