@@ -135,14 +135,14 @@ def prepare_target(
     new_index = torch.cumsum(keep.to(torch.int64), 0) - 1  # old annotation index -> index among kept boxes
     new_index[~keep] = -1
 
-    relations = torch.as_tensor(annotation.relations if relations is None else relations, dtype=torch.int64)
-    relations = relations.reshape(-1, 3)
-    if len(relations):
-        subjects, objects = new_index[relations[:, 0]], new_index[relations[:, 1]]
+    triplets = torch.as_tensor(annotation.relations if relations is None else relations, dtype=torch.int64)
+    triplets = triplets.reshape(-1, 3)
+    if len(triplets):
+        subjects, objects = new_index[triplets[:, 0]], new_index[triplets[:, 1]]
         valid = (subjects >= 0) & (objects >= 0)
-        relations = torch.stack([subjects, objects, relations[:, 2]], dim=1)[valid]  # (M', 3)
+        triplets = torch.stack([subjects, objects, triplets[:, 2]], dim=1)[valid]  # (M', 3)
         num_dropped_relations = int((~valid).sum())
-        relations = torch.unique(relations, dim=0) if len(relations) else relations  # sorted lexicographically
+        triplets = torch.unique(triplets, dim=0) if len(triplets) else triplets  # sorted lexicographically
     else:
         num_dropped_relations = 0
     num_dropped_boxes = int((~keep).sum())
@@ -158,7 +158,7 @@ def prepare_target(
     return {
         "boxes": boxes[keep],
         "class_labels": torch.as_tensor(annotation.labels, dtype=torch.int64)[keep],
-        "relations": relations.reshape(-1, 3),
+        "relations": triplets.reshape(-1, 3),
         "image_id": torch.as_tensor(annotation.image_id, dtype=torch.int64),
         "orig_size": torch.as_tensor([image_height, image_width], dtype=torch.int64),
     }

@@ -52,7 +52,7 @@ def get_size_with_aspect_ratio(image_size: tuple[int, int], size: int, max_size:
 def resize(image: Image.Image, target: Target, size: int, max_size: int | None) -> tuple[Image.Image, Target]:
     """Resize with PIL bilinear (as the original) and scale the xyxy pixel boxes by the same ratios."""
     new_height, new_width = get_size_with_aspect_ratio(image.size, size, max_size)
-    resized = image.resize((new_width, new_height), Image.BILINEAR)
+    resized = image.resize((new_width, new_height), Image.Resampling.BILINEAR)
     ratio_width = new_width / image.width
     ratio_height = new_height / image.height
     target = dict(target)
@@ -64,7 +64,7 @@ def resize(image: Image.Image, target: Target, size: int, max_size: int | None) 
 
 def hflip(image: Image.Image, target: Target) -> tuple[Image.Image, Target]:
     """Mirror the image and the boxes; predicates are kept as they are (the original does the same)."""
-    flipped = image.transpose(Image.FLIP_LEFT_RIGHT)
+    flipped = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     target = dict(target)
     boxes = target["boxes"]
     target["boxes"] = boxes[:, [2, 1, 0, 3]] * torch.as_tensor([-1, 1, -1, 1]) + torch.as_tensor(

@@ -74,7 +74,7 @@ class Matching:
     target_counts: torch.Tensor
 
 
-def _field(outputs: Any, name: str, required: bool = True) -> Any:
+def _field(outputs: object, name: str, required: bool = True) -> Any:
     """Read `name` from a model-output dataclass or a dict."""
     value = outputs.get(name) if isinstance(outputs, Mapping) else getattr(outputs, name, None)
     if value is None and required:
@@ -350,12 +350,12 @@ class EGTRCriterion(nn.Module):
         return losses, matching
 
     def forward(
-        self, outputs: Any, targets: Sequence[Mapping[str, torch.Tensor]], training: bool
+        self, outputs: object, targets: Sequence[Mapping[str, torch.Tensor]], training: bool
     ) -> dict[str, torch.Tensor]:
         """Compute every loss term and the weighted total.
 
         Args:
-            outputs: model output (attributes or dict keys) with `logits` (B, N, C), `pred_boxes` (B, N, 4)
+            outputs: model output (attributes, as `EGTROutput`, or dict keys) with `logits` (B, N, C), `pred_boxes` (B, N, 4)
                 normalised cxcywh, and unless `use_relation_losses=False`: `rel_logits` (B, N, N, R)
                 (frequency bias included) and `connectivity_logits` (B, N, N, 1). With `auxiliary_loss`:
                 `aux_logits` and `aux_pred_boxes`, lists over the intermediate decoder layers 0..L-2 of (B, N,
@@ -408,5 +408,7 @@ class EGTRCriterion(nn.Module):
         if gates is not None:
             # Logged like the original's loss dict: mean gate value of each relation-source slot.
             losses.update({f"rel_gate_{slot}": gate for slot, gate in enumerate(gates.detach().float())})
-        losses["loss"] = sum(losses[name] * weight for name, weight in self.weight_dict.items())
+        weighted = [losses[name] * weight for name, weight in self.weight_dict.items()]  # never empty: 3+ terms
+        # Summed from the first term (not from the int 0, which would type the total as `Tensor | int`): same value.
+        losses["loss"] = sum(weighted[1:], start=weighted[0])
         return losses
