@@ -23,14 +23,16 @@ from typing import Any
 import numpy as np
 
 from egtr.fileio import write_json
-from egtr.metrics.core import SceneGroundTruth
-from egtr.metrics.detection import DetectionAP
-from egtr.metrics.open_images import OpenImagesRelationMetrics
+from egtr.metrics.core import Metric, SceneGroundTruth
+from egtr.metrics.detection import DetectionAP, DetectionAPResult
+from egtr.metrics.open_images import OpenImagesRelationMetrics, OpenImagesRelationResult
 from egtr.metrics.predictions_file import SavedPredictions, load_ground_truths, load_predictions
-from egtr.metrics.scene_graph_recall import DEFAULT_KS, SceneGraphRecall
+from egtr.metrics.scene_graph_recall import DEFAULT_KS, SceneGraphRecall, SceneGraphRecallResult
 
 # Images per update: large enough to vectorise well, small enough to bound the memory of the matching.
 DEFAULT_CHUNK_SIZE = 4096
+
+MetricResult = SceneGraphRecallResult | OpenImagesRelationResult | DetectionAPResult
 
 
 @dataclass
@@ -44,7 +46,7 @@ class EvaluationReport:
     """
 
     metrics: dict[str, float] = field(default_factory=dict)
-    results: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, MetricResult] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
 
     def to_json_dict(self, predicate_names: Sequence[str] | None = None) -> dict[str, Any]:
@@ -54,10 +56,11 @@ class EvaluationReport:
             predicate_names = self.settings.get("predicate_names") or metadata.get("predicate_names")
         document: dict[str, Any] = {"metrics": {k: _json_number(v) for k, v in self.metrics.items()}}
         for name in ("graph_constraint", "no_graph_constraint"):
-            if name in self.results:
-                document[f"per_predicate_recall/{name}"] = self.results[name].per_predicate_table(predicate_names)
-        if "open_images" in self.results:
-            result = self.results["open_images"]
+            recall = self.results.get(name)
+            if isinstance(recall, SceneGraphRecallResult):
+                document[f"per_predicate_recall/{name}"] = recall.per_predicate_table(predicate_names)
+        result = self.results.get("open_images")
+        if isinstance(result, OpenImagesRelationResult):
             document["per_predicate_ap/open_images"] = [
                 {
                     "predicate": p,
@@ -79,7 +82,7 @@ class EvaluationReport:
         return "\n".join(blocks)
 
 
-def _json_number(value: Any) -> float | None:
+def _json_number(value: float | np.floating) -> float | None:
     value = float(value)
     return None if math.isnan(value) or math.isinf(value) else value
 
@@ -127,32 +130,32 @@ def evaluate_predictions(
     """
     _check_pairing(np.asarray(predictions.image_ids), ground_truths, source)
     report = EvaluationReport()
-    timings = {}
+    timings: dict[str, float] = {}
     for name in ("graph_constraint", "no_graph_constraint"):
         if name not in predictions.scene_graphs:
             continue
         started = time.perf_counter()
-        metric = SceneGraphRecall(num_predicates, ks, name == "graph_constraint", iou_threshold, seen_triplets)
-        _update_in_chunks(metric, predictions.scene_graphs[name], ground_truths, chunk_size)
-        report.results[name] = metric.compute()
+        recall = SceneGraphRecall(num_predicates, ks, name == "graph_constraint", iou_threshold, seen_triplets)
+        _update_in_chunks(recall, predictions.scene_graphs[name], ground_truths, chunk_size)
+        report.results[name] = recall.compute()
         timings[name] = time.perf_counter() - started
     if "open_images" in predictions.scene_graphs:
         started = time.perf_counter()
-        metric = OpenImagesRelationMetrics(num_predicates, iou_threshold=iou_threshold)
-        _update_in_chunks(metric, predictions.scene_graphs["open_images"], ground_truths, chunk_size)
-        report.results["open_images"] = metric.compute()
+        open_images = OpenImagesRelationMetrics(num_predicates, iou_threshold=iou_threshold)
+        _update_in_chunks(open_images, predictions.scene_graphs["open_images"], ground_truths, chunk_size)
+        report.results["open_images"] = open_images.compute()
         timings["open_images"] = time.perf_counter() - started
     if detection:
         started = time.perf_counter()
         if predictions.detections is not None and (num_classes is not None or coco_ground_truth is not None):
-            metric = DetectionAP(num_classes, style="coco", coco_ground_truth=coco_ground_truth)
-            report.results["detection"] = metric.update(predictions.detections, ground_truths).compute()
+            coco_ap = DetectionAP(num_classes, style="coco", coco_ground_truth=coco_ground_truth)
+            report.results["detection"] = coco_ap.update(predictions.detections, ground_truths).compute()
         elif "open_images" in predictions.scene_graphs:
             if num_classes is None:
                 raise ValueError("num_classes is needed for the Open Images detection AP")
-            metric = DetectionAP(num_classes, style="open_images")
+            open_images_ap = DetectionAP(num_classes, style="open_images")
             objects = predictions.scene_graphs["open_images"]
-            report.results["detection"] = metric.update(objects, ground_truths).compute()
+            report.results["detection"] = open_images_ap.update(objects, ground_truths).compute()
         if "detection" in report.results:
             timings["detection"] = time.perf_counter() - started
     for result in report.results.values():
@@ -173,7 +176,7 @@ def evaluate_predictions(
 
 
 def _update_in_chunks(
-    metric, predictions: Sequence, ground_truths: Sequence[SceneGroundTruth], chunk_size: int
+    metric: Metric, predictions: Sequence, ground_truths: Sequence[SceneGroundTruth], chunk_size: int
 ) -> None:
     for start in range(0, len(ground_truths), chunk_size):
         metric.update(predictions[start : start + chunk_size], ground_truths[start : start + chunk_size])
@@ -184,7 +187,13 @@ def evaluate_predictions_file(
     ground_truth: Sequence[SceneGroundTruth] | str | Path,
     num_predicates: int | None = None,
     num_classes: int | None = None,
-    **kwargs: Any,
+    *,
+    ks: Sequence[int] = DEFAULT_KS,
+    iou_threshold: float = 0.5,
+    seen_triplets: np.ndarray | None = None,
+    coco_ground_truth: dict | str | Path | None = None,
+    detection: bool = True,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> EvaluationReport:
     """Evaluate a predictions file (see `egtr.metrics.predictions_file`) against a ground truth.
 
@@ -193,7 +202,7 @@ def evaluate_predictions_file(
         ground_truth: a list of `SceneGroundTruth` or the path of a ground-truth `.npz`.
         num_predicates: R; default: `num_rel_labels` of the file's metadata.
         num_classes: C; default: `num_labels` of the file's metadata.
-        **kwargs: passed to `evaluate_predictions` (ks, iou_threshold, seen_triplets, coco_ground_truth, ...).
+        ks, iou_threshold, seen_triplets, coco_ground_truth, detection, chunk_size: as for `evaluate_predictions`.
 
     Returns:
         The `EvaluationReport`; its settings name the file.
@@ -205,7 +214,17 @@ def evaluate_predictions_file(
     if num_predicates is None:
         raise ValueError(f"{path}: the metadata has no 'num_rel_labels'; pass num_predicates")
     report = evaluate_predictions(
-        predictions, ground_truths, int(num_predicates), num_classes, source=str(path), **kwargs
+        predictions,
+        ground_truths,
+        int(num_predicates),
+        num_classes,
+        ks=ks,
+        iou_threshold=iou_threshold,
+        seen_triplets=seen_triplets,
+        coco_ground_truth=coco_ground_truth,
+        detection=detection,
+        chunk_size=chunk_size,
+        source=str(path),
     )
     report.settings["predictions_file"] = str(path)
     if isinstance(ground_truth, (str, Path)):

@@ -49,7 +49,7 @@ def _offsets(counts: Sequence[int]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(np.asarray(counts, dtype=np.int64))]).astype(np.int64)
 
 
-def _stack(arrays: Sequence[np.ndarray], shape_tail: tuple[int, ...], dtype) -> np.ndarray:
+def _stack(arrays: Sequence[np.ndarray], shape_tail: tuple[int, ...], dtype: type[np.generic]) -> np.ndarray:
     if not arrays:
         return np.zeros((0, *shape_tail), dtype=dtype)
     return np.concatenate([np.asarray(a, dtype=dtype).reshape(-1, *shape_tail) for a in arrays])
@@ -137,18 +137,19 @@ class PredictionsWriter:
             arrays[f"{name}__relations"] = _stack([p.relations for p in predictions], (3,), np.int64)
             arrays[f"{name}__relation_scores"] = _stack([p.relation_scores for p in predictions], (), np.float32)
             arrays[f"{name}__predicate_scores"] = _stack([p.predicate_scores for p in predictions], (), np.float32)
-            if predictions and all(p.pair_predicate_scores is not None for p in predictions):
-                num_predicates = predictions[0].pair_predicate_scores.shape[1]
-                arrays[f"{name}__pair_predicate_scores"] = _stack(
-                    [p.pair_predicate_scores for p in predictions], (num_predicates,), np.float32
-                )
+            pair_scores = [p.pair_predicate_scores for p in predictions if p.pair_predicate_scores is not None]
+            if predictions and len(pair_scores) == len(predictions):  # saved only when every image has them
+                num_predicates = pair_scores[0].shape[1]
+                arrays[f"{name}__pair_predicate_scores"] = _stack(pair_scores, (num_predicates,), np.float32)
         if self._detections:
             arrays["detections__offsets"] = _offsets([len(d.labels) for d in self._detections])
             arrays["detections__boxes"] = _stack([d.boxes for d in self._detections], (4,), np.float32)
             arrays["detections__labels"] = _stack([d.labels for d in self._detections], (), np.int64)
             arrays["detections__scores"] = _stack([d.scores for d in self._detections], (), np.float32)
         path = Path(path)
-        np.savez(path, **arrays)
+        # Plain arrays only, read back with allow_pickle=False; naming the keyword also keeps numpy's stub from
+        # matching `**arrays` against it.
+        np.savez(path, allow_pickle=False, **arrays)
         return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
 

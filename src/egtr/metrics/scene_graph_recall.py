@@ -174,13 +174,18 @@ class SceneGraphRecall(Metric):
         self._ranks.append(ranks)
         if self.seen_triplets is not None:
             self._zero_shot.append(
-                self._is_unseen(flat_truth.subject_labels, flat_truth.object_labels, flat_truth.predicates)
+                self._is_unseen(
+                    self.seen_triplets, flat_truth.subject_labels, flat_truth.object_labels, flat_truth.predicates
+                )
             )
         self._num_images += len(ground_truths)
         return self
 
-    def _is_unseen(self, subject_labels: np.ndarray, object_labels: np.ndarray, predicates: np.ndarray) -> np.ndarray:
-        seen = self.seen_triplets
+    @staticmethod
+    def _is_unseen(
+        seen: np.ndarray, subject_labels: np.ndarray, object_labels: np.ndarray, predicates: np.ndarray
+    ) -> np.ndarray:
+        """Which ground-truth triplets are not among the `seen` (K, 3) training triplets."""
         radix = (
             int(
                 max(
