@@ -14,7 +14,7 @@ import colorsys
 import logging
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -22,11 +22,17 @@ from egtr.images import ImageSource, describe_source, load_image
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.backend_bases import RendererBase
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+    from matplotlib.text import Text
 
-    from egtr.scene_graph import SceneGraph
+    from egtr.scene_graph import SceneGraph, SceneRelation
 
 logger = logging.getLogger(__name__)
+
+Colour = tuple[float, float, float]  # RGB in [0, 1]
 
 # tab10 first (most distinct), then the lighter tab20 shades; beyond 20 objects golden-ratio hues.
 _BASE_COLOURS = [
@@ -54,18 +60,20 @@ _BASE_COLOURS = [
 _MAX_IMAGE_SIDE = 1024  # the picture is downsampled to this before embedding (keeps SVGs small)
 
 
-def object_colours(count: int) -> list[tuple[float, float, float]]:
+def object_colours(count: int) -> list[Colour]:
     """`count` distinct RGB colours in [0, 1]; the first 20 are the matplotlib tab20 palette."""
-    colours = [tuple(int(code[i : i + 2], 16) / 255 for i in (1, 3, 5)) for code in _BASE_COLOURS[:count]]
+    colours = [
+        (int(code[1:3], 16) / 255, int(code[3:5], 16) / 255, int(code[5:7], 16) / 255) for code in _BASE_COLOURS[:count]
+    ]
     golden_ratio = 0.618033988749895
     for index in range(len(colours), count):
         hue = (index * golden_ratio) % 1.0
         value = 0.95 if index % 2 else 0.7  # alternate brightness so neighbouring hues still differ
         colours.append(colorsys.hsv_to_rgb(hue, 0.75, value))
-    return colours  # type: ignore[return-value]
+    return colours
 
 
-def text_colour(background: tuple[float, float, float]) -> str:
+def text_colour(background: Colour) -> str:
     """Black or white, whichever reads better on `background` (relative luminance, ITU-R BT.709)."""
     red, green, blue = background[:3]
     return "black" if 0.2126 * red + 0.7152 * green + 0.0722 * blue > 0.5 else "white"
@@ -73,7 +81,7 @@ def text_colour(background: tuple[float, float, float]) -> str:
 
 def draw_scene_graph(
     scene_graph: SceneGraph,
-    image: Any = None,
+    image: ImageSource | None = None,
     path: str | Path | None = None,
     *,
     max_relations: int | None = 40,
@@ -107,7 +115,7 @@ def draw_scene_graph(
     image_width = panel_height * min(max(aspect, 0.5), 2.5)
     graph_width = panel_height * 1.15
     figure = Figure(figsize=(image_width + graph_width, panel_height + 0.5), dpi=dpi)
-    FigureCanvasAgg(figure)  # gives the figure a renderer, needed to measure text before layout
+    canvas = FigureCanvasAgg(figure)  # gives the figure a renderer, needed to measure text before layout
     grid = figure.add_gridspec(1, 2, width_ratios=[image_width, graph_width], wspace=0.03)
     image_axes = figure.add_subplot(grid[0, 0])
     graph_axes = figure.add_subplot(grid[0, 1])
@@ -116,8 +124,8 @@ def draw_scene_graph(
     colours = object_colours(len(scene_graph.objects))
     tags = [f"{index} {item.label_name}" for index, item in enumerate(scene_graph.objects)]
 
-    _draw_image_panel(image_axes, picture, scene_graph, colours, tags, show_scores, (height, width))
-    _draw_graph_panel(graph_axes, scene_graph, relations, colours, tags, show_scores)
+    _draw_image_panel(image_axes, canvas, picture, scene_graph, colours, tags, show_scores, (height, width))
+    _draw_graph_panel(graph_axes, canvas, scene_graph, relations, colours, tags, show_scores)
 
     if title is None:
         # describe_source: a file name that is not valid UTF-8 must not break the text renderer.
@@ -155,9 +163,10 @@ def _load_picture(image: ImageSource | None, image_size: tuple[int, int]) -> np.
 
 def _draw_image_panel(
     axes: Axes,
+    canvas: FigureCanvasAgg,
     picture: np.ndarray,
     scene_graph: SceneGraph,
-    colours: list,
+    colours: list[Colour],
     tags: list[str],
     show_scores: bool,
     size_hw: tuple[int, int],
@@ -170,7 +179,7 @@ def _draw_image_panel(
     axes.set_axis_off()
     line_width = 2.0 if len(scene_graph.objects) <= 15 else 1.3
     font_size = 8 if len(scene_graph.objects) <= 15 else 6.5
-    renderer = axes.figure.canvas.get_renderer()
+    renderer = canvas.get_renderer()
     placed: list[np.ndarray] = []  # display-space rectangles (x0, y0, x1, y1) of the labels drawn so far
     # Draw large boxes first so that the labels of small boxes stay on top.
     order = sorted(range(len(scene_graph.objects)), key=lambda i: -_area(scene_graph.objects[i].box))
@@ -197,23 +206,23 @@ def _draw_image_panel(
         step = abs(
             axes.transData.inverted().transform((0, 0))[1] - axes.transData.inverted().transform((0, label_height))[1]
         )
-        candidates = [(y1, "bottom")] if y1 - step >= 0 else []
+        candidates: list[tuple[float, Literal["bottom", "top"]]] = [(y1, "bottom")] if y1 - step >= 0 else []
         candidates += [
             (max(y1, 0) + offset * step, "top") for offset in range(4) if max(y1, 0) + (offset + 1) * step <= y2
         ]
         candidates = candidates or [(max(y1, 0), "top")]
         for y, alignment in candidates:
             label.set_y(y)
-            label.set_va(alignment)
+            label.set_verticalalignment(alignment)
             if not _collides(_display_extent(label, renderer), placed):
                 break
         else:
             label.set_y(candidates[0][0])
-            label.set_va(candidates[0][1])
+            label.set_verticalalignment(candidates[0][1])
         placed.append(_display_extent(label, renderer))
 
 
-def _display_extent(text: Any, renderer: Any) -> np.ndarray:
+def _display_extent(text: Text, renderer: RendererBase) -> np.ndarray:
     """(x0, y0, x1, y1) in display pixels of a text including its background box."""
     text.update_bbox_position_size(renderer)
     patch = text.get_bbox_patch()
@@ -241,7 +250,7 @@ def _collides(rectangle: np.ndarray, placed: list[np.ndarray], gap: float = 1.0)
     )
 
 
-def _rectangle(x: float, y: float, width: float, height: float, colour: Any, line_width: float) -> Any:
+def _rectangle(x: float, y: float, width: float, height: float, colour: Colour, line_width: float) -> Rectangle:
     from matplotlib.patches import Rectangle
 
     return Rectangle((x, y), width, height, fill=False, edgecolor=colour, linewidth=line_width)
@@ -254,9 +263,10 @@ def _area(box: tuple[float, float, float, float]) -> float:
 # ---------------------------------------------------------------------------------------------- graph panel
 def _draw_graph_panel(
     axes: Axes,
+    canvas: FigureCanvasAgg,
     scene_graph: SceneGraph,
-    relations: list,
-    colours: list,
+    relations: list[SceneRelation],
+    colours: list[Colour],
     tags: list[str],
     show_scores: bool,
 ) -> None:
@@ -286,14 +296,13 @@ def _draw_graph_panel(
         )
         for index in range(count)
     ]
-    renderer = axes.figure.canvas.get_renderer()
+    renderer = canvas.get_renderer()
     to_axes = axes.transAxes.inverted()
     half_sizes = []
     for node in nodes:
         # The rounded label box (text + pad) is what must not overlap; its size is known once positioned.
-        node.update_bbox_position_size(renderer)
-        extent = node.get_bbox_patch().get_window_extent(renderer)
-        (x0, y0), (x1, y1) = to_axes.transform([(extent.x0, extent.y0), (extent.x1, extent.y1)])
+        left, bottom, right, top = _display_extent(node, renderer)
+        (x0, y0), (x1, y1) = to_axes.transform([(left, bottom), (right, top)])
         half_sizes.append(((x1 - x0) / 2, (y1 - y0) / 2))
     half_sizes_array = np.asarray(half_sizes)
     positions = _layout(scene_graph, relations, half_sizes_array)
@@ -351,7 +360,7 @@ def _draw_graph_panel(
         placed.append(_display_extent(text, renderer))
 
 
-def _layout(scene_graph: SceneGraph, relations: list, half_sizes: np.ndarray) -> np.ndarray:
+def _layout(scene_graph: SceneGraph, relations: list[SceneRelation], half_sizes: np.ndarray) -> np.ndarray:
     """(n, 2) node centres in [0, 1] axes units.
 
     Objects with an edge: box centres -> bounded force layout -> stretched to the panel -> overlap removal. Objects
@@ -500,7 +509,7 @@ def _arc_point(start: np.ndarray, end: np.ndarray, curvature: float, fraction: f
     return (1 - fraction) ** 2 * start + 2 * (1 - fraction) * fraction * control + fraction**2 * end
 
 
-def _arrow(axes: Axes, start: np.ndarray, end: np.ndarray, curvature: float, colour: Any) -> None:
+def _arrow(axes: Axes, start: np.ndarray, end: np.ndarray, curvature: float, colour: Colour) -> None:
     from matplotlib.patches import FancyArrowPatch
 
     axes.add_patch(

@@ -355,8 +355,8 @@ class EGTRCriterion(nn.Module):
         """Compute every loss term and the weighted total.
 
         Args:
-            outputs: model output (attributes, as `EGTROutput`, or dict keys) with `logits` (B, N, C), `pred_boxes` (B, N, 4)
-                normalised cxcywh, and unless `use_relation_losses=False`: `rel_logits` (B, N, N, R)
+            outputs: model output (attributes, as `EGTROutput`, or dict keys) with `logits` (B, N, C),
+                `pred_boxes` (B, N, 4) normalised cxcywh, and unless `use_relation_losses=False`: `rel_logits` (B, N, N, R)
                 (frequency bias included) and `connectivity_logits` (B, N, N, 1). With `auxiliary_loss`:
                 `aux_logits` and `aux_pred_boxes`, lists over the intermediate decoder layers 0..L-2 of (B, N,
                 C) / (B, N, 4).
