@@ -356,10 +356,10 @@ class EGTRCriterion(nn.Module):
 
         Args:
             outputs: model output (attributes, as `EGTROutput`, or dict keys) with `logits` (B, N, C),
-                `pred_boxes` (B, N, 4) normalised cxcywh, and unless `use_relation_losses=False`: `rel_logits` (B, N, N, R)
-                (frequency bias included) and `connectivity_logits` (B, N, N, 1). With `auxiliary_loss`:
-                `aux_logits` and `aux_pred_boxes`, lists over the intermediate decoder layers 0..L-2 of (B, N,
-                C) / (B, N, 4).
+                `pred_boxes` (B, N, 4) normalised cxcywh, and unless `use_relation_losses=False`: `rel_logits`
+                (B, N, N, R) (frequency bias included) and `connectivity_logits` (B, N, N, 1). With
+                `auxiliary_loss`: `aux_logits` and `aux_pred_boxes`, lists over the intermediate decoder layers
+                0..L-2 of (B, N, C) / (B, N, 4).
             targets: B dicts with `class_labels` (n,) int64, `boxes` (n, 4) normalised cxcywh and `relations`
                 (M, 3) int64 [subject, object, predicate].
             training: True uses the sampled relation loss, False the dense (validation) one.
