@@ -36,6 +36,7 @@ from egtr.inference import Predictor, PreparedImage
 from egtr.models import EGTR, EGTROutput
 from egtr.preprocessing import FPS_LONGEST_EDGE, FPS_SHORTEST_EDGE, PreprocessorConfig, resolve_preprocessing
 from egtr.runtime import resolve_device, resolve_dtype
+from egtr.scene_graph import SceneGraph
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class TimingStats:
 
 
 def time_function(
-    function: Callable[[], Any], device: torch.device, warmup: int, runs: int
+    function: Callable[[], object], device: torch.device, warmup: int, runs: int
 ) -> tuple[list[float], float]:
     """Run `function` warmup + runs times; returns (per-run seconds of the timed runs, seconds of the first call).
 
@@ -195,6 +196,7 @@ def run_benchmark(
         "scopes": {},
     }
     for scope in scopes:
+        function: Callable[[], object]  # the result is discarded; only the time counts
         if scope == "model":
             function = _model_only(predictor, batch)
         else:
@@ -213,7 +215,7 @@ def run_benchmark(
     return result
 
 
-def _model_only(predictor: Predictor, batch: list[PreparedImage]) -> Callable[[], Any]:
+def _model_only(predictor: Predictor, batch: list[PreparedImage]) -> Callable[[], EGTROutput]:
     """The forward pass alone, on a padded batch already on the device."""
     collated = collate_fn([(item.pixel_values, {}) for item in batch])
     pixel_values = collated["pixel_values"].to(predictor.device)
@@ -227,10 +229,10 @@ def _model_only(predictor: Predictor, batch: list[PreparedImage]) -> Callable[[]
     return forward
 
 
-def _end_to_end(predictor: Predictor, image_path: Path, batch_size: int) -> Callable[[], Any]:
+def _end_to_end(predictor: Predictor, image_path: Path, batch_size: int) -> Callable[[], list[SceneGraph]]:
     """Decode + resize + normalise + copy + forward + post-process into `SceneGraph`s."""
 
-    def run() -> Any:
+    def run() -> list[SceneGraph]:
         batch = [predictor.prepare(image_path) for _ in range(batch_size)]
         return predictor.postprocess(predictor.forward(batch), batch)
 
