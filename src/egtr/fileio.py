@@ -162,7 +162,7 @@ def write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
 
 
-def write_json(path: str | Path, payload: Any, allow_nan: bool = True) -> Path:
+def write_json(path: str | Path, payload: object, allow_nan: bool = True) -> Path:
     """Write `payload` as indented JSON (UTF-8, trailing newline) atomically; returns the path."""
     text = json.dumps(payload, indent=2, allow_nan=allow_nan) + "\n"  # serialised first: a TypeError writes nothing
     return write_text(path, text)

@@ -28,6 +28,7 @@ from egtr.metrics.detection import DetectionAP, DetectionAPResult
 from egtr.metrics.open_images import OpenImagesRelationMetrics, OpenImagesRelationResult
 from egtr.metrics.predictions_file import SavedPredictions, load_ground_truths, load_predictions
 from egtr.metrics.scene_graph_recall import DEFAULT_KS, SceneGraphRecall, SceneGraphRecallResult
+from egtr.postprocess import ScenePrediction
 
 # Images per update: large enough to vectorise well, small enough to bound the memory of the matching.
 DEFAULT_CHUNK_SIZE = 4096
@@ -176,7 +177,7 @@ def evaluate_predictions(
 
 
 def _update_in_chunks(
-    metric: Metric, predictions: Sequence, ground_truths: Sequence[SceneGroundTruth], chunk_size: int
+    metric: Metric, predictions: Sequence[ScenePrediction], ground_truths: Sequence[SceneGroundTruth], chunk_size: int
 ) -> None:
     for start in range(0, len(ground_truths), chunk_size):
         metric.update(predictions[start : start + chunk_size], ground_truths[start : start + chunk_size])

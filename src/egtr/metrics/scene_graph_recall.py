@@ -32,6 +32,7 @@ import numpy as np
 
 from egtr.metrics.core import Metric, SceneGroundTruth, unique_relations
 from egtr.metrics.matching import first_match_ranks, flatten_ground_truths, flatten_predictions
+from egtr.postprocess import ScenePrediction
 
 DEFAULT_KS = (20, 50, 100)
 
@@ -149,8 +150,10 @@ class SceneGraphRecall(Metric):
         self._ranks: list[np.ndarray] = []
         self._zero_shot: list[np.ndarray] = []
 
-    def update(self, predictions: Sequence, ground_truths: Sequence[SceneGroundTruth]) -> SceneGraphRecall:
-        """Match a batch of ranked predictions (`ScenePrediction`-like) with their ground truths.
+    def update(
+        self, predictions: Sequence[ScenePrediction], ground_truths: Sequence[SceneGroundTruth]
+    ) -> SceneGraphRecall:
+        """Match a batch of ranked predictions (`ScenePrediction`s, or alike) with their ground truths.
 
         Args:
             predictions: per image, an object with `boxes` (N, 4), `labels` (N,), `relations` (K, 3) ranked.
