@@ -170,6 +170,7 @@ def run_benchmark(
     parameters = {id(p): p.numel() for p in model.parameters()}  # shared tensors counted once
     buffers = sum(buffer.numel() for buffer in model.buffers())
     if compile_model:
+        # torch types compile()'s result as a plain callable; it is an OptimizedModule that behaves as the EGTR.
         predictor.model = torch.compile(predictor.model, mode=compile_mode)  # type: ignore[assignment]
 
     prepared = predictor.prepare(image_path)  # raises DataError naming the file if unreadable

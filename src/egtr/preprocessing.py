@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 from egtr.errors import CheckpointError, ConfigError
 from egtr.fileio import read_json, write_json
@@ -134,7 +135,7 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _is_size(value: object) -> bool:
+def _is_size(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
@@ -145,7 +146,7 @@ def _read_size(values: JsonObject, fail: FieldError) -> tuple[int, int]:
     size = values["size"]
     max_size = values.get("max_size")
     if _is_size(size) and _is_size(max_size):
-        return size, max_size  # type: ignore[return-value]
+        return size, max_size
     if not isinstance(size, dict) or set(size) != {"shortest_edge", "longest_edge"}:
         raise fail(
             "size",

@@ -34,6 +34,7 @@ class DeprecatedAlias(argparse.Action):
 
     def __init__(self, option_strings: Sequence[str], dest: str, new: str, **kwargs: object) -> None:
         self.new = new
+        # argparse's stub types each keyword of Action; these are forwarded exactly as add_argument passed them.
         super().__init__(option_strings, dest, **kwargs)  # type: ignore[arg-type]
 
     def __call__(
