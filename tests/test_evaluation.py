@@ -185,8 +185,8 @@ def test_cli_evaluate_takes_the_preprocessing_of_the_model_directory(world, tmp_
 
 
 def test_cli_evaluate_needs_a_source(capsys):
-    with pytest.raises(SystemExit):
-        main(["evaluate", "--data-root", "somewhere"])
+    assert main(["evaluate", "--data-root", "somewhere"]) == 2  # argparse's usage error
+    assert "one of the arguments --model --predictions is required" in capsys.readouterr().err
 
 
 def test_a_training_run_directory_is_evaluated_through_its_exported_model(world, tmp_path):
