@@ -1,0 +1,260 @@
+"""The FastAPI application of `egtr serve`: `create_app(predictor, settings)`.
+
+Endpoints (docs/serving.md): POST /v1/scene-graphs (JSON of `egtr predict`), POST /v1/scene-graphs/drawing
+(PNG/SVG), GET /v1/model, GET /v1/schema, GET /healthz, GET /readyz, and the web page at / (static files shipped
+in the package). Every error is a JSON body `{"error": code, "message": text}` with a 4xx/5xx status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import io
+import logging
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from egtr.inference import Predictor, PreparedImage
+from egtr.scene_graph import SceneGraph
+from egtr.schemas import scene_graph_schema
+from egtr.serve.batching import MicroBatcher, QueueFull
+from egtr.serve.images import ImageRejected, decode_image_bytes
+from egtr.serve.limits import BodySizeLimit, BodyTooLarge
+from egtr.serve.settings import ServeSettings, model_info
+
+logger = logging.getLogger(__name__)
+
+STATIC = resources.files("egtr.serve") / "static"
+ASSETS = resources.files("egtr") / "assets"
+EXAMPLES = ("astronaut.jpg", "coffee.jpg")  # the only files /examples/ serves: no path is taken from a request
+MAX_TOP_K = 1000
+
+
+class ApiError(Exception):
+    """An answer other than 200: `status`, a stable `code` and a message naming the problem."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
+
+
+def prediction_options(
+    top_k: Annotated[
+        int | None, Query(ge=1, le=MAX_TOP_K, description="relations kept (default: the server's)")
+    ] = None,
+    score_threshold: Annotated[float | None, Query(ge=0, le=1, description="drop relations scoring lower")] = None,
+    graph_constraint: Annotated[bool | None, Query(description="one predicate per subject/object pair")] = None,
+    object_threshold: Annotated[
+        float | None, Query(ge=0, le=1, description="also keep unrelated objects scoring at least this")
+    ] = None,
+) -> dict[str, Any]:
+    """The options of `egtr predict`, as query parameters; those not given keep the server's defaults."""
+    given = {
+        "top_k": top_k,
+        "score_threshold": score_threshold,
+        "graph_constraint": graph_constraint,
+        "object_threshold": object_threshold,
+    }
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> Any:
+    """Build the service around a loaded `Predictor` (its model is used by one worker thread only).
+
+    The model thread starts (and warms up) when the application starts (ASGI lifespan), and stops after the queued
+    requests when it shuts down. Returns the `fastapi.FastAPI` application.
+    """
+    settings = settings or ServeSettings()
+    batcher = MicroBatcher(predictor, settings.max_batch, settings.max_wait_ms, settings.max_queue)
+    info: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="egtr-decode")
+        warmup = None
+        if settings.warmup:
+            warmup = await asyncio.to_thread(
+                predictor.prepare, decode_image_bytes(ASSETS.joinpath(EXAMPLES[0]).read_bytes())
+            )
+        batcher.start(warmup)
+        yield
+        await asyncio.to_thread(batcher.stop)
+        app.state.pool.shutdown(wait=True)
+
+    import egtr
+
+    app = FastAPI(
+        title="egtr scene graphs",
+        version=egtr.__version__,
+        description="Scene graph generation with EGTR (CVPR 2024). See docs/serving.md.",
+        lifespan=lifespan,
+        docs_url=None,  # Swagger UI and ReDoc load their scripts from a CDN; the service must work offline
+        redoc_url=None,
+    )
+    app.state.batcher = batcher
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+
+    # ------------------------------------------------------------------ errors: one JSON shape
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, error: ApiError) -> JSONResponse:
+        return error_response(error.status, error.code, error.message, error.headers)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, error: BodyTooLarge) -> JSONResponse:
+        return error_response(413, "body_too_large", str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_option(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = []
+        for item in error.errors():
+            field = ".".join(str(part) for part in item["loc"] if part not in ("query", "body"))
+            problems.append(f"{field}: {item['msg']} (got {item.get('input')!r})")
+        return error_response(422, "bad_option", "; ".join(problems))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "bad_request")
+        return error_response(error.status_code, code, str(error.detail), getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, error: Exception) -> JSONResponse:
+        logger.error("%s %s failed", request.method, request.url.path, exc_info=error)
+        return error_response(500, "internal_error", f"the server failed: {type(error).__name__}: {error}")
+
+    # ------------------------------------------------------------------ authentication
+    async def require_api_key(request: Request) -> None:
+        if settings.api_key is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        # compare_digest: the time taken does not tell how much of a guessed key was right
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.api_key.encode()):
+            raise ApiError(
+                401, "unauthorized", "send the API key as 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"}
+            )
+
+    protected = [Depends(require_api_key)]
+
+    # ------------------------------------------------------------------ prediction
+    async def predict(request: Request, options: dict[str, Any]) -> tuple[PreparedImage, SceneGraph]:
+        with batcher.incoming():
+            data = await read_image_bytes(request)
+            loop = asyncio.get_running_loop()
+            try:
+                prepared = await loop.run_in_executor(request.app.state.pool, decode_and_prepare, data)
+            except ImageRejected as error:
+                raise ApiError(error.status, error.code, error.message) from None
+            try:
+                future = batcher.submit(prepared, options)
+            except QueueFull as error:
+                raise ApiError(
+                    503, "queue_full", f"{error}; retry later", {"Retry-After": str(error.retry_after_s)}
+                ) from None
+        return prepared, await asyncio.wrap_future(future)
+
+    def decode_and_prepare(data: bytes) -> PreparedImage:
+        return predictor.prepare(decode_image_bytes(data, settings.max_pixels))
+
+    @app.post("/v1/scene-graphs", dependencies=protected, summary="scene graph of one image (JSON of egtr predict)")
+    async def scene_graph(request: Request, options: Annotated[dict, Depends(prediction_options)]) -> JSONResponse:
+        _, graph = await predict(request, options)
+        return JSONResponse(graph.to_dict())  # the same dict `egtr predict` writes
+
+    @app.post("/v1/scene-graphs/drawing", dependencies=protected, summary="the image with boxes | the graph")
+    async def drawing(
+        request: Request,
+        options: Annotated[dict, Depends(prediction_options)],
+        format: Annotated[str, Query(pattern="^(png|svg)$", description="png or svg")] = "png",
+        draw_relations: Annotated[int, Query(ge=1, le=200, description="relations drawn")] = 40,
+    ) -> Response:
+        prepared, graph = await predict(request, options)
+        loop = asyncio.get_running_loop()
+        picture = await loop.run_in_executor(
+            request.app.state.pool, render_drawing, graph, prepared, format, draw_relations
+        )
+        return Response(picture, media_type="image/png" if format == "png" else "image/svg+xml")
+
+    # ------------------------------------------------------------------ description
+    @app.get("/v1/model", dependencies=protected, summary="names, configuration, preprocessing, weights hash")
+    async def model() -> dict[str, Any]:
+        if not info:
+            info.update(await asyncio.to_thread(model_info, predictor, settings))
+        return info | {"ready": batcher.ready.is_set()}
+
+    @app.get("/v1/schema", summary="JSON Schema of the scene-graph answer (and of egtr predict's files)")
+    async def schema() -> dict[str, Any]:
+        return scene_graph_schema()
+
+    @app.get("/healthz", summary="liveness: the process answers")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "queued": batcher.queued, "batches": batcher.batches, "images": batcher.images}
+
+    @app.get("/readyz", summary="readiness: the model is loaded and warmed up")
+    async def readyz() -> JSONResponse:
+        if batcher.ready.is_set():
+            return JSONResponse({"status": "ready"})
+        return error_response(503, "warming_up", "the model is warming up", {"Retry-After": "1"})
+
+    # ------------------------------------------------------------------ the page
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(str(STATIC / "index.html"), media_type="text/html")
+
+    @app.get("/examples/{name}", include_in_schema=False)
+    async def example(name: str) -> FileResponse:
+        if name not in EXAMPLES:
+            raise ApiError(404, "not_found", f"no example {name!r}; there are {', '.join(EXAMPLES)}")
+        return FileResponse(str(ASSETS / name), media_type="image/jpeg")
+
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    return app
+
+
+async def read_image_bytes(request: Request) -> bytes:
+    """The image of a request: the file field `image` of a multipart form, otherwise the raw body."""
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        return await request.body()
+    form = await request.form(max_files=1, max_fields=16)
+    try:
+        upload = form.get("image")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(400, "missing_image", "a multipart upload needs a file field named 'image'")
+        return await upload.read()
+    finally:
+        await form.close()
+
+
+_DRAWING_LOCK = threading.Lock()
+
+
+def render_drawing(graph: SceneGraph, prepared: PreparedImage, fmt: str, max_relations: int) -> bytes:
+    """The `egtr predict` drawing, as PNG or SVG bytes."""
+    # One drawing at a time: matplotlib's text layout and font caches are not meant for concurrent use.
+    with _DRAWING_LOCK:
+        figure = graph.draw(image=prepared.image, max_relations=max_relations)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format=fmt, dpi=100, facecolor="white")
+    return buffer.getvalue()

@@ -1,0 +1,118 @@
+"""What a server process is configured with (`ServeSettings`) and what it says about its model (`model_info`)."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import platform
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from egtr.inference import Predictor
+from egtr.serve.images import DEFAULT_MAX_PIXELS
+
+DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Settings of `create_app` (the `egtr serve` options, see docs/serving.md).
+
+    Attributes:
+        max_batch: most images in one forward pass.
+        max_wait_ms: longest wait for more images to join a batch (only while more requests are being decoded).
+        max_queue: most images waiting for the model; beyond it requests get 503 with Retry-After.
+        max_upload_bytes: largest request body (413 beyond it).
+        max_pixels: largest image (width x height) decoded (413 beyond it; decompression bombs).
+        decode_workers: threads decoding uploads and drawing answers.
+        api_key: when set, every /v1 request needs `Authorization: Bearer <api_key>`.
+        cors_origins: origins allowed to call the API from a browser page of theirs (none by default).
+        warmup: run one forward pass before /readyz reports ready.
+        model_name: what /v1/model calls the model (e.g. the --model path).
+    """
+
+    max_batch: int = 4
+    max_wait_ms: float = 10.0
+    max_queue: int = 32
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    decode_workers: int = 2
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = field(default_factory=tuple)
+    warmup: bool = True
+    model_name: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "max_queue", "max_upload_bytes", "max_pixels", "decode_workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if self.api_key is not None and len(self.api_key) < 16:
+            raise ValueError("the API key must be at least 16 characters long")
+
+
+def is_loopback(host: str) -> bool:
+    """True for "localhost" and loopback addresses (127.0.0.0/8, ::1); a name other than localhost is not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def state_dict_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 over the model's state dict (names, dtypes, shapes and bytes, in order): the same number whichever
+    file layout the weights were loaded from (an official .ckpt in float16 gives the float32 model's)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def model_info(predictor: Predictor, settings: ServeSettings) -> dict[str, Any]:
+    """The body of GET /v1/model: names, configuration summary, preprocessing, weights hash, versions, limits."""
+    import egtr
+
+    config = predictor.config
+    return {
+        "model": settings.model_name,
+        "weights_sha256": state_dict_sha256(predictor.model),
+        "config": {
+            "backbone": config.backbone,
+            "d_model": config.d_model,
+            "encoder_layers": config.encoder_layers,
+            "decoder_layers": config.decoder_layers,
+            "num_queries": config.num_queries,
+            "num_labels": config.num_labels,
+            "num_rel_labels": config.num_rel_labels,
+            "use_freq_bias": config.use_freq_bias,
+            "logit_adjustment": config.logit_adjustment,
+            "parameters": sum(parameter.numel() for parameter in predictor.model.parameters()),
+        },
+        "class_names": predictor.class_names,
+        "predicate_names": predictor.predicate_names,
+        "preprocessing": {
+            "shortest_edge": predictor.image_size,
+            "longest_edge": predictor.max_size,
+            "image_mean": list(predictor.image_mean),
+            "image_std": list(predictor.image_std),
+            "resample": "bilinear",
+        },
+        "defaults": predictor._settings(),
+        "runtime": {
+            "device": str(predictor.device),
+            "dtype": str(predictor.dtype).removeprefix("torch."),
+            "max_batch": settings.max_batch,
+            "max_wait_ms": settings.max_wait_ms,
+            "max_queue": settings.max_queue,
+            "max_upload_bytes": settings.max_upload_bytes,
+            "max_pixels": settings.max_pixels,
+        },
+        "versions": {"egtr": egtr.__version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
