@@ -1,0 +1,236 @@
+"""Every endpoint of `egtr serve` and every kind of bad input, over real HTTP against a uvicorn server."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from tests.serve.conftest import ASTRONAUT, COFFEE, PREDICTOR_OPTIONS, wait_until_ready
+
+from egtr.data.images import load_image
+from egtr.serve import ServeSettings, create_app, running_server
+
+
+def png_bytes(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((height, width, 3), 128, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_raw_body_answer_is_exactly_the_predictor_json(client, predictor):
+    answer = client.post("/v1/scene-graphs", content=ASTRONAUT.read_bytes(), headers={"content-type": "image/jpeg"})
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "application/json"
+    expected = predictor(load_image(ASTRONAUT)).to_dict()  # what `egtr predict` writes, less the file path
+    assert answer.json() == expected
+    assert answer.json()["image_path"] is None  # nothing about the client's files is echoed
+
+
+def test_multipart_upload_with_options(client, predictor):
+    options = {"top_k": 3, "score_threshold": 0.0, "graph_constraint": "false", "object_threshold": 0.5}
+    answer = client.post("/v1/scene-graphs", params=options, files={"image": ("c.jpg", COFFEE.read_bytes())})
+    assert answer.status_code == 200
+    expected = predictor(load_image(COFFEE), top_k=3, graph_constraint=False, object_threshold=0.5).to_dict()
+    assert answer.json() == expected
+    assert len(answer.json()["relations"]) == 3
+
+
+def test_the_file_name_and_content_type_are_ignored(client):
+    # a PNG sent under a .txt name and a JPEG content type: the bytes decide
+    answer = client.post("/v1/scene-graphs", files={"image": ("notes.txt", png_bytes(64, 48), "image/jpeg")})
+    assert answer.status_code == 200
+    assert answer.json()["image_size"] == {"height": 48, "width": 64}
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"top_k": 0}, "top_k"),
+        ({"top_k": "many"}, "top_k"),
+        ({"score_threshold": 1.5}, "score_threshold"),
+        ({"score_threshold": "nan"}, "score_threshold"),
+        ({"graph_constraint": "maybe"}, "graph_constraint"),
+        ({"object_threshold": -0.1}, "object_threshold"),
+    ],
+)
+def test_bad_option_values_are_422_naming_the_option(client, params, field):
+    answer = client.post("/v1/scene-graphs", params=params, content=ASTRONAUT.read_bytes())
+    assert answer.status_code == 422
+    assert answer.json()["error"] == "bad_option"
+    assert answer.json()["message"].startswith(f"{field}: ")
+
+
+def test_bad_drawing_format_is_422(client):
+    answer = client.post("/v1/scene-graphs/drawing", params={"format": "gif"}, content=ASTRONAUT.read_bytes())
+    assert answer.status_code == 422 and answer.json()["message"].startswith("format: ")
+
+
+def _bmp_header_only() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (30, 20)).save(buffer, format="BMP")
+    return buffer.getvalue()[:60]
+
+
+def _pdf_like() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PDF")
+    return buffer.getvalue()
+
+
+def _icon() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buffer, format="ICO")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"", 400, "empty_body"),
+        (b"hello, this is not an image", 415, "not_an_image"),
+        (_pdf_like(), 415, "not_an_image"),
+        (_icon(), 415, "unsupported_format"),
+        (ASTRONAUT.read_bytes()[:3000], 400, "corrupt_image"),
+        (_bmp_header_only(), 400, "corrupt_image"),
+    ],
+    ids=["empty", "text", "pdf", "icon", "truncated-jpeg", "truncated-bmp"],
+)
+def test_bad_images_are_4xx_json_naming_the_problem(client, body, status, code):
+    for endpoint in ("/v1/scene-graphs", "/v1/scene-graphs/drawing"):
+        answer = client.post(endpoint, content=body)
+        assert answer.status_code == status, answer.text
+        assert answer.json()["error"] == code
+        assert answer.json()["message"]
+
+
+def test_multipart_without_an_image_field_is_400(client):
+    answer = client.post("/v1/scene-graphs", files={"picture": ("a.jpg", ASTRONAUT.read_bytes())})
+    assert answer.status_code == 400
+    assert answer.json() == {"error": "missing_image", "message": "a multipart upload needs a file field named 'image'"}
+    answer = client.post(
+        "/v1/scene-graphs", content=b"--xyz\r\nbroken", headers={"content-type": "multipart/form-data; boundary=xyz"}
+    )
+    assert answer.status_code == 400 and answer.json()["error"] in ("bad_request", "missing_image")
+
+
+def test_limits_body_size_and_pixels(predictor):
+    settings = ServeSettings(max_upload_bytes=50_000, max_pixels=100 * 100, warmup=False)
+    with running_server(create_app(predictor, settings)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        answer = client.post("/v1/scene-graphs", content=ASTRONAUT.read_bytes())  # 100 kB with Content-Length
+        assert answer.status_code == 413 and answer.json()["error"] == "body_too_large"
+
+        def chunks():  # no Content-Length: refused while streaming
+            for _ in range(20):
+                yield b"x" * 10_000
+
+        answer = client.post("/v1/scene-graphs", content=chunks())
+        assert answer.status_code == 413 and answer.json()["error"] == "body_too_large"
+        # a small file of too many pixels (decompression bomb): refused from the header, before decoding
+        answer = client.post("/v1/scene-graphs", content=png_bytes(101, 100))
+        assert answer.status_code == 413 and answer.json()["error"] == "too_many_pixels"
+        assert "10,100 pixels" in answer.json()["message"]
+        assert client.post("/v1/scene-graphs", content=png_bytes(100, 100)).status_code == 200
+
+
+def test_drawing_png_and_svg(client):
+    png = client.post("/v1/scene-graphs/drawing", content=COFFEE.read_bytes(), params={"top_k": 5})
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(png.content)).size[0] > 400
+    svg = client.post("/v1/scene-graphs/drawing", content=COFFEE.read_bytes(), params={"format": "svg"})
+    assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
+    assert b"<svg" in svg.content[:2000]
+
+
+def test_model_description(client, predictor):
+    answer = client.get("/v1/model")
+    assert answer.status_code == 200
+    info = answer.json()
+    assert info["model"] == "reference" and info["ready"] is True
+    assert info["class_names"] == predictor.class_names and info["predicate_names"] == predictor.predicate_names
+    assert info["config"]["backbone"] == "resnet18" and info["config"]["num_queries"] == 30
+    assert info["preprocessing"]["shortest_edge"] == 112 and info["preprocessing"]["longest_edge"] == 160
+    assert len(info["weights_sha256"]) == 64 and info["versions"]["egtr"]
+    # the hash is of the weights: another model gives another one
+    from egtr.serve.settings import state_dict_sha256
+
+    assert info["weights_sha256"] == state_dict_sha256(predictor.model)
+    changed = type(predictor.model)(predictor.config)
+    assert state_dict_sha256(changed) != info["weights_sha256"]
+
+
+def test_health_readiness_page_and_openapi(client):
+    assert client.get("/healthz").json()["status"] == "ok"
+    assert client.get("/readyz").json() == {"status": "ready"}
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "/static/app.js" in page.text and "https://" not in page.text.split("<footer")[0]  # no CDN
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert client.get(asset).status_code == 200
+    assert client.get("/examples/coffee.jpg").content == COFFEE.read_bytes()
+    for name in ("../cli.py", "..%2F..%2Fcli.py", "/etc/passwd", "README.md"):
+        assert client.get(f"/examples/{name}").status_code == 404
+    assert client.get("/static/../cli.py").status_code == 404
+    schema = client.get("/openapi.json").json()
+    assert {"/v1/scene-graphs", "/v1/scene-graphs/drawing", "/v1/model", "/v1/schema"} <= set(schema["paths"])
+    missing = client.get("/v2/anything")
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+
+
+def test_readiness_waits_for_the_warm_up(predictor):
+    import threading
+
+    from egtr.inference import Predictor
+
+    gate = threading.Event()
+    slow = Predictor(predictor.model, **PREDICTOR_OPTIONS)
+    forward = slow.forward
+    slow.forward = lambda batch: (gate.wait(30), forward(batch))[1]  # type: ignore[method-assign]
+    with running_server(create_app(slow, ServeSettings())) as url, httpx.Client(base_url=url, timeout=60) as client:
+        answer = client.get("/readyz")
+        assert answer.status_code == 503 and answer.json()["error"] == "warming_up"
+        assert client.get("/healthz").status_code == 200  # alive while warming up
+        gate.set()
+        wait_until_ready(client)
+
+
+def test_api_key(predictor):
+    key = "k" * 12 + "-secret-7"
+    settings = ServeSettings(api_key=key, warmup=False)
+    with running_server(create_app(predictor, settings)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": f"Basic {key}"}):
+            answer = client.post("/v1/scene-graphs", content=ASTRONAUT.read_bytes(), headers=headers)
+            assert answer.status_code == 401 and answer.json()["error"] == "unauthorized"
+            assert answer.headers["www-authenticate"] == "Bearer"
+            assert client.get("/v1/model", headers=headers).status_code == 401
+        good = {"authorization": f"Bearer {key}"}
+        assert client.post("/v1/scene-graphs", content=ASTRONAUT.read_bytes(), headers=good).status_code == 200
+        assert client.get("/v1/model", headers=good).status_code == 200
+        assert client.get("/healthz").status_code == 200 and client.get("/").status_code == 200  # open
+
+
+def test_cors_is_off_by_default_and_on_for_given_origins(client, predictor):
+    origin = {"origin": "https://example.org"}
+    assert "access-control-allow-origin" not in client.get("/v1/schema", headers=origin).headers
+    settings = ServeSettings(cors_origins=("https://example.org",), warmup=False)
+    with running_server(create_app(predictor, settings)) as url, httpx.Client(base_url=url, timeout=60) as other:
+        allowed = other.get("/v1/schema", headers=origin).headers
+        assert allowed["access-control-allow-origin"] == "https://example.org"
+        assert "access-control-allow-origin" not in other.get("/v1/schema", headers={"origin": "https://evil"}).headers
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="max_batch"):
+        ServeSettings(max_batch=0)
+    with pytest.raises(ValueError, match="at least 16"):
+        ServeSettings(api_key="short")
+
+
+def test_schema_endpoint_matches_the_package_file(client):
+    from egtr.schemas import scene_graph_schema
+
+    assert client.get("/v1/schema").json() == scene_graph_schema()
+    json.dumps(scene_graph_schema())
