@@ -55,6 +55,7 @@ def test_the_file_name_and_content_type_are_ignored(client):
         ({"score_threshold": "nan"}, "score_threshold"),
         ({"graph_constraint": "maybe"}, "graph_constraint"),
         ({"object_threshold": -0.1}, "object_threshold"),
+        ({"topk": 5}, "topk"),  # misspelt: an error, not silently the default
     ],
 )
 def test_bad_option_values_are_422_naming_the_option(client, params, field):
@@ -140,7 +141,7 @@ def test_drawing_png_and_svg(client):
     png = client.post("/v1/scene-graphs/drawing", content=COFFEE.read_bytes(), params={"top_k": 5})
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(png.content)).size[0] > 400
-    svg = client.post("/v1/scene-graphs/drawing", content=COFFEE.read_bytes(), params={"format": "svg"})
+    svg = client.post("/v1/scene-graphs/drawing", content=png_bytes(64, 48), params={"format": "svg", "top_k": 3})
     assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
     assert b"<svg" in svg.content[:2000]
 

@@ -40,20 +40,16 @@ def assert_same_graph(served: dict, expected: dict) -> None:
         assert ours["box"] == pytest.approx(theirs["box"], abs=1e-2)
 
 
+@pytest.mark.slow
 def test_32_simultaneous_requests_are_batched_and_equal_sequential_prediction(predictor):
     astronaut, coffee = load_image(ASTRONAUT), load_image(COFFEE)
-    # two shapes, four images each: images of one shape can share a forward pass
-    pictures = [
-        variant(picture)
-        for picture in (astronaut, coffee)
-        for variant in (lambda p: p, ImageOps.mirror, ImageOps.flip, ImageOps.grayscale)
-    ]
-    pictures = [picture.convert("RGB") for picture in pictures]
+    # two shapes, two images each: images of one shape can share a forward pass
+    pictures = [picture for original in (astronaut, coffee) for picture in (original, ImageOps.mirror(original))]
     expected = [predictor(picture).to_dict() for picture in pictures]  # sequential, one at a time
     bodies = [image_bytes(picture) for picture in pictures]
     requests = [index % len(pictures) for index in range(32)]
 
-    settings = ServeSettings(max_batch=4, max_wait_ms=20, max_queue=64)
+    settings = ServeSettings(max_batch=8, max_wait_ms=20, max_queue=64)
     app = create_app(predictor, settings)
     with running_server(app) as url, httpx.Client(base_url=url, timeout=120) as client:
         wait_until_ready(client)

@@ -66,6 +66,7 @@ def test_serve_refuses_a_public_address_without_a_key(reference_dir, capsys, mon
     assert "max_batch must be >= 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_serve_command_end_to_end(reference_dir):
     model = str(reference_dir / "artifact")
     process = egtr_command("serve", "--model", model, "--port", "0", "--size", "112", "--max-size", "160")

@@ -39,6 +39,7 @@ STATIC = resources.files("egtr.serve") / "static"
 ASSETS = resources.files("egtr") / "assets"
 EXAMPLES = ("astronaut.jpg", "coffee.jpg")  # the only files /examples/ serves: no path is taken from a request
 MAX_TOP_K = 1000
+PREDICTION_OPTIONS = ("top_k", "score_threshold", "graph_constraint", "object_threshold")
 
 
 class ApiError(Exception):
@@ -73,7 +74,7 @@ def prediction_options(
     return {name: value for name, value in given.items() if value is not None}
 
 
-def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> Any:
+def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> FastAPI:
     """Build the service around a loaded `Predictor` (its model is used by one worker thread only).
 
     The model thread starts (and warms up) when the application starts (ASGI lifespan), and stops after the queued
@@ -87,10 +88,9 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> A
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="egtr-decode")
         warmup = None
-        if settings.warmup:
-            warmup = await asyncio.to_thread(
-                predictor.prepare, decode_image_bytes(ASSETS.joinpath(EXAMPLES[0]).read_bytes())
-            )
+        if settings.warmup:  # one forward pass on a bundled photo before /readyz says ready
+            example = ASSETS.joinpath(EXAMPLES[0]).read_bytes()
+            warmup = await asyncio.to_thread(lambda: predictor.prepare(decode_image_bytes(example)))
         batcher.start(warmup)
         yield
         await asyncio.to_thread(batcher.stop)
@@ -159,20 +159,23 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> A
     protected = [Depends(require_api_key)]
 
     # ------------------------------------------------------------------ prediction
-    async def predict(request: Request, options: dict[str, Any]) -> tuple[PreparedImage, SceneGraph]:
-        with batcher.incoming():
+    async def predict(
+        request: Request, options: dict[str, Any], extra_options: tuple[str, ...] = ()
+    ) -> tuple[PreparedImage, SceneGraph]:
+        check_query(request, PREDICTION_OPTIONS + extra_options)
+        with batcher.incoming():  # the model thread may wait for this image to join a batch
             data = await read_image_bytes(request)
             loop = asyncio.get_running_loop()
             try:
                 prepared = await loop.run_in_executor(request.app.state.pool, decode_and_prepare, data)
             except ImageRejected as error:
                 raise ApiError(error.status, error.code, error.message) from None
-            try:
-                future = batcher.submit(prepared, options)
-            except QueueFull as error:
-                raise ApiError(
-                    503, "queue_full", f"{error}; retry later", {"Retry-After": str(error.retry_after_s)}
-                ) from None
+        try:
+            future = batcher.submit(prepared, options)
+        except QueueFull as error:
+            raise ApiError(
+                503, "queue_full", f"{error}; retry later", {"Retry-After": str(error.retry_after_s)}
+            ) from None
         return prepared, await asyncio.wrap_future(future)
 
     def decode_and_prepare(data: bytes) -> PreparedImage:
@@ -190,7 +193,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> A
         format: Annotated[str, Query(pattern="^(png|svg)$", description="png or svg")] = "png",
         draw_relations: Annotated[int, Query(ge=1, le=200, description="relations drawn")] = 40,
     ) -> Response:
-        prepared, graph = await predict(request, options)
+        prepared, graph = await predict(request, options, ("format", "draw_relations"))
         loop = asyncio.get_running_loop()
         picture = await loop.run_in_executor(
             request.app.state.pool, render_drawing, graph, prepared, format, draw_relations
@@ -231,6 +234,13 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> A
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     return app
+
+
+def check_query(request: Request, allowed: tuple[str, ...]) -> None:
+    """A misspelt option (`topk=5`) is an error, not silently the default."""
+    unknown = sorted(set(request.query_params) - set(allowed))
+    if unknown:
+        raise ApiError(422, "bad_option", f"{unknown[0]}: unknown option; expected some of {', '.join(allowed)}")
 
 
 async def read_image_bytes(request: Request) -> bytes:
