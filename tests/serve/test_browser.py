@@ -3,6 +3,7 @@ image, wait for the graph, check what is drawn, filter with the sliders by keybo
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -26,8 +27,16 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def browser():
+def downloads(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="module")
+def browser(downloads):
     options = webdriver.ChromeOptions()
+    options.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
     options.binary_location = CHROMIUM
     for argument in (
         "--headless=new",
@@ -39,6 +48,7 @@ def browser():
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
+    driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
     yield driver
     driver.quit()
 
@@ -49,7 +59,12 @@ def visible(driver, selector: str) -> list:
     ]
 
 
-def test_page_upload_graph_sliders_and_screenshot(browser, server_url, tmp_path):
+def wait_for_file(path: Path, timeout_s: float = 60) -> bytes:
+    WebDriverWait(None, timeout_s).until(lambda _: path.is_file() and path.stat().st_size > 0)  # type: ignore[arg-type]
+    return path.read_bytes()
+
+
+def test_page_upload_graph_sliders_and_screenshot(browser, server_url, tmp_path, downloads):
     browser.get(server_url + "/")
     WebDriverWait(browser, 30).until(lambda d: "resnet18" in d.find_element(By.ID, "model-line").text)
     browser.find_element(By.ID, "file-input").send_keys(str(ASTRONAUT))
@@ -99,6 +114,12 @@ def test_page_upload_graph_sliders_and_screenshot(browser, server_url, tmp_path)
     assert "hl" in browser.find_element(By.CSS_SELECTOR, f'#image-view .box[data-object="{subject}"]').get_attribute(
         "class"
     )
+
+    # downloads: the answer as JSON, the server's drawing as PNG
+    browser.find_element(By.ID, "download-json").click()
+    assert json.loads(wait_for_file(downloads / "astronaut_graph.json")) == answer
+    browser.find_element(By.ID, "download-png").click()
+    assert wait_for_file(downloads / "astronaut_graph.png").startswith(b"\x89PNG")
 
     screenshot = tmp_path / "serve_page.png"
     assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
