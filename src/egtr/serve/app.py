@@ -31,7 +31,7 @@ from egtr.schemas import scene_graph_schema
 from egtr.serve.batching import MicroBatcher, QueueFull
 from egtr.serve.images import ImageRejected, decode_image_bytes
 from egtr.serve.limits import BodySizeLimit, BodyTooLarge
-from egtr.serve.settings import ServeSettings, model_info
+from egtr.serve.settings import ServeSettings, model_info, resolve_max_batch
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,8 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     requests when it shuts down. Returns the `fastapi.FastAPI` application.
     """
     settings = settings or ServeSettings()
-    batcher = MicroBatcher(predictor, settings.max_batch, settings.max_wait_ms, settings.max_queue)
+    max_batch = resolve_max_batch(settings.max_batch, predictor.device)
+    batcher = MicroBatcher(predictor, max_batch, settings.max_wait_ms, settings.max_queue)
     info: dict[str, Any] = {}
 
     @asynccontextmanager

@@ -21,7 +21,8 @@ class ServeSettings:
     """Settings of `create_app` (the `egtr serve` options, see docs/serving.md).
 
     Attributes:
-        max_batch: most images in one forward pass.
+        max_batch: most images in one forward pass; None: 8 on a GPU, 1 on a CPU (where a batch of 4 costs as much
+            as 4 single passes, measured, so batching would only make each answer wait for the others).
         max_wait_ms: longest wait for more images to join a batch (only while more requests are being decoded).
         max_queue: most images waiting for the model; beyond it requests get 503 with Retry-After.
         max_upload_bytes: largest request body (413 beyond it).
@@ -33,7 +34,7 @@ class ServeSettings:
         model_name: what /v1/model calls the model (e.g. the --model path).
     """
 
-    max_batch: int = 4
+    max_batch: int | None = None
     max_wait_ms: float = 10.0
     max_queue: int = 32
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
@@ -46,12 +47,19 @@ class ServeSettings:
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_queue", "max_upload_bytes", "max_pixels", "decode_workers"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
         if self.api_key is not None and len(self.api_key) < 16:
             raise ValueError("the API key must be at least 16 characters long")
+
+
+def resolve_max_batch(max_batch: int | None, device: torch.device) -> int:
+    """`max_batch`, or the default of the device: 8 on a GPU, 1 on a CPU."""
+    if max_batch is not None:
+        return max_batch
+    return 1 if device.type == "cpu" else 8
 
 
 def is_loopback(host: str) -> bool:
@@ -108,7 +116,7 @@ def model_info(predictor: Predictor, settings: ServeSettings) -> dict[str, Any]:
         "runtime": {
             "device": str(predictor.device),
             "dtype": str(predictor.dtype).removeprefix("torch."),
-            "max_batch": settings.max_batch,
+            "max_batch": resolve_max_batch(settings.max_batch, predictor.device),
             "max_wait_ms": settings.max_wait_ms,
             "max_queue": settings.max_queue,
             "max_upload_bytes": settings.max_upload_bytes,
