@@ -66,7 +66,7 @@ MODEL_THREAD = ThreadPoolExecutor(1, thread_name_prefix="direct-model")
 
 def paired(predictor: Predictor, url: str, body: bytes, requests: int) -> tuple[dict, dict]:
     """Concurrency 1: a direct call and a served request in turn, so that both see the same machine load."""
-    direct_times, served_times = [], []
+    direct_times, served_times, server_parts = [], [], []
     with httpx.Client(base_url=url, timeout=600) as client:
         for _ in range(requests):
             begin = time.perf_counter()
@@ -77,7 +77,22 @@ def paired(predictor: Predictor, url: str, body: bytes, requests: int) -> tuple[
             answer.raise_for_status()
             answer.json()
             served_times.append(time.perf_counter() - begin)
-    return summary(direct_times, sum(direct_times)), summary(served_times, sum(served_times))
+            server_parts.append(parse_server_timing(answer.headers["server-timing"]))
+    parts = {name: statistics.median(item[name] for item in server_parts) for name in server_parts[0]}
+    return (
+        summary(direct_times, sum(direct_times)),
+        summary(served_times, sum(served_times)) | {f"server {name} ms": value for name, value in parts.items()},
+    )
+
+
+def parse_server_timing(header: str) -> dict[str, float]:
+    """ "read;dur=0.05, decode;dur=3.10, ..." -> {"read": 0.05, "decode": 3.1, ...} (milliseconds)."""
+    parts = {}
+    for item in header.split(","):
+        name, _, rest = item.strip().partition(";")
+        if rest.startswith("dur="):
+            parts[name] = float(rest[4:])
+    return parts
 
 
 def served(url: str, body: bytes, requests: int, concurrency: int) -> dict[str, float]:
@@ -155,6 +170,14 @@ def main() -> int:
     )
     overhead = 100 * (served_p50 / direct_p50 - 1)
     print(f"serving overhead at concurrency 1: {served_p50 - direct_p50:+.1f} ms = {overhead:+.1f}% of the direct call")
+    row = results[f"served c=1 max-batch {args.max_batch}"]
+    inside = {name.split()[1]: value for name, value in row.items() if name.startswith("server ")}
+    work = sum(value for name, value in inside.items() if name != "model")
+    print(
+        "inside the server at concurrency 1 (median ms): "
+        + ", ".join(f"{name} {value:.1f}" for name, value in inside.items())
+        + f" -> {work:.1f} ms besides the model = {100 * work / inside['model']:.1f}% of the model time"
+    )
     print(f"micro-batching gain at concurrency {top}: x{gain:.2f} throughput (max-batch {args.max_batch} vs 1)")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

@@ -28,6 +28,10 @@ def test_raw_body_answer_is_exactly_the_predictor_json(client, predictor):
     expected = predictor(load_image(ASTRONAUT)).to_dict()  # what `egtr predict` writes, less the file path
     assert answer.json() == expected
     assert answer.json()["image_path"] is None  # nothing about the client's files is echoed
+    timing = answer.headers["server-timing"]  # where the time went, e.g. "read;dur=0.05, decode;dur=3.1, ..."
+    for part in ("read", "decode", "queue", "model", "encode"):
+        assert f"{part};dur=" in timing
+    assert 'batch;desc="1 image(s)"' in timing
 
 
 def test_multipart_upload_with_options(client, predictor):

@@ -12,6 +12,7 @@ import hmac
 import io
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -28,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from egtr.inference import Predictor, PreparedImage
 from egtr.scene_graph import SceneGraph
 from egtr.schemas import scene_graph_schema
-from egtr.serve.batching import MicroBatcher, QueueFull
+from egtr.serve.batching import MicroBatcher, QueueFull, Result
 from egtr.serve.images import ImageRejected, decode_image_bytes
 from egtr.serve.limits import BodySizeLimit, BodyTooLarge
 from egtr.serve.settings import ServeSettings, model_info, resolve_max_batch
@@ -162,30 +163,40 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     # ------------------------------------------------------------------ prediction
     async def predict(
         request: Request, options: dict[str, Any], extra_options: tuple[str, ...] = ()
-    ) -> tuple[PreparedImage, SceneGraph]:
+    ) -> tuple[PreparedImage, Result, dict[str, float]]:
+        """Read, decode and queue the request's image; returns it, the model's result and the timings (seconds)."""
         check_query(request, PREDICTION_OPTIONS + extra_options)
+        received = time.perf_counter()
         with batcher.incoming():  # the model thread may wait for this image to join a batch
             data = await read_image_bytes(request)
             loop = asyncio.get_running_loop()
+            read = time.perf_counter()
             try:
                 prepared = await loop.run_in_executor(request.app.state.pool, decode_and_prepare, data)
             except ImageRejected as error:
                 raise ApiError(error.status, error.code, error.message) from None
+        decoded = time.perf_counter()
         try:
             future = batcher.submit(prepared, options)
         except QueueFull as error:
             raise ApiError(
                 503, "queue_full", f"{error}; retry later", {"Retry-After": str(error.retry_after_s)}
             ) from None
-        return prepared, await asyncio.wrap_future(future)
+        result: Result = await asyncio.wrap_future(future)
+        timings = {"read": read - received, "decode": decoded - read, "queue": result.queue_s, "model": result.model_s}
+        return prepared, result, timings
 
     def decode_and_prepare(data: bytes) -> PreparedImage:
         return predictor.prepare(decode_image_bytes(data, settings.max_pixels))
 
     @app.post("/v1/scene-graphs", dependencies=protected, summary="scene graph of one image (JSON of egtr predict)")
     async def scene_graph(request: Request, options: Annotated[dict, Depends(prediction_options)]) -> JSONResponse:
-        _, graph = await predict(request, options)
-        return JSONResponse(graph.to_dict())  # the same dict `egtr predict` writes
+        _, result, timings = await predict(request, options)
+        started = time.perf_counter()
+        body = JSONResponse(result.graph.to_dict())  # the same dict `egtr predict` writes
+        timings["encode"] = time.perf_counter() - started
+        body.headers["Server-Timing"] = server_timing(timings, result.batch_size)
+        return body
 
     @app.post("/v1/scene-graphs/drawing", dependencies=protected, summary="the image with boxes | the graph")
     async def drawing(
@@ -194,12 +205,17 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         format: Annotated[str, Query(pattern="^(png|svg)$", description="png or svg")] = "png",
         draw_relations: Annotated[int, Query(ge=1, le=200, description="relations drawn")] = 40,
     ) -> Response:
-        prepared, graph = await predict(request, options, ("format", "draw_relations"))
+        prepared, result, timings = await predict(request, options, ("format", "draw_relations"))
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
         picture = await loop.run_in_executor(
-            request.app.state.pool, render_drawing, graph, prepared, format, draw_relations
+            request.app.state.pool, render_drawing, result.graph, prepared, format, draw_relations
         )
-        return Response(picture, media_type="image/png" if format == "png" else "image/svg+xml")
+        timings["draw"] = time.perf_counter() - started
+        media_type = "image/png" if format == "png" else "image/svg+xml"
+        return Response(
+            picture, media_type=media_type, headers={"Server-Timing": server_timing(timings, result.batch_size)}
+        )
 
     # ------------------------------------------------------------------ description
     @app.get("/v1/model", dependencies=protected, summary="names, configuration, preprocessing, weights hash")
@@ -235,6 +251,12 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     return app
+
+
+def server_timing(timings: dict[str, float], batch_size: int) -> str:
+    """A `Server-Timing` header (milliseconds; browsers' developer tools show it): where a request's time went."""
+    parts = [f"{name};dur={1000 * seconds:.2f}" for name, seconds in timings.items()]
+    return ", ".join([*parts, f'batch;desc="{batch_size} image(s)"'])
 
 
 def check_query(request: Request, allowed: tuple[str, ...]) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 from egtr.inference import Predictor, PreparedImage
 from egtr.models.egtr import EGTROutput
+from egtr.scene_graph import SceneGraph
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,18 @@ class _Job:
     prepared: PreparedImage
     options: dict[str, Any]
     future: Future
+    submitted: float = 0.0  # time.perf_counter() at submit
+
+
+@dataclass(frozen=True)
+class Result:
+    """What the model thread answers for one image: its graph, how long it waited in the queue, and the model time
+    spent on it (the forward pass of its batch plus its own post-processing), in seconds."""
+
+    graph: SceneGraph
+    queue_s: float
+    model_s: float
+    batch_size: int
 
 
 _STOP = object()
@@ -113,13 +126,13 @@ class MicroBatcher:
                 self._incoming -= 1
 
     def submit(self, prepared: PreparedImage, options: dict[str, Any]) -> Future:
-        """Queue one image; the future resolves to its `egtr.SceneGraph` (or the model's exception).
+        """Queue one image; the future resolves to its `Result` (or to the model's exception).
 
         Raises:
             QueueFull: `max_queue` images are already waiting.
         """
         self.predictor._settings(**options)  # a misspelt option fails here, in the caller, not in the model thread
-        job = _Job(prepared, options, Future())
+        job = _Job(prepared, options, Future(), time.perf_counter())
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -170,9 +183,12 @@ class MicroBatcher:
             started = time.perf_counter()
             try:
                 output = self.predictor.forward([job.prepared for job in group])
+                forward_s = time.perf_counter() - started
                 for index, job in enumerate(group):
+                    begin = time.perf_counter()
                     graph = self.predictor.postprocess(_one_image(output, index), [job.prepared], **job.options)[0]
-                    job.future.set_result(graph)
+                    model_s = forward_s + time.perf_counter() - begin
+                    job.future.set_result(Result(graph, started - job.submitted, model_s, len(group)))
             except Exception as error:  # the model failed: every waiting request gets the error, none hangs
                 logger.exception("forward pass of %d image(s) failed", len(group))
                 for job in group:
