@@ -188,10 +188,10 @@ function renderGraph(graph, shown) {
     const p = points.get(index), colour = objectColour(index), object = graph.objects[index];
     const group = el("g", { class: "node", "data-object": index, tabindex: 0, role: "button",
       "aria-label": `object ${index}: ${object.label_name}` }, nodes);
-    el("circle", { cx: p.x, cy: p.y, r: 18, fill: colour }, group);
-    const number = el("text", { x: p.x, y: p.y + 4, "text-anchor": "middle", style: "stroke-width:0;fill:#fff;font-weight:600" }, group);
+    el("circle", { cx: p.x, cy: p.y, r: 20, fill: colour }, group);
+    const number = el("text", { x: p.x, y: p.y + 6, "text-anchor": "middle", style: "stroke-width:0;fill:#fff;font-weight:600" }, group);
     number.textContent = index;
-    const name = el("text", { x: p.x, y: p.y + 34, "text-anchor": "middle" }, group);
+    const name = el("text", { x: p.x, y: p.y + 42, "text-anchor": "middle" }, group);
     name.textContent = object.label_name;
   }
 }
