@@ -183,6 +183,8 @@ def test_health_readiness_page_and_openapi(client):
     assert {"/v1/scene-graphs", "/v1/scene-graphs/drawing", "/v1/model", "/v1/schema"} <= set(schema["paths"])
     missing = client.get("/v2/anything")
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    wrong_method = client.get("/v1/scene-graphs")
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"] == "method_not_allowed"
 
 
 def test_readiness_waits_for_the_warm_up(predictor):
