@@ -28,6 +28,17 @@ def predictor(reference_dir: Path) -> Predictor:
     return Predictor.from_pretrained(reference_dir / "artifact", **PREDICTOR_OPTIONS)
 
 
+def sibling(predictor: Predictor) -> Predictor:
+    """Another Predictor on the same model and preprocessing (to patch its forward pass in a test)."""
+    return Predictor(
+        predictor.model,
+        device="cpu",
+        image_size=predictor.image_size,
+        max_size=predictor.max_size,
+        top_k=predictor.top_k,
+    )
+
+
 def wait_until_ready(client: httpx.Client, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while client.get("/readyz").status_code != 200:

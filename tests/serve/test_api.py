@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from tests.serve.conftest import ASTRONAUT, COFFEE, PREDICTOR_OPTIONS, wait_until_ready
+from tests.serve.conftest import ASTRONAUT, COFFEE, sibling, wait_until_ready
 
 from egtr.data.images import load_image
 from egtr.serve import ServeSettings, create_app, running_server
@@ -190,10 +190,9 @@ def test_health_readiness_page_and_openapi(client):
 def test_readiness_waits_for_the_warm_up(predictor):
     import threading
 
-    from egtr.inference import Predictor
 
     gate = threading.Event()
-    slow = Predictor(predictor.model, **PREDICTOR_OPTIONS)
+    slow = sibling(predictor)
     forward = slow.forward
     slow.forward = lambda batch: (gate.wait(30), forward(batch))[1]  # type: ignore[method-assign]
     with running_server(create_app(slow, ServeSettings())) as url, httpx.Client(base_url=url, timeout=60) as client:

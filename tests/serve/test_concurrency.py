@@ -10,10 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from PIL import Image, ImageOps
-from tests.serve.conftest import ASTRONAUT, COFFEE, PREDICTOR_OPTIONS, wait_until_ready
+from tests.serve.conftest import ASTRONAUT, COFFEE, sibling, wait_until_ready
 
 from egtr.data.images import load_image
-from egtr.inference import Predictor
 from egtr.serve import ServeSettings, create_app, running_server
 
 
@@ -72,7 +71,7 @@ def test_32_simultaneous_requests_are_batched_and_equal_sequential_prediction(pr
 
 def test_a_full_queue_answers_503_with_retry_after_and_loses_nothing(predictor):
     entered, gate = threading.Event(), threading.Event()
-    gated = Predictor(predictor.model, **PREDICTOR_OPTIONS)
+    gated = sibling(predictor)
     forward = gated.forward
 
     def blocked_forward(batch):
