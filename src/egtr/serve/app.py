@@ -26,6 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+import egtr
 from egtr.inference import Predictor, PreparedImage
 from egtr.scene_graph import SceneGraph
 from egtr.schemas import scene_graph_schema
@@ -97,8 +98,6 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         yield
         await asyncio.to_thread(batcher.stop)
         app.state.pool.shutdown(wait=True)
-
-    import egtr
 
     app = FastAPI(
         title="egtr scene graphs",
