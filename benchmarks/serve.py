@@ -133,8 +133,9 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     top = max(args.concurrency)
     tune_cpu_allocator()
-    sizes = {k: v for k, v in (("image_size", args.size), ("max_size", args.max_size)) if v is not None}
-    predictor = Predictor.from_pretrained(args.model, device=args.device, dtype=args.dtype, **sizes)
+    predictor = Predictor.from_pretrained(
+        args.model, size=args.size, max_size=args.max_size, device=args.device, dtype=args.dtype
+    )
     body = Path(args.image).read_bytes()
     for _ in range(3):
         MODEL_THREAD.submit(predictor, Image.open(io.BytesIO(body))).result()  # warm-up
@@ -155,8 +156,10 @@ def main() -> int:
             for concurrency in [c for c in args.concurrency if c != 1]:
                 results[f"served c={concurrency} max-batch {max_batch}"] = served(url, body, args.requests, concurrency)
 
+    preprocessing = predictor.preprocessor
     print(
-        f"model {args.model}, image {Path(args.image).name} -> {predictor.image_size}/{predictor.max_size}, "
+        f"model {args.model}, image {Path(args.image).name} -> "
+        f"{preprocessing.shortest_edge}/{preprocessing.longest_edge}, "
         f"{predictor.device} {args.dtype}, {args.threads} threads, {args.requests} requests per row"
     )
     print(f"| {'what':<28} | p50 ms | p95 ms | images/s |\n|---|---|---|---|")

@@ -20,7 +20,7 @@ ASTRONAUT = ASSETS / "astronaut.jpg"
 COFFEE = ASSETS / "coffee.jpg"
 # The tiny official-format model (tests/fixtures/reference) at a small input size: a forward pass takes ~0.1 s on
 # an idle core.
-PREDICTOR_OPTIONS = {"device": "cpu", "image_size": 112, "max_size": 160, "top_k": 15}
+PREDICTOR_OPTIONS = {"device": "cpu", "size": 112, "max_size": 160, "top_k": 15}
 
 
 @pytest.fixture(scope="session")
@@ -30,13 +30,7 @@ def predictor(reference_dir: Path) -> Predictor:
 
 def sibling(predictor: Predictor) -> Predictor:
     """Another Predictor on the same model and preprocessing (to patch its forward pass in a test)."""
-    return Predictor(
-        predictor.model,
-        device="cpu",
-        image_size=predictor.image_size,
-        max_size=predictor.max_size,
-        top_k=predictor.top_k,
-    )
+    return Predictor(predictor.model, preprocessor=predictor.preprocessor, device="cpu", top_k=predictor.top_k)
 
 
 def wait_until_ready(client: httpx.Client, timeout_s: float = 60.0) -> None:

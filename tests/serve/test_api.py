@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 from PIL import Image
 from tests.serve.conftest import ASTRONAUT, COFFEE, sibling, wait_until_ready
 
-from egtr.data.images import load_image
+from egtr.images import load_image
 from egtr.serve import ServeSettings, create_app, running_server
 
 
@@ -158,13 +160,17 @@ def test_model_description(client, predictor):
     assert info["class_names"] == predictor.class_names and info["predicate_names"] == predictor.predicate_names
     assert info["config"]["backbone"] == "resnet18" and info["config"]["num_queries"] == 30
     assert info["preprocessing"]["shortest_edge"] == 112 and info["preprocessing"]["longest_edge"] == 160
-    assert len(info["weights_sha256"]) == 64 and info["versions"]["egtr"]
-    # the hash is of the weights: another model gives another one
-    from egtr.serve.settings import state_dict_sha256
+    # the hash of the weights file, as `sha256sum` prints it
+    weights_file = Path(info["source"]["weights_file"])
+    assert info["weights_sha256"] == hashlib.sha256(weights_file.read_bytes()).hexdigest()
+    assert info["weights_sha256_of"] == "file" and info["versions"]["egtr"]
+    # a model built in memory is hashed by its state dict: other weights, another hash
+    from egtr.serve.settings import model_info, state_dict_sha256
 
-    assert info["weights_sha256"] == state_dict_sha256(predictor.model)
-    changed = type(predictor.model)(predictor.config)
-    assert state_dict_sha256(changed) != info["weights_sha256"]
+    in_memory = model_info(sibling(predictor), ServeSettings())
+    assert in_memory["weights_sha256_of"] == "state_dict"
+    assert in_memory["weights_sha256"] == state_dict_sha256(predictor.model)
+    assert state_dict_sha256(type(predictor.model)(predictor.config)) != in_memory["weights_sha256"]
 
 
 def test_health_readiness_page_and_openapi(client):
@@ -189,7 +195,6 @@ def test_health_readiness_page_and_openapi(client):
 
 def test_readiness_waits_for_the_warm_up(predictor):
     import threading
-
 
     gate = threading.Event()
     slow = sibling(predictor)

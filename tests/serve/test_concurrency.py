@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageOps
 from tests.serve.conftest import ASTRONAUT, COFFEE, sibling, wait_until_ready
 
-from egtr.data.images import load_image
+from egtr.images import load_image
 from egtr.serve import ServeSettings, create_app, running_server
 
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from tests.serve.conftest import ASTRONAUT, COFFEE
 
-from egtr.inference import predict_files
+from egtr.predict_files import predict_files
 from egtr.schemas import scene_graph_schema
 from egtr.serve.settings import is_loopback
 
@@ -62,8 +62,10 @@ def test_serve_refuses_a_public_address_without_a_key(reference_dir, capsys, mon
     assert main(["serve", "--model", str(reference_dir / "artifact"), "--host", "0.0.0.0"]) == 2
     errors = capsys.readouterr().err
     assert "error: --host 0.0.0.0 accepts connections from other machines" in errors and "--insecure" in errors
-    assert main(["serve", "--model", str(reference_dir / "artifact"), "--max-batch", "0"]) == 2
-    assert "max_batch must be >= 1" in capsys.readouterr().err
+    assert main(["serve", "--model", str(reference_dir / "artifact"), "--max-wait-ms", "-1"]) == 2
+    assert "error: max_wait_ms must be >= 0, got -1.0" in capsys.readouterr().err
+    assert main(["serve", "--model", str(reference_dir / "artifact"), "--api-key", "short"]) == 2
+    assert "error: the API key must be at least 16 characters long" in capsys.readouterr().err
 
 
 @pytest.mark.slow

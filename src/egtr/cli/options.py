@@ -89,6 +89,21 @@ def add_sizes(parser: argparse.ArgumentParser, size: int, max_size: int, why: st
     )
 
 
+def add_prediction_options(parser: argparse.ArgumentParser) -> None:
+    """`--top-k`, `--score-threshold`, `--object-threshold`, `--no-graph-constraint` (`Predictor`'s options)."""
+    parser.add_argument("--top-k", type=positive_int, default=20, help="relations kept per image (default 20)")
+    parser.add_argument("--score-threshold", type=float, default=0.0, help="drop relations with a lower triplet score")
+    parser.add_argument(
+        "--object-threshold",
+        type=float,
+        default=None,
+        help="also keep objects with at least this score that are in no kept relation (default: only related objects)",
+    )
+    parser.add_argument(
+        "--no-graph-constraint", action="store_true", help="allow several predicates per subject/object pair"
+    )
+
+
 def add_data_root(parser: argparse.ArgumentParser, required: bool = False, positional_alias: bool = False) -> None:
     parser.add_argument("--data-root", required=required and not positional_alias, default=None, help="dataset folder")
     if positional_alias:

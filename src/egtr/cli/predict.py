@@ -10,6 +10,7 @@ from egtr.cli.options import (
     add_device,
     add_dtype,
     add_model,
+    add_prediction_options,
     add_progress,
     add_sizes,
     non_negative_int,
@@ -31,17 +32,7 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
     parser.add_argument("images", nargs="+", help="image files, folders (their image files) or glob patterns")
     add_model(parser)
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
-    parser.add_argument("--top-k", type=positive_int, default=20, help="relations kept per image (default 20)")
-    parser.add_argument("--score-threshold", type=float, default=0.0, help="drop relations with a lower triplet score")
-    parser.add_argument(
-        "--object-threshold",
-        type=float,
-        default=None,
-        help="also keep objects with at least this score that are in no kept relation (default: only related objects)",
-    )
-    parser.add_argument(
-        "--no-graph-constraint", action="store_true", help="allow several predicates per subject/object pair"
-    )
+    add_prediction_options(parser)
     add_sizes(parser, PAPER_SHORTEST_EDGE, PAPER_LONGEST_EDGE, "the paper's evaluation")
     add_device(parser)
     add_dtype(parser)

@@ -2,25 +2,24 @@
 
 The format is sniffed from the bytes (Pillow's own identification), never taken from a file name or a
 Content-Type header; the pixel count is checked from the header before the pixels are decoded, so a decompression
-bomb (a small file that expands to gigabytes) is refused without allocating it. Decoded images then go through the
-same conversion to 8-bit RGB as the files of `egtr predict` (`egtr.data.images`).
+bomb (a small file that expands to gigabytes) is refused without allocating it. The decoded image then goes through
+the one conversion to 8-bit RGB of every egtr input (`egtr.images.load_image`: EXIF orientation, 16-bit, CMYK, ...).
+Each refusal has its own HTTP status and code, so a client can tell "too large" from "not an image".
 """
 
 from __future__ import annotations
 
 import io
 import warnings
-from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-from egtr.data.errors import DataError
-from egtr.data.images import _to_rgb
+from egtr.errors import ImageError
+from egtr.images import DEFAULT_MAX_PIXELS, load_image
 
-# Pillow's own limit: beyond it `egtr predict`'s decoder warns (DecompressionBombWarning), at twice it refuses.
-DEFAULT_MAX_PIXELS = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
 # Formats a browser or a camera produces; Pillow can open more (EPS, PSD, ...), which a service has no reason to parse.
 ACCEPTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
+__all__ = ["ACCEPTED_FORMATS", "DEFAULT_MAX_PIXELS", "ImageRejected", "decode_image_bytes"]
 
 
 class ImageRejected(ValueError):
@@ -45,9 +44,9 @@ def decode_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
         raise ImageRejected(400, "empty_body", "the request carries no image bytes")
     try:
         with warnings.catch_warnings():
-            # Our own pixel check below replaces Pillow's warning; its hard limit (2x) still raises.
+            # The pixel check below replaces Pillow's warning; its hard limit (2x its warning) still raises.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            opened = Image.open(io.BytesIO(data))
+            opened = Image.open(io.BytesIO(data))  # reads the header only
     except Image.DecompressionBombError as error:
         raise ImageRejected(413, "too_many_pixels", f"image too large ({error})") from error
     except UnidentifiedImageError as error:
@@ -72,12 +71,11 @@ def decode_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
             )
         try:
             opened.load()  # decode every pixel now: a truncated file fails here, not inside the model
-            picture = ImageOps.exif_transpose(opened)
         except (OSError, SyntaxError, ValueError) as error:
             raise ImageRejected(
                 400, "corrupt_image", f"truncated or corrupt {opened.format} image ({error})"
             ) from error
-    try:
-        return _to_rgb(picture, Path("upload"))
-    except DataError as error:
-        raise ImageRejected(400, "unsupported_mode", str(error)) from error
+        try:
+            return load_image(opened, max_pixels=max_pixels, name="upload")
+        except ImageError as error:
+            raise ImageRejected(400, "unsupported_mode", str(error)) from error

@@ -88,9 +88,12 @@ def model_info(predictor: Predictor, settings: ServeSettings) -> dict[str, Any]:
     import egtr
 
     config = predictor.config
+    source = predictor.source or {}
     return {
-        "model": settings.model_name,
-        "weights_sha256": state_dict_sha256(predictor.model),
+        "model": settings.model_name or source.get("model"),
+        # the weights file's hash (what `sha256sum` prints) when the model came from a file, else the state dict's
+        "weights_sha256": source.get("weights_sha256") or state_dict_sha256(predictor.model),
+        "weights_sha256_of": "file" if source.get("weights_sha256") else "state_dict",
         "config": {
             "backbone": config.backbone,
             "d_model": config.d_model,
@@ -105,11 +108,12 @@ def model_info(predictor: Predictor, settings: ServeSettings) -> dict[str, Any]:
         },
         "class_names": predictor.class_names,
         "predicate_names": predictor.predicate_names,
+        "source": predictor.source,
         "preprocessing": {
-            "shortest_edge": predictor.image_size,
-            "longest_edge": predictor.max_size,
-            "image_mean": list(predictor.image_mean),
-            "image_std": list(predictor.image_std),
+            "shortest_edge": predictor.preprocessor.shortest_edge,
+            "longest_edge": predictor.preprocessor.longest_edge,
+            "image_mean": list(predictor.preprocessor.image_mean),
+            "image_std": list(predictor.preprocessor.image_std),
             "resample": "bilinear",
         },
         "defaults": predictor._settings(),
