@@ -21,8 +21,12 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from egtr.runtime import DTYPE_CHOICES
+
+if TYPE_CHECKING:
+    from egtr.inference import Predictor
 
 logger = logging.getLogger("egtr.cli")
 
@@ -101,6 +105,38 @@ def add_prediction_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--no-graph-constraint", action="store_true", help="allow several predicates per subject/object pair"
+    )
+
+
+def load_predictor(args: argparse.Namespace, **options: int) -> Predictor:
+    """`Predictor.from_pretrained` with `--model`, `--size`, `--max-size`, `--device`, `--dtype`, `--max-pixels` and
+    the options of `add_prediction_options`; `options` adds others (batch_size=...)."""
+    from egtr.inference import Predictor
+
+    return Predictor.from_pretrained(
+        args.model,
+        size=args.size,
+        max_size=args.max_size,
+        device=args.device,
+        dtype=args.dtype or "float32",
+        top_k=args.top_k,
+        score_threshold=args.score_threshold,
+        graph_constraint=not args.no_graph_constraint,
+        object_threshold=args.object_threshold,
+        max_pixels=args.max_pixels,
+        **options,
+    )
+
+
+def add_max_pixels(parser: argparse.ArgumentParser, consequence: str) -> None:
+    """`--max-pixels` (decompression bombs); `consequence` says what happens to a larger image."""
+    from egtr.images import DEFAULT_MAX_PIXELS
+
+    parser.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"{consequence} images with more pixels than this (default {DEFAULT_MAX_PIXELS:,})",
     )
 
 

@@ -9,15 +9,17 @@ from egtr.cli.options import (
     Subparsers,
     add_device,
     add_dtype,
+    add_max_pixels,
     add_model,
     add_prediction_options,
     add_progress,
     add_sizes,
+    load_predictor,
     non_negative_int,
     positive_int,
     progress_enabled,
 )
-from egtr.images import DEFAULT_MAX_PIXELS, describe_source
+from egtr.images import describe_source
 from egtr.preprocessing import PAPER_LONGEST_EDGE, PAPER_SHORTEST_EDGE
 
 
@@ -49,18 +51,12 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
     parser.add_argument(
         "--decode-workers", type=non_negative_int, default=2, help="threads decoding ahead of the model (default 2)"
     )
-    parser.add_argument(
-        "--max-pixels",
-        type=positive_int,
-        default=DEFAULT_MAX_PIXELS,
-        help=f"skip (and report) images with more pixels than this (default {DEFAULT_MAX_PIXELS:,})",
-    )
+    add_max_pixels(parser, "skip (and report)")
     add_progress(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from egtr.inference import Predictor
     from egtr.predict_files import expand_image_paths, predict_files
 
     paths, unmatched = expand_image_paths(args.images, recursive=args.recursive)
@@ -68,19 +64,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {item}: no such file, no images in this folder, or no match", file=sys.stderr)
     if not paths:
         raise FileNotFoundError("no images to process")
-    predictor = Predictor.from_pretrained(
-        args.model,
-        size=args.size,
-        max_size=args.max_size,
-        device=args.device,
-        dtype=args.dtype or "float32",
-        top_k=args.top_k,
-        score_threshold=args.score_threshold,
-        graph_constraint=not args.no_graph_constraint,
-        object_threshold=args.object_threshold,
-        batch_size=args.batch_size,
-        max_pixels=args.max_pixels,
-    )
+    predictor = load_predictor(args, batch_size=args.batch_size)
     report = predict_files(
         predictor,
         paths,

@@ -9,12 +9,13 @@ from egtr.cli.options import (
     Subparsers,
     add_device,
     add_dtype,
+    add_max_pixels,
     add_model,
     add_prediction_options,
     add_sizes,
+    load_predictor,
     positive_int,
 )
-from egtr.images import DEFAULT_MAX_PIXELS
 from egtr.preprocessing import PAPER_LONGEST_EDGE, PAPER_SHORTEST_EDGE
 
 
@@ -43,12 +44,7 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
     parser.add_argument("--max-wait-ms", type=float, default=10.0, help="wait for a batch to fill (default 10 ms)")
     parser.add_argument("--max-queue", type=positive_int, default=32, help="images waiting; beyond: 503 (default 32)")
     parser.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body in MiB (default 20)")
-    parser.add_argument(
-        "--max-pixels",
-        type=positive_int,
-        default=DEFAULT_MAX_PIXELS,
-        help=f"largest image in pixels (default {DEFAULT_MAX_PIXELS:,}, as egtr predict)",
-    )
+    add_max_pixels(parser, "refuse (413)")
     parser.add_argument("--decode-workers", type=positive_int, default=2, help="threads decoding uploads (default 2)")
     parser.add_argument(
         "--api-key",
@@ -64,12 +60,14 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        from egtr.serve.server import check_bind_address, serve
-        from egtr.serve.settings import ServeSettings
+    try:  # before the model loads
+        import fastapi  # noqa: F401
+        import python_multipart  # noqa: F401
+        import uvicorn  # noqa: F401
     except ImportError as error:
-        raise ImportError(f"{error}: egtr serve needs the serve extra: pip install 'egtr[serve]'") from error
-    from egtr.inference import Predictor
+        raise ImportError(f"egtr serve needs the serve extra, pip install 'egtr[serve]' ({error})") from error
+    from egtr.serve.server import check_bind_address, serve
+    from egtr.serve.settings import ServeSettings
 
     check_bind_address(args.host, args.api_key, args.insecure)  # before the model loads
     settings = ServeSettings(
@@ -83,17 +81,6 @@ def run(args: argparse.Namespace) -> int:
         cors_origins=tuple(args.cors_origin),
         model_name=str(args.model),
     )
-    predictor = Predictor.from_pretrained(
-        args.model,
-        size=args.size,
-        max_size=args.max_size,
-        device=args.device,
-        dtype=args.dtype or "float32",
-        top_k=args.top_k,
-        score_threshold=args.score_threshold,
-        graph_constraint=not args.no_graph_constraint,
-        object_threshold=args.object_threshold,
-        max_pixels=args.max_pixels,
-    )
+    predictor = load_predictor(args)
     serve(predictor, settings, args.host, args.port, insecure=args.insecure)
     return 0
