@@ -20,8 +20,9 @@ import numpy as np
 from egtr.fileio import write_text
 from egtr.images import ImageSource, describe_source
 
-if TYPE_CHECKING:  # optional dependencies (the `viz` extra), only for annotations
+if TYPE_CHECKING:  # optional dependencies (the `viz` and `video` extras), only for annotations
     import networkx
+    import supervision
     from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
@@ -162,6 +163,20 @@ class SceneGraph:
         except json.JSONDecodeError as error:
             raise ValueError(f"{source}: not valid JSON ({error})") from error
         return cls.from_dict(values, source=source)
+
+    # ------------------------------------------------------------------ supervision (the `video` extra)
+    def to_detections(self) -> supervision.Detections:
+        """The objects as `supervision.Detections` (relations in `metadata`); see `egtr.video.detections`."""
+        from egtr.video.detections import scene_graph_to_detections
+
+        return scene_graph_to_detections(self)
+
+    @classmethod
+    def from_detections(cls, detections: supervision.Detections, **options: Any) -> SceneGraph:
+        """A graph of `supervision.Detections`; `options`: `class_names`, `relations`, `image_size`."""
+        from egtr.video.detections import scene_graph_from_detections
+
+        return scene_graph_from_detections(detections, **options)
 
     # ------------------------------------------------------------------ views
     def to_networkx(self) -> networkx.MultiDiGraph:
