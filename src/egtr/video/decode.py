@@ -169,8 +169,11 @@ def iter_frames(
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame + slice threads inside FFmpeg
+        # Times count from the stream's first timestamp (MPEG-TS, for one, starts at an arbitrary offset).
+        offset = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         if start:
-            container.seek(int(start / stream.time_base), stream=stream, backward=True, any_frame=False)
+            target = int((start + offset) / stream.time_base)
+            container.seek(target, stream=stream, backward=True, any_frame=False)
         next_time = start or 0.0
         rate = float(stream.average_rate) if stream.average_rate else None
         decoded = 0  # decoded frames inside the window (for stride)
@@ -187,7 +190,7 @@ def iter_frames(
                 logger.warning("%s: the stream ended early after %d frames (%s)", source, count + 1, _reason(error))
                 return
             count += 1
-            time = float(frame.time) if frame.time is not None else count / (rate or 25.0)
+            time = float(frame.time) - offset if frame.time is not None else count / (rate or 25.0)
             index = round(time * rate) if rate else count
             if start is not None and time < start - 1e-6:
                 continue

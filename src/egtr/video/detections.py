@@ -27,8 +27,8 @@ def scene_graph_to_detections(graph: SceneGraph) -> supervision.Detections:
 
     count = len(graph.objects)
     return supervision.Detections(
-        xyxy=np.asarray([item.box for item in graph.objects], dtype=np.float32).reshape(count, 4),
-        confidence=np.asarray([item.score for item in graph.objects], dtype=np.float32),
+        xyxy=np.asarray([item.box for item in graph.objects], dtype=np.float64).reshape(count, 4),
+        confidence=np.asarray([item.score for item in graph.objects], dtype=np.float64),
         class_id=np.asarray([item.label for item in graph.objects], dtype=np.int64),
         data={
             "class_name": np.asarray([item.label_name for item in graph.objects], dtype=object),

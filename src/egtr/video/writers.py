@@ -67,7 +67,8 @@ def _pick_codec() -> str:
 
 
 class MP4Writer:
-    """Encode RGB frames into an MP4 file (H.264, yuv420p) as they come.
+    """Encode RGB frames into an MP4 file (H.264, yuv420p) as they come (another suffix, e.g. .mkv or .ts, picks
+    that container instead).
 
     The frame size is fixed by the first frame; odd sizes are padded by one pixel (yuv420p needs even sizes).
     `rate` is the frame rate written into the file (frames per second, e.g. the sampling rate of the video).
@@ -85,7 +86,7 @@ class MP4Writer:
     def _start(self, height: int, width: int) -> None:
         import av
 
-        self._container = av.open(str(self._partial), mode="w", format="mp4")
+        self._container = av.open(str(self._partial), mode="w")  # container from the suffix
         codec = _pick_codec()
         stream = self._container.add_stream(codec, rate=self.rate)
         stream.width, stream.height = width + width % 2, height + height % 2

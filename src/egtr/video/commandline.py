@@ -1,0 +1,109 @@
+"""`egtr predict` on videos: the video options of the command and the runner it hands video inputs to.
+
+`egtr.cli` declares these options with `add_video_arguments` and calls `run_video_predict` when the inputs are
+videos (files with a video suffix, stream URLs or camera indices); this module turns the parsed options into
+library calls (`egtr.video.predict_video`), so the library itself never sees argparse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from egtr.video.decode import VideoError, is_video_source
+
+logger = logging.getLogger(__name__)
+MAX_LISTED_RELATIONS = 10  # what fits under the graph panel of an annotated frame
+
+
+def add_video_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `egtr predict` that only apply to video inputs."""
+    group = parser.add_argument_group(
+        "videos", "for video files (.mp4, .mkv, .webm, ...), stream URLs (rtsp://, http://) and camera indices"
+    )
+    sampling = group.add_mutually_exclusive_group()
+    sampling.add_argument("--fps", type=float, default=None, help="sample this many frames per second of video")
+    sampling.add_argument("--stride", type=int, default=None, help="sample every N-th frame (default: every frame)")
+    group.add_argument("--start", type=float, default=None, help="start at this time in seconds")
+    group.add_argument("--end", type=float, default=None, help="stop at this time in seconds")
+    group.add_argument(
+        "--smoothing",
+        type=float,
+        default=0.4,
+        help="EMA weight of the newest frame in a relation's score (1 = no smoothing; default 0.4)",
+    )
+    group.add_argument(
+        "--relation-on", type=float, default=0.5, help="a relation appears when its smoothed score reaches this"
+    )
+    group.add_argument(
+        "--relation-off", type=float, default=0.3, help="and ends when it falls below this (hysteresis; default 0.3)"
+    )
+    group.add_argument(
+        "--track-threshold", type=float, default=0.5, help="least object score that starts a new track (default 0.5)"
+    )
+
+
+def is_video_input(items: list[str]) -> bool:
+    return any(is_video_source(item) for item in items)
+
+
+def run_video_predict(args: argparse.Namespace) -> int:
+    """`egtr predict` for video inputs; exit code 0, 1 (some video failed) or 2 (bad usage / nothing processed)."""
+    from egtr.inference import Predictor
+    from egtr.video.pipeline import DEFAULT_OBJECT_THRESHOLD, predict_video
+    from egtr.video.temporal import SmoothingConfig
+    from egtr.video.tracking import TrackingConfig
+
+    images = [item for item in args.images if not is_video_source(item)]
+    if images:
+        print(f"error: give either videos or images, not both (images: {', '.join(images)})", file=sys.stderr)
+        return 2
+    try:
+        smoothing = SmoothingConfig(args.smoothing, args.relation_on, args.relation_off)
+        tracking = TrackingConfig(activation_threshold=args.track_threshold)
+        sizes = {key: value for key, value in (("image_size", args.size), ("max_size", args.max_size)) if value}
+        predictor = Predictor.from_pretrained(
+            args.model,
+            device=args.device,
+            dtype=args.dtype,
+            top_k=args.top_k,
+            score_threshold=args.score_threshold,
+            graph_constraint=not args.no_graph_constraint,
+            batch_size=args.batch_size,
+            **sizes,
+        )
+    except (ValueError, FileNotFoundError) as error:  # bad settings, model path/checkpoint, device or dtype
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    object_threshold = DEFAULT_OBJECT_THRESHOLD if args.object_threshold is None else args.object_threshold
+    failures = 0
+    for source in args.images:
+        try:
+            report = predict_video(
+                predictor,
+                source,
+                args.out,
+                fps=args.fps,
+                stride=args.stride,
+                start=args.start,
+                end=args.end,
+                tracking=tracking,
+                smoothing=smoothing,
+                object_threshold=object_threshold,
+                annotate=not args.no_draw,
+                draw_relations=min(args.draw_relations, MAX_LISTED_RELATIONS),
+                progress=not args.no_progress,
+            )
+        except VideoError as error:
+            print(f"error: {error}", file=sys.stderr)
+            failures += 1
+            continue
+        except ValueError as error:  # sampling options that cannot be met
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        written = ", ".join(str(path) for path in report.outputs.values())
+        print(f"{source}: {report.frames} frames at {report.sample_rate:g} per second -> {written}")
+    if failures == len(args.images):
+        return 2
+    return 1 if failures else 0

@@ -1,0 +1,90 @@
+"""`egtr predict clip.mp4`: the files a user gets, bad input, and what survives an interrupted run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from egtr.cli import main
+from egtr.video.decode import iter_frames
+
+MODEL_OPTIONS = ["--size", "64", "--max-size", "64", "--top-k", "10", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def model(reference_dir):
+    return str(reference_dir / "artifact")
+
+
+def test_predict_a_clip(clip, model, tmp_path, capsys):
+    path, _ = clip
+    code = main(
+        [
+            "predict",
+            str(path),
+            "--model",
+            model,
+            "--out",
+            str(tmp_path),
+            "--stride",
+            "4",
+            "--end",
+            "4",
+            "--batch-size",
+            "3",
+            *MODEL_OPTIONS,
+        ]
+    )
+    assert code == 0
+    assert "moving.mp4: 10 frames at 2.5 per second" in capsys.readouterr().out
+    records = [json.loads(line) for line in (tmp_path / "moving.frames.jsonl").read_text().splitlines()]
+    assert [r["frame_index"] for r in records] == list(range(0, 40, 4))
+    assert [r["time"] for r in records] == pytest.approx([i * 0.4 for i in range(10)])
+    for record in records:  # the `egtr predict` schema, plus time and tracks
+        assert {"format_version", "image_size", "objects", "relations", "tracked_relations"} <= set(record)
+        assert all("track_id" in item for item in record["objects"])
+    tracked = [item for r in records for item in r["objects"] if item["track_id"] is not None]
+    assert tracked and all("track_label_name" in item for item in tracked)
+    events = json.loads((tmp_path / "moving.events.json").read_text())
+    assert events["frames"] == 10 and events["smoothing"]["alpha"] == 0.4 and "rule" in events["smoothing"]
+    assert {"tracks", "relations", "changes"} <= set(events)
+    frames = list(iter_frames(tmp_path / "moving.annotated.mp4"))
+    assert len(frames) == 10 and frames[0].image.shape[1] > frames[0].image.shape[0]  # frame + graph panel
+    assert not list(tmp_path.glob("*.partial*"))
+
+
+@pytest.mark.parametrize("content", [b"", b"not a video at all" * 100])
+def test_a_bad_video_is_one_line_and_exit_2(model, tmp_path, capsys, content):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(content)
+    assert main(["predict", str(bad), "--model", model, "--out", str(tmp_path / "out"), *MODEL_OPTIONS]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith(f"error: {bad}:")
+    assert not (tmp_path / "out" / "broken.frames.jsonl").exists()
+
+
+def test_videos_and_images_are_not_mixed(clip, model, tmp_path, capsys, reference_dir):
+    code = main(["predict", str(clip[0]), "photo.jpg", "--model", model, "--out", str(tmp_path)])
+    assert code == 2 and "either videos or images" in capsys.readouterr().err
+
+
+def test_an_interrupted_run_keeps_what_was_written(clip, model, tmp_path, monkeypatch):
+    from egtr.inference import Predictor
+
+    calls = {"count": 0}
+    forward = Predictor.forward
+
+    def forward_then_stop(self, batch):
+        calls["count"] += 1
+        if calls["count"] == 3:
+            raise KeyboardInterrupt
+        return forward(self, batch)
+
+    monkeypatch.setattr(Predictor, "forward", forward_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        main(["predict", str(clip[0]), "--model", model, "--out", str(tmp_path), "--batch-size", "2", *MODEL_OPTIONS])
+    lines = (tmp_path / "moving.frames.jsonl").read_text().splitlines()
+    assert len(lines) == 4  # two batches of two
+    assert json.loads((tmp_path / "moving.events.json").read_text())["frames"] == 4
+    assert len(list(iter_frames(tmp_path / "moving.annotated.mp4"))) == 4
