@@ -107,6 +107,32 @@ def render_frame(
     return np.asarray(canvas)
 
 
+def _spread(
+    positions: dict[int, tuple[float, float]], distance: float, bounds: tuple[float, float, float, float]
+) -> dict[int, tuple[float, float]]:
+    """Push nodes closer than `distance` apart (a few relaxation steps), staying inside `bounds`."""
+    points = {key: np.asarray(value, dtype=np.float64) for key, value in positions.items()}
+    keys = sorted(points)
+    for _ in range(20):
+        moved = False
+        for number, first in enumerate(keys):
+            for second in keys[number + 1 :]:
+                offset = points[second] - points[first]
+                gap = float(np.hypot(*offset))
+                if gap >= distance:
+                    continue
+                direction = offset / gap if gap > 1e-6 else np.array([1.0, 0.0])
+                push = (distance - gap) / 2 * direction
+                points[first] -= push
+                points[second] += push
+                moved = True
+        for key in keys:
+            points[key] = np.clip(points[key], bounds[:2], bounds[2:])
+        if not moved:
+            break
+    return {key: (float(point[0]), float(point[1])) for key, point in points.items()}
+
+
 def _draw_graph(
     draw: ImageDraw.ImageDraw,
     boxes: Sequence[TrackBox],
@@ -130,6 +156,7 @@ def _draw_graph(
         centre_x = (item.box[0] + item.box[2]) / 2 / max(1, width)
         centre_y = (item.box[1] + item.box[3]) / 2 / max(1, height)
         positions[item.track_id] = (left + radius + 10 + centre_x * inner, top + radius + 10 + centre_y * inner)
+    positions = _spread(positions, 3 * radius, (left + radius, top + radius, left + side - radius, top + side - radius))
     for relation in relations:
         if relation.subject not in positions or relation.object not in positions:
             continue
