@@ -30,6 +30,8 @@ from egtr.data.synthetic import (
     generate_scene,
     scene_relations,
 )
+from egtr.scene_graph import SceneGraph, SceneRelation
+from egtr.scene_graph import SceneObject as DetectedObject
 from egtr.video.writers import MP4Writer, write_json_atomic
 
 CONTACT_PREDICATES = (INSIDE, ON, TOUCHING)
@@ -209,3 +211,53 @@ def truth_intervals(relations: list[set[tuple[int, int, int]]]) -> dict[tuple[in
             else:
                 runs.append((frame, frame))
     return intervals
+
+
+def simulated_detections(
+    truth: ClipTruth,
+    seed: int = 0,
+    *,
+    miss_rate: float = 0.05,
+    wrong_class_rate: float = 0.2,
+    relation_miss_rate: float = 0.3,
+    spurious_rate: float = 0.03,
+    box_noise: float = 1.5,
+) -> list[SceneGraph]:
+    """What an imperfect per-frame detector might say about each frame of a clip (for tests and benchmarks).
+
+    Boxes jittered by `box_noise` pixels (Gaussian), each object missed with `miss_rate`, given a wrong class
+    with `wrong_class_rate`, object scores uniform in [0.6, 0.95]; each true relation missing with
+    `relation_miss_rate` (else predicate score uniform in [0.55, 0.95]); every other ordered pair gets a random
+    predicate with `spurious_rate` (score in [0.5, 0.7]). Frames are independent, as a per-frame model's errors are.
+    """
+    rng = np.random.default_rng([seed, 31337])
+    graphs = []
+    for frame in range(truth.num_frames):
+        objects, index_of = [], {}
+        for track, name in enumerate(truth.classes):
+            if rng.random() < miss_rate:
+                continue
+            label = CLASS_NAMES.index(name)
+            if rng.random() < wrong_class_rate:
+                label = int(rng.choice([other for other in range(len(CLASS_NAMES)) if other != label]))
+            box = truth.boxes[frame, track] + rng.normal(0, box_noise, size=4)
+            index_of[track] = len(objects)
+            score = float(rng.uniform(0.6, 0.95))
+            objects.append(DetectedObject(tuple(float(v) for v in box), label, CLASS_NAMES[label], score))  # type: ignore[arg-type]
+        relations = []
+        for subject, obj, predicate in sorted(truth.relations[frame]):
+            if subject in index_of and obj in index_of and rng.random() >= relation_miss_rate:
+                relations.append((index_of[subject], index_of[obj], predicate, float(rng.uniform(0.55, 0.95))))
+        for subject in index_of.values():
+            for obj in index_of.values():
+                if subject != obj and rng.random() < spurious_rate:
+                    predicate = int(rng.integers(len(PREDICATE_NAMES)))
+                    relations.append((subject, obj, predicate, float(rng.uniform(0.5, 0.7))))
+        graphs.append(
+            SceneGraph(
+                objects,
+                [SceneRelation(s, o, p, PREDICATE_NAMES[p], score, score) for s, o, p, score in relations],
+                (truth.image_size, truth.image_size),
+            )
+        )
+    return graphs
