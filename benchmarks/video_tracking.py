@@ -10,11 +10,15 @@ that world), and the records are scored against the truth (`egtr.video.evaluate`
 * relations: frame-level F1, interval recall / precision (tIoU >= 0.5) and the number of appear/end changes
   (flicker), for the unsmoothed per-frame decision (score >= 0.5 in that frame) and the default smoothing.
 
+`--simulated` scores the simulated per-frame detector of `egtr.video.synthetic_clip.simulated_detections` instead
+of a model (no decoding; the same tracking, smoothing and metrics), which isolates the temporal part.
+
 Throughput (`--throughput`): frames per second of the whole `predict_video` (decode + model + tracking + smoothing
 + JSONL + annotated MP4) on CPU, for the demo model and for the paper's VG model (random weights: speed does not
 depend on them) at the VG preprocessing (shorter side 800, longer <= 1333). Not a test.
 
     python benchmarks/video_tracking.py --model /work/demo_model/model --seeds 0 1 2 3 4 --out video.json
+    python benchmarks/video_tracking.py --simulated --seeds 0 1 2 3 4 5 6 7 8 9
     python benchmarks/video_tracking.py --model /work/demo_model/model --seeds 0 --throughput --vg-frames 6
 """
 
@@ -29,10 +33,11 @@ from pathlib import Path
 
 import torch
 
+from egtr.data.synthetic import PREDICATE_NAMES
 from egtr.inference import Predictor
 from egtr.video.evaluate import relation_metrics, track_metrics
-from egtr.video.pipeline import predict_video
-from egtr.video.synthetic_clip import ClipTruth, make_moving_clip
+from egtr.video.pipeline import TemporalSceneGraphs, predict_video
+from egtr.video.synthetic_clip import ClipTruth, make_moving_clip, simulated_detections
 from egtr.video.temporal import SmoothingConfig
 
 
@@ -52,13 +57,21 @@ def _per_frame_numbering(records: list[dict]) -> list[dict]:
     return numbered
 
 
-def score_clip(predictor: Predictor, seed: int, frames: int, work: Path, annotate: bool) -> dict:
+def score_clip(predictor: Predictor | None, seed: int, frames: int, work: Path, annotate: bool) -> dict:
+    """Generate clip `seed`, predict it (or simulate the detector when `predictor` is None) and score it."""
     clip = work / f"clip{seed}.mp4"
     truth: ClipTruth = make_moving_clip(clip, num_frames=frames, seed=seed)
     started = time.perf_counter()
-    report = predict_video(predictor, clip, work / f"out{seed}", annotate=annotate, progress=False)
+    outputs = {}
+    if predictor is None:
+        temporal = TemporalSceneGraphs(frame_rate=truth.fps, predicate_names=PREDICATE_NAMES)
+        graphs = simulated_detections(truth, seed)
+        records = [temporal.update(graph, frame, frame / truth.fps) for frame, graph in enumerate(graphs)]
+    else:
+        report = predict_video(predictor, clip, work / f"out{seed}", annotate=annotate, progress=False)
+        records = _records(report.outputs["frames"])
+        outputs = {key: str(value) for key, value in report.outputs.items()}
     seconds = time.perf_counter() - started
-    records = _records(report.outputs["frames"])
     return {
         "seed": seed,
         "objects": len(truth.classes),
@@ -68,7 +81,7 @@ def score_clip(predictor: Predictor, seed: int, frames: int, work: Path, annotat
         "tracks_per_frame_numbering": track_metrics(truth, _per_frame_numbering(records)),
         "relations_unsmoothed": relation_metrics(truth, records, SmoothingConfig.unsmoothed(0.5)),
         "relations_smoothed": relation_metrics(truth, records, SmoothingConfig()),
-        "outputs": {key: str(value) for key, value in report.outputs.items()},
+        "outputs": outputs,
     }
 
 
@@ -87,6 +100,7 @@ def throughput(predictor: Predictor, clip: Path, frames: int, work: Path) -> dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="/work/demo_model/model")
+    parser.add_argument("--simulated", action="store_true", help="score the simulated detector instead of --model")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--frames", type=int, default=120, help="frames per clip (10 fps)")
     parser.add_argument("--keep", default=None, help="keep the clips and outputs in this folder")
@@ -101,10 +115,11 @@ def main() -> None:
     tune_cpu_allocator()
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="egtr-video-"))
     work.mkdir(parents=True, exist_ok=True)
-    predictor = Predictor.from_pretrained(args.model, device="cpu")
+    predictor = None if args.simulated else Predictor.from_pretrained(args.model, device="cpu")
+    source = "simulated detector" if args.simulated else f"model {args.model}"
     results = [score_clip(predictor, seed, args.frames, work, annotate=seed == args.seeds[0]) for seed in args.seeds]
-    summary: dict = {"model": args.model, "seeds": args.seeds, "clips": results}
-    print(f"{len(results)} clips x {args.frames} frames, model {args.model}")
+    summary: dict = {"source": source, "seeds": args.seeds, "clips": results}
+    print(f"{len(results)} clips x {args.frames} frames, {source}")
     for group, label in (("tracks_per_frame_numbering", "per-frame numbering"), ("tracks", "ByteTrack + vote")):
         print(
             f"  identity, {label:20s}: IDF1 {_mean(results, group, 'idf1'):.3f}  stable "
@@ -120,7 +135,7 @@ def main() -> None:
             f"P {_mean(results, group, 'interval_precision'):.3f}  changes {_mean(results, group, 'changes'):.1f} "
             f"(true {_mean(results, group, 'true_changes'):.1f})"
         )
-    if args.throughput:
+    if args.throughput and predictor is not None:
         clip = work / f"clip{args.seeds[0]}.mp4"
         summary["throughput_demo"] = throughput(predictor, clip, args.frames, work / "demo_speed")
         from egtr.config import EGTRConfig

@@ -47,7 +47,7 @@ def test_predict_a_clip(clip, model, tmp_path, capsys):
     tracked = [item for r in records for item in r["objects"] if item["track_id"] is not None]
     assert tracked and all("track_label_name" in item for item in tracked)
     events = json.loads((tmp_path / "moving.events.json").read_text())
-    assert events["frames"] == 10 and events["smoothing"]["alpha"] == 0.4 and "rule" in events["smoothing"]
+    assert events["frames"] == 10 and events["smoothing"]["time_constant"] == 0.35 and "rule" in events["smoothing"]
     assert {"tracks", "relations", "changes"} <= set(events)
     frames = list(iter_frames(tmp_path / "moving.annotated.mp4"))
     assert len(frames) == 10 and frames[0].image.shape[1] > frames[0].image.shape[0]  # frame + graph panel

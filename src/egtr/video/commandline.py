@@ -30,14 +30,14 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--smoothing",
         type=float,
-        default=0.4,
-        help="EMA weight of the newest frame in a relation's score (1 = no smoothing; default 0.4)",
+        default=0.35,
+        help="time constant in seconds of the moving average of a relation's score (0 = none; default 0.35)",
     )
     group.add_argument(
-        "--relation-on", type=float, default=0.5, help="a relation appears when its smoothed score reaches this"
+        "--relation-on", type=float, default=0.4, help="a relation appears when its smoothed score reaches this (0.4)"
     )
     group.add_argument(
-        "--relation-off", type=float, default=0.3, help="and ends when it falls below this (hysteresis; default 0.3)"
+        "--relation-off", type=float, default=0.1, help="and ends when it falls below this (hysteresis; default 0.1)"
     )
     group.add_argument(
         "--track-threshold", type=float, default=0.5, help="least object score that starts a new track (default 0.5)"

@@ -138,7 +138,9 @@ def relation_metrics(
 ) -> dict[str, float]:
     """Relation accuracy of the records' per-frame relations after `smoothing` (see the module docstring)."""
     mapping = _track_mapping(truth, records)
-    smoother = RelationSmoother(smoothing)
+    times = [record["time"] for record in records]
+    interval = float(np.median(np.diff(times))) if len(times) > 1 else 1.0 / truth.fps
+    smoother = RelationSmoother(interval, smoothing)
     predicted: list[set] = []
     true: list[set] = []
     for record in records:

@@ -63,7 +63,7 @@ class TemporalSceneGraphs:
 
     def __post_init__(self) -> None:
         self.tracker = SceneGraphTracker(self.frame_rate, self.tracking)
-        self.smoother = RelationSmoother(self.smoothing)
+        self.smoother = RelationSmoother(1.0 / self.frame_rate, self.smoothing)
         self.frames = 0
 
     def update(self, graph: SceneGraph, frame_index: int, time: float) -> dict[str, Any]:

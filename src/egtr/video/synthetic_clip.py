@@ -228,7 +228,8 @@ def simulated_detections(
     Boxes jittered by `box_noise` pixels (Gaussian), each object missed with `miss_rate`, given a wrong class
     with `wrong_class_rate`, object scores uniform in [0.6, 0.95]; each true relation missing with
     `relation_miss_rate` (else predicate score uniform in [0.55, 0.95]); every other ordered pair gets a random
-    predicate with `spurious_rate` (score in [0.5, 0.7]). Frames are independent, as a per-frame model's errors are.
+    predicate with `spurious_rate` (score in [0.5, 0.7]); objects in random order. Frames are independent, as a
+    per-frame model's errors are.
     """
     rng = np.random.default_rng([seed, 31337])
     graphs = []
@@ -253,10 +254,16 @@ def simulated_detections(
                 if subject != obj and rng.random() < spurious_rate:
                     predicate = int(rng.integers(len(PREDICATE_NAMES)))
                     relations.append((subject, obj, predicate, float(rng.uniform(0.5, 0.7))))
+        # A detector lists its objects in no particular order: shuffle them (and re-point the relations).
+        order = rng.permutation(len(objects))
+        position = {int(old): new for new, old in enumerate(order)}
         graphs.append(
             SceneGraph(
-                objects,
-                [SceneRelation(s, o, p, PREDICATE_NAMES[p], score, score) for s, o, p, score in relations],
+                [objects[int(old)] for old in order],
+                [
+                    SceneRelation(position[s], position[o], p, PREDICATE_NAMES[p], score, score)
+                    for s, o, p, score in relations
+                ],
                 (truth.image_size, truth.image_size),
             )
         )

@@ -1,16 +1,18 @@
 """Relations over time: per (subject track, object track, predicate), a smoothed score with hysteresis.
 
 The rule (`RelationSmoother`), for every sampled frame t and every triplet key k = (subject track, object track,
-predicate):
+predicate), an exponential moving average with a time constant tau (seconds, so the same setting means the same at
+any sampling rate, and a gap in a stream weighs the next frame more):
 
-    s_k(t) = alpha * x_k(t) + (1 - alpha) * s_k(t - 1),        s_k = 0 before the key is first seen
+    s_k(t) = alpha * x_k(t) + (1 - alpha) * s_k(t_prev),     alpha = 1 - exp(-(t - t_prev) / tau),
+    s_k = 0 before the key is first seen (the first frame uses the nominal frame interval for t - t_prev)
 
 where x_k(t) is the frame's predicate score of k (`SceneRelation.predicate_score`: relation x connectivity) when the
 frame's scene graph has that relation between the two tracks, and 0 otherwise (not ranked, or a track not
 detected in that frame). A relation *appears* when s_k reaches `on_threshold` and *ends* when s_k falls below
 `off_threshold` (< `on_threshold`): between the two thresholds it keeps its state, so a score that wobbles around
-one threshold does not make it blink. With `alpha = 1` and `off_threshold = on_threshold` the rule is the
-unsmoothed per-frame decision (`RelationSmoother.unsmoothed`), the baseline of the measurements in docs/video.md.
+one threshold does not make it blink. With tau = 0 (alpha = 1) and `off_threshold = on_threshold` the rule is the
+unsmoothed per-frame decision (`SmoothingConfig.unsmoothed`), the baseline of the measurements in docs/video.md.
 
 The smoother keeps one number per live key; keys that are off and whose score has decayed below 1e-3 are
 forgotten, so memory stays flat on long videos. Intervals are recorded as (first active frame, last active frame)
@@ -19,6 +21,7 @@ with their times; changes carry the frame and time at which the state flipped.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -28,15 +31,16 @@ FORGET_BELOW = 1e-3
 
 @dataclass(frozen=True)
 class SmoothingConfig:
-    """EMA weight of the newest frame and the two hysteresis thresholds (see the module docstring)."""
+    """The EMA's time constant in seconds (0 = no smoothing) and the two hysteresis thresholds (see the module
+    docstring). The defaults were chosen on simulated clips (docs/video.md, "Measured")."""
 
-    alpha: float = 0.4
-    on_threshold: float = 0.5
-    off_threshold: float = 0.3
+    time_constant: float = 0.35
+    on_threshold: float = 0.4
+    off_threshold: float = 0.1
 
     def __post_init__(self) -> None:
-        if not 0 < self.alpha <= 1:
-            raise ValueError(f"smoothing alpha must be in (0, 1], got {self.alpha}")
+        if not self.time_constant >= 0:
+            raise ValueError(f"smoothing time constant must be >= 0 seconds, got {self.time_constant}")
         if not 0 < self.off_threshold <= self.on_threshold <= 1:
             raise ValueError(
                 f"need 0 < off threshold ({self.off_threshold}) <= on threshold ({self.on_threshold}) <= 1"
@@ -45,13 +49,19 @@ class SmoothingConfig:
     @classmethod
     def unsmoothed(cls, threshold: float = 0.5) -> SmoothingConfig:
         """The per-frame decision: a relation holds in exactly the frames whose score is >= `threshold`."""
-        return cls(alpha=1.0, on_threshold=threshold, off_threshold=threshold)
+        return cls(time_constant=0.0, on_threshold=threshold, off_threshold=threshold)
+
+    def alpha(self, interval: float) -> float:
+        """Weight of a frame that comes `interval` seconds after the previous one."""
+        if self.time_constant == 0:
+            return 1.0
+        return 1.0 - math.exp(-max(interval, 0.0) / self.time_constant)
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "rule": "s(t) = alpha * x(t) + (1 - alpha) * s(t-1), x = 0 when not predicted; appears when "
-            "s >= on_threshold, ends when s < off_threshold",
-            "alpha": self.alpha,
+            "rule": "s(t) = alpha * x(t) + (1 - alpha) * s(t_prev), alpha = 1 - exp(-(t - t_prev) / time_constant), "
+            "x = 0 when not predicted; appears when s >= on_threshold, ends when s < off_threshold",
+            "time_constant": self.time_constant,
             "on_threshold": self.on_threshold,
             "off_threshold": self.off_threshold,
         }
@@ -85,8 +95,12 @@ class _State:
 
 @dataclass
 class RelationSmoother:
-    """Apply the smoothing rule frame by frame; collects intervals and changes."""
+    """Apply the smoothing rule frame by frame; collects intervals and changes.
 
+    `frame_interval` is the nominal time between sampled frames (seconds), used for the first frame only.
+    """
+
+    frame_interval: float
     config: SmoothingConfig = field(default_factory=SmoothingConfig)
     intervals: dict[TripletKey, list[RelationInterval]] = field(default_factory=dict)
     changes: list[RelationChange] = field(default_factory=list)
@@ -95,7 +109,8 @@ class RelationSmoother:
 
     def update(self, frame_index: int, time: float, observations: Mapping[TripletKey, float]) -> list[RelationChange]:
         """Feed one frame's scores (keys absent = score 0); returns the changes this frame caused."""
-        alpha = self.config.alpha
+        elapsed = self.frame_interval if self._last is None else time - self._last[1]
+        alpha = self.config.alpha(elapsed)
         new_changes = []
         for key in set(self._states) | set(observations):
             state = self._states.setdefault(key, _State())
