@@ -14,12 +14,13 @@ that world), and the records are scored against the truth (`egtr.video.evaluate`
 of a model (no decoding; the same tracking, smoothing and metrics), which isolates the temporal part.
 
 Throughput (`--throughput`): frames per second of the whole `predict_video` (decode + model + tracking + smoothing
-+ JSONL + annotated MP4) on CPU, for the demo model and for the paper's VG model (random weights: speed does not
-depend on them) at the VG preprocessing (shorter side 800, longer <= 1333). Not a test.
++ JSONL + annotated MP4) on CPU, for the demo model (or its architecture with random weights when the directory is
+missing: speed does not depend on the weights) and for the paper's VG model (random weights) at the VG
+preprocessing (shorter side 800, longer <= 1333). Not a test.
 
     python benchmarks/video_tracking.py --model /work/demo_model/model --seeds 0 1 2 3 4 --out video.json
     python benchmarks/video_tracking.py --simulated --seeds 0 1 2 3 4 5 6 7 8 9
-    python benchmarks/video_tracking.py --model /work/demo_model/model --seeds 0 --throughput --vg-frames 6
+    python benchmarks/video_tracking.py --seeds --throughput --frames 40 --vg-frames 6   # speed only
 """
 
 from __future__ import annotations
@@ -35,10 +36,13 @@ import torch
 
 from egtr.data.synthetic import PREDICATE_NAMES
 from egtr.inference import Predictor
+from egtr.video.annotate import render_frame
+from egtr.video.decode import iter_frames
 from egtr.video.evaluate import relation_metrics, track_metrics
 from egtr.video.pipeline import TemporalSceneGraphs, predict_video
 from egtr.video.synthetic_clip import ClipTruth, make_moving_clip, simulated_detections
 from egtr.video.temporal import SmoothingConfig
+from egtr.video.writers import MP4Writer
 
 
 def _records(path: Path) -> list[dict]:
@@ -67,6 +71,12 @@ def score_clip(predictor: Predictor | None, seed: int, frames: int, work: Path, 
         temporal = TemporalSceneGraphs(frame_rate=truth.fps, predicate_names=PREDICATE_NAMES)
         graphs = simulated_detections(truth, seed)
         records = [temporal.update(graph, frame, frame / truth.fps) for frame, graph in enumerate(graphs)]
+        if annotate:  # what the annotated MP4 of such a detector looks like
+            outputs["video"] = str(work / f"simulated{seed}.annotated.mp4")
+            with MP4Writer(outputs["video"], truth.fps) as writer:
+                for frame, record in zip(iter_frames(clip), records):
+                    boxes, lines = temporal.drawing_inputs(record)
+                    writer.write(render_frame(frame.image, boxes, lines, time=frame.time))
     else:
         report = predict_video(predictor, clip, work / f"out{seed}", annotate=annotate, progress=False)
         records = _records(report.outputs["frames"])
@@ -89,37 +99,30 @@ def _mean(results: list[dict], group: str, key: str) -> float:
     return statistics.fmean(result[group][key] for result in results)
 
 
-def throughput(predictor: Predictor, clip: Path, frames: int, work: Path) -> dict:
+def throughput(predictor: Predictor, clip: Path, frames: int, work: Path, annotate: bool = True) -> dict:
+    """Frames per second of `predict_video` over the first `frames` frames of `clip` (after a 2-frame warm-up)."""
     predict_video(predictor, clip, work / "warmup", end=0.2, progress=False)  # first-call costs
     started = time.perf_counter()
-    report = predict_video(predictor, clip, work / "timed", end=frames / 10, progress=False)
+    report = predict_video(predictor, clip, work / "timed", end=frames / 10, annotate=annotate, progress=False)
     seconds = time.perf_counter() - started
-    return {"frames": report.frames, "seconds": seconds, "fps": report.frames / seconds}
+    return {"frames": report.frames, "seconds": seconds, "fps": report.frames / seconds, "annotate": annotate}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="/work/demo_model/model")
-    parser.add_argument("--simulated", action="store_true", help="score the simulated detector instead of --model")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--frames", type=int, default=120, help="frames per clip (10 fps)")
-    parser.add_argument("--keep", default=None, help="keep the clips and outputs in this folder")
-    parser.add_argument("--throughput", action="store_true", help="also time the demo and the VG model")
-    parser.add_argument("--vg-frames", type=int, default=6, help="frames timed with the VG model")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default=None, help="write all numbers as JSON here")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    from egtr.allocator import tune_cpu_allocator
+def speed_models(model: str) -> dict[str, Predictor]:
+    """The demo model (its directory, else its architecture with random weights: speed does not depend on them)
+    at its 128 px, and the paper's VG model (random weights) at the VG evaluation size 800 / 1333."""
+    from egtr.config import EGTRConfig
+    from egtr.demo import DemoSettings
+    from egtr.models.egtr import EGTR
 
-    tune_cpu_allocator()
-    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="egtr-video-"))
-    work.mkdir(parents=True, exist_ok=True)
-    predictor = None if args.simulated else Predictor.from_pretrained(args.model, device="cpu")
-    source = "simulated detector" if args.simulated else f"model {args.model}"
-    results = [score_clip(predictor, seed, args.frames, work, annotate=seed == args.seeds[0]) for seed in args.seeds]
-    summary: dict = {"source": source, "seeds": args.seeds, "clips": results}
-    print(f"{len(results)} clips x {args.frames} frames, {source}")
+    if Path(model, "config.json").is_file():
+        demo = Predictor.from_pretrained(model, device="cpu")
+    else:
+        demo = Predictor(EGTR(DemoSettings.full().model_config()).eval(), device="cpu", image_size=128, max_size=256)
+    return {"demo": demo, "vg": Predictor(EGTR(EGTRConfig()).eval(), device="cpu")}
+
+
+def print_scores(results: list[dict]) -> None:
     for group, label in (("tracks_per_frame_numbering", "per-frame numbering"), ("tracks", "ByteTrack + vote")):
         print(
             f"  identity, {label:20s}: IDF1 {_mean(results, group, 'idf1'):.3f}  stable "
@@ -135,16 +138,47 @@ def main() -> None:
             f"P {_mean(results, group, 'interval_precision'):.3f}  changes {_mean(results, group, 'changes'):.1f} "
             f"(true {_mean(results, group, 'true_changes'):.1f})"
         )
-    if args.throughput and predictor is not None:
-        clip = work / f"clip{args.seeds[0]}.mp4"
-        summary["throughput_demo"] = throughput(predictor, clip, args.frames, work / "demo_speed")
-        from egtr.config import EGTRConfig
-        from egtr.models.egtr import EGTR
 
-        vg = Predictor(EGTR(EGTRConfig()).eval(), device="cpu")  # 800 / 1333, the paper's evaluation size
-        summary["throughput_vg"] = throughput(vg, clip, args.vg_frames, work / "vg_speed")
-        for name in ("throughput_demo", "throughput_vg"):
-            timing = summary[name]
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="/work/demo_model/model")
+    parser.add_argument("--simulated", action="store_true", help="score the simulated detector instead of --model")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4], help="clips to score (none: skip)")
+    parser.add_argument("--frames", type=int, default=120, help="frames per clip (10 fps)")
+    parser.add_argument("--keep", default=None, help="keep the clips and outputs in this folder")
+    parser.add_argument("--throughput", action="store_true", help="also time the demo and the VG model")
+    parser.add_argument("--vg-frames", type=int, default=6, help="frames timed with the VG model")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=None, help="write all numbers as JSON here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from egtr.allocator import tune_cpu_allocator
+
+    tune_cpu_allocator()
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="egtr-video-"))
+    work.mkdir(parents=True, exist_ok=True)
+    summary: dict = {"threads": args.threads}
+    if args.seeds:
+        predictor = None if args.simulated else Predictor.from_pretrained(args.model, device="cpu")
+        source = "simulated detector" if args.simulated else f"model {args.model}"
+        results = [
+            score_clip(predictor, seed, args.frames, work, annotate=seed == args.seeds[0]) for seed in args.seeds
+        ]
+        summary |= {"source": source, "seeds": args.seeds, "clips": results}
+        print(f"{len(results)} clips x {args.frames} frames, {source}")
+        print_scores(results)
+    if args.throughput:
+        clip = work / "speed.mp4"
+        make_moving_clip(clip, num_frames=max(args.frames, args.vg_frames), seed=0)
+        models = speed_models(args.model)
+        runs = {
+            "demo": throughput(models["demo"], clip, args.frames, work / "demo_speed"),
+            "demo_no_mp4": throughput(models["demo"], clip, args.frames, work / "demo_speed", annotate=False),
+            "vg": throughput(models["vg"], clip, args.vg_frames, work / "vg_speed"),
+        }
+        summary["throughput"] = runs
+        for name, timing in runs.items():
             print(f"  {name}: {timing['fps']:.2f} frames/s ({timing['frames']} frames in {timing['seconds']:.1f} s)")
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")

@@ -107,6 +107,10 @@ def render_frame(
     return np.asarray(canvas)
 
 
+def _overlap(first: tuple[float, float, float, float], second: tuple[float, float, float, float]) -> bool:
+    return first[0] < second[2] and second[0] < first[2] and first[1] < second[3] and second[1] < first[3]
+
+
 def _spread(
     positions: dict[int, tuple[float, float]], distance: float, bounds: tuple[float, float, float, float]
 ) -> dict[int, tuple[float, float]]:
@@ -156,7 +160,10 @@ def _draw_graph(
         centre_x = (item.box[0] + item.box[2]) / 2 / max(1, width)
         centre_y = (item.box[1] + item.box[3]) / 2 / max(1, height)
         positions[item.track_id] = (left + radius + 10 + centre_x * inner, top + radius + 10 + centre_y * inner)
-    positions = _spread(positions, 3 * radius, (left + radius, top + radius, left + side - radius, top + side - radius))
+    positions = _spread(
+        positions, 4.5 * radius, (left + radius, top + radius, left + side - radius, top + side - radius)
+    )
+    placed: list[tuple[float, float, float, float]] = []
     for relation in relations:
         if relation.subject not in positions or relation.object not in positions:
             continue
@@ -175,9 +182,15 @@ def _draw_graph(
             ],
             fill=colour,
         )
-        middle = ((start[0] + end[0]) / 2, (start[1] + end[1]) / 2)
+        # The label goes to the first spot along the arrow where it covers no earlier label.
+        for fraction in (0.5, 0.35, 0.65, 0.2, 0.8):
+            spot = (start[0] + (end[0] - start[0]) * fraction, start[1] + (end[1] - start[1]) * fraction)
+            box = draw.textbbox(spot, relation.predicate_name, font=font, anchor="mm")
+            if not any(_overlap(box, other) for other in placed):
+                break
+        placed.append(box)
         draw.text(
-            middle,
+            spot,
             relation.predicate_name,
             fill=(30, 30, 30),
             font=font,
