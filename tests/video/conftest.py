@@ -21,4 +21,4 @@ def clip(tmp_path_factory) -> tuple[Path, ClipTruth]:
 
 @pytest.fixture(scope="session")
 def noisy_graphs(clip) -> list[SceneGraph]:
-    return simulated_detections(clip[1], seed=0)
+    return list(simulated_detections(clip[1], seed=0))

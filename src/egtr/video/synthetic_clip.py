@@ -14,6 +14,7 @@ frame's boxes. Relations between groups ("left of", "above") therefore appear an
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,8 +223,9 @@ def simulated_detections(
     relation_miss_rate: float = 0.3,
     spurious_rate: float = 0.03,
     box_noise: float = 1.5,
-) -> list[SceneGraph]:
-    """What an imperfect per-frame detector might say about each frame of a clip (for tests and benchmarks).
+) -> Iterator[SceneGraph]:
+    """What an imperfect per-frame detector might say about each frame of a clip (for tests and benchmarks),
+    one frame at a time.
 
     Boxes jittered by `box_noise` pixels (Gaussian), each object missed with `miss_rate`, given a wrong class
     with `wrong_class_rate`, object scores uniform in [0.6, 0.95]; each true relation missing with
@@ -232,7 +234,6 @@ def simulated_detections(
     per-frame model's errors are.
     """
     rng = np.random.default_rng([seed, 31337])
-    graphs = []
     for frame in range(truth.num_frames):
         objects, index_of = [], {}
         for track, name in enumerate(truth.classes):
@@ -257,14 +258,11 @@ def simulated_detections(
         # A detector lists its objects in no particular order: shuffle them (and re-point the relations).
         order = rng.permutation(len(objects))
         position = {int(old): new for new, old in enumerate(order)}
-        graphs.append(
-            SceneGraph(
-                [objects[int(old)] for old in order],
-                [
-                    SceneRelation(position[s], position[o], p, PREDICATE_NAMES[p], score, score)
-                    for s, o, p, score in relations
-                ],
-                (truth.image_size, truth.image_size),
-            )
+        yield SceneGraph(
+            [objects[int(old)] for old in order],
+            [
+                SceneRelation(position[s], position[o], p, PREDICATE_NAMES[p], score, score)
+                for s, o, p, score in relations
+            ],
+            (truth.image_size, truth.image_size),
         )
-    return graphs
