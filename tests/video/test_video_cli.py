@@ -88,3 +88,12 @@ def test_an_interrupted_run_keeps_what_was_written(clip, model, tmp_path, monkey
     assert len(lines) == 4  # two batches of two
     assert json.loads((tmp_path / "moving.events.json").read_text())["frames"] == 4
     assert len(list(iter_frames(tmp_path / "moving.annotated.mp4"))) == 4
+
+
+def test_without_the_video_extra_the_error_says_what_to_install(clip, model, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "trackers" else find_spec(name))
+    assert main(["predict", str(clip[0]), "--model", model, "--out", str(tmp_path)]) == 2
+    assert "videos need trackers: pip install 'egtr[video]'" in capsys.readouterr().err

@@ -8,6 +8,7 @@ library calls (`egtr.video.predict_video`), so the library itself never sees arg
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 
@@ -58,6 +59,10 @@ def run_video_predict(args: argparse.Namespace) -> int:
     images = [item for item in args.images if not is_video_source(item)]
     if images:
         print(f"error: give either videos or images, not both (images: {', '.join(images)})", file=sys.stderr)
+        return 2
+    missing = [name for name in ("av", "supervision", "trackers") if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"error: videos need {', '.join(missing)}: pip install 'egtr[video]'", file=sys.stderr)
         return 2
     try:
         smoothing = SmoothingConfig(args.smoothing, args.relation_on, args.relation_off)
