@@ -38,9 +38,12 @@ def test_smoothing_reduces_relation_flicker_on_the_clip(clip, noisy_graphs):
     _, records = _records(truth, noisy_graphs)
     raw = relation_metrics(truth, records, SmoothingConfig.unsmoothed(0.5))
     smooth = relation_metrics(truth, records, SmoothingConfig())
-    assert smooth["changes"] * 3 < raw["changes"]  # far fewer appear/end events
-    assert abs(smooth["changes"] - smooth["true_changes"]) < abs(raw["changes"] - raw["true_changes"])
-    assert smooth["f1"] > raw["f1"] and smooth["interval_recall"] > raw["interval_recall"]
+    # per frame, the relations blink: many times the true number of appear/end changes, hardly an interval right
+    assert raw["changes"] > 10 * raw["true_changes"] and raw["interval_recall"] < 0.2
+    # smoothed: about as many changes as the truth has, most intervals found, and more of every frame right
+    assert 0.5 * smooth["true_changes"] <= smooth["changes"] <= 1.5 * smooth["true_changes"]
+    assert smooth["interval_recall"] >= 0.5 and smooth["interval_precision"] >= 0.5
+    assert smooth["f1"] > raw["f1"] + 0.1
 
 
 def test_events_list_intervals_and_changes_between_tracks(clip, noisy_graphs):
