@@ -24,24 +24,41 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
         "videos", "for video files (.mp4, .mkv, .webm, ...), stream URLs (rtsp://, http://) and camera indices"
     )
     sampling = group.add_mutually_exclusive_group()
-    sampling.add_argument("--fps", type=float, default=None, help="sample this many frames per second of video")
-    sampling.add_argument("--stride", type=int, default=None, help="sample every N-th frame (default: every frame)")
-    group.add_argument("--start", type=float, default=None, help="start at this time in seconds")
-    group.add_argument("--end", type=float, default=None, help="stop at this time in seconds")
+    sampling.add_argument(
+        "--fps", type=float, default=None, metavar="F", help="sample this many frames per second of video"
+    )
+    sampling.add_argument(
+        "--stride", type=int, default=None, metavar="N", help="sample every N-th frame (default: every frame)"
+    )
+    group.add_argument("--start", type=float, default=None, metavar="SECONDS", help="start at this time in seconds")
+    group.add_argument("--end", type=float, default=None, metavar="SECONDS", help="stop at this time in seconds")
     group.add_argument(
         "--smoothing",
         type=float,
         default=0.35,
+        metavar="SECONDS",
         help="time constant in seconds of the moving average of a relation's score (0 = none; default 0.35)",
     )
     group.add_argument(
-        "--relation-on", type=float, default=0.4, help="a relation appears when its smoothed score reaches this (0.4)"
+        "--relation-on",
+        type=float,
+        default=0.4,
+        metavar="T",
+        help="a relation appears when its smoothed score reaches this (0.4)",
     )
     group.add_argument(
-        "--relation-off", type=float, default=0.1, help="and ends when it falls below this (hysteresis; default 0.1)"
+        "--relation-off",
+        type=float,
+        default=0.1,
+        metavar="T",
+        help="and ends when it falls below this (hysteresis; default 0.1)",
     )
     group.add_argument(
-        "--track-threshold", type=float, default=0.5, help="least object score that starts a new track (default 0.5)"
+        "--track-threshold",
+        type=float,
+        default=0.5,
+        metavar="T",
+        help="least object score that starts a new track (default 0.5)",
     )
 
 
