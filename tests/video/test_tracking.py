@@ -58,6 +58,9 @@ def test_events_list_intervals_and_changes_between_tracks(clip, noisy_graphs):
             assert interval["start"] <= interval["end"]
     appeared = sum(change["change"] == "appeared" for change in events["changes"])
     assert appeared == sum(len(relation["intervals"]) for relation in events["relations"])
+    # the frame records carry the same changes, each at its frame
+    per_frame = [(r["frame_index"], c["change"], c["subject_track"]) for r in records for c in r["changes"]]
+    assert per_frame == [(c["frame_index"], c["change"], c["subject_track"]) for c in events["changes"]]
     # every record names the relations that hold now by track id
     last = records[-1]
     live = {(r["subject_track"], r["object_track"], r["predicate"]) for r in last["tracked_relations"]}

@@ -5,8 +5,8 @@ relations (usable without a model, e.g. on saved records). `predict_video` runs 
 writes, while the video is processed:
 
 * `<name>.frames.jsonl`: one record per sampled frame: the `egtr predict` JSON of the frame plus `frame_index`,
-  `time`, per object `track_id` / `track_label` / `track_label_name`, and `tracked_relations` (the relations that
-  hold after smoothing, between track ids);
+  `time`, per object `track_id` / `track_label` / `track_label_name`, `tracked_relations` (the relations that
+  hold after smoothing, between track ids) and `changes` (those that appeared or ended at this frame);
 * `<name>.events.json`: the tracks, per relation the intervals in which it holds, and the changes (appeared /
   ended at time t), plus the settings;
 * `<name>.annotated.mp4`: boxes with track ids, the top relations, a live graph panel (see `egtr.video.annotate`).
@@ -69,7 +69,7 @@ class TemporalSceneGraphs:
     def update(self, graph: SceneGraph, frame_index: int, time: float) -> dict[str, Any]:
         """Track the frame's objects, smooth its relations and return the frame's JSONL record."""
         track_ids = self.tracker.update(graph, time)
-        self.smoother.update(frame_index, time, relation_observations(graph, track_ids))
+        changes = self.smoother.update(frame_index, time, relation_observations(graph, track_ids))
         self.frames += 1
         record = {"frame_index": frame_index, "time": round(time, 6), **graph.to_dict()}
         for item, track_id in zip(record["objects"], track_ids):
@@ -79,6 +79,8 @@ class TemporalSceneGraphs:
         record["tracked_relations"] = [
             self._relation_dict(key) | {"score": round(score, 6)} for key, score in self.smoother.active().items()
         ]
+        # The changes of this frame too, so that a consumer of a live stream need not wait for the events file.
+        record["changes"] = [{"change": change.change} | self._relation_dict(change.key) for change in changes]
         return record
 
     def _relation_dict(self, key: TripletKey) -> dict[str, Any]:
