@@ -11,8 +11,13 @@ import argparse
 import importlib.util
 import logging
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from egtr.video.decode import VideoError, is_video_source
+
+if TYPE_CHECKING:
+    from egtr.inference import Predictor
 
 logger = logging.getLogger(__name__)
 MAX_LISTED_RELATIONS = 10  # what fits under the graph panel of an annotated frame
@@ -66,9 +71,11 @@ def is_video_input(items: list[str]) -> bool:
     return any(is_video_source(item) for item in items)
 
 
-def run_video_predict(args: argparse.Namespace) -> int:
-    """`egtr predict` for video inputs; exit code 0, 1 (some video failed) or 2 (bad usage / nothing processed)."""
-    from egtr.inference import Predictor
+def run_video_predict(args: argparse.Namespace, make_predictor: Callable[[argparse.Namespace], Predictor]) -> int:
+    """`egtr predict` for video inputs; exit code 0, 1 (some video failed) or 2 (bad usage / nothing processed).
+
+    `make_predictor` builds the `Predictor` from the options, as `egtr predict` does for images.
+    """
     from egtr.video.pipeline import DEFAULT_OBJECT_THRESHOLD, predict_video
     from egtr.video.temporal import SmoothingConfig
     from egtr.video.tracking import TrackingConfig
@@ -84,17 +91,7 @@ def run_video_predict(args: argparse.Namespace) -> int:
     try:
         smoothing = SmoothingConfig(args.smoothing, args.relation_on, args.relation_off)
         tracking = TrackingConfig(activation_threshold=args.track_threshold)
-        sizes = {key: value for key, value in (("image_size", args.size), ("max_size", args.max_size)) if value}
-        predictor = Predictor.from_pretrained(
-            args.model,
-            device=args.device,
-            dtype=args.dtype,
-            top_k=args.top_k,
-            score_threshold=args.score_threshold,
-            graph_constraint=not args.no_graph_constraint,
-            batch_size=args.batch_size,
-            **sizes,
-        )
+        predictor = make_predictor(args)
     except (ValueError, FileNotFoundError) as error:  # bad settings, model path/checkpoint, device or dtype
         print(f"error: {error}", file=sys.stderr)
         return 2
