@@ -40,3 +40,4 @@ def test_detections_from_elsewhere():
     detections = sv.Detections(xyxy=np.array([[0, 0, 5, 5.0]]), class_id=np.array([1]))
     back = SceneGraph.from_detections(detections, class_names=["a", "b"], image_size=(10, 10))
     assert back.objects[0].label_name == "b" and back.objects[0].score == 1.0 and back.relations == []
+    assert back.image_size == (10, 10)

@@ -60,8 +60,17 @@ def test_a_bad_video_is_one_line_and_exit_2(model, tmp_path, capsys, content):
     bad.write_bytes(content)
     assert main(["predict", str(bad), "--model", model, "--out", str(tmp_path / "out"), *MODEL_OPTIONS]) == 2
     error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and error[0].startswith(f"error: {bad}:")
+    assert len(error) == 1 and error[0].startswith(f"error: {bad}:")  # before the model loads: nothing else
     assert not (tmp_path / "out" / "broken.frames.jsonl").exists()
+
+
+def test_of_several_videos_the_readable_ones_are_processed(clip, model, tmp_path, capsys):
+    bad = tmp_path / "empty.mp4"
+    bad.write_bytes(b"")
+    args = ["predict", str(bad), str(clip[0]), "--model", model, "--out", str(tmp_path), "--end", "0.5"]
+    assert main([*args, *MODEL_OPTIONS]) == 1
+    assert f"error: {bad}: empty file" in capsys.readouterr().err
+    assert len((tmp_path / "moving.frames.jsonl").read_text().splitlines()) == 5
 
 
 def test_videos_and_images_are_not_mixed(clip, model, tmp_path, capsys, reference_dir):
@@ -82,8 +91,8 @@ def test_an_interrupted_run_keeps_what_was_written(clip, model, tmp_path, monkey
         return forward(self, batch)
 
     monkeypatch.setattr(Predictor, "forward", forward_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        main(["predict", str(clip[0]), "--model", model, "--out", str(tmp_path), "--batch-size", "2", *MODEL_OPTIONS])
+    args = ["predict", str(clip[0]), "--model", model, "--out", str(tmp_path), "--batch-size", "2", *MODEL_OPTIONS]
+    assert main(args) == 130  # interrupted
     lines = (tmp_path / "moving.frames.jsonl").read_text().splitlines()
     assert len(lines) == 4  # two batches of two
     assert json.loads((tmp_path / "moving.events.json").read_text())["frames"] == 4

@@ -1,6 +1,6 @@
 """`egtr predict` on videos: the video options of the command and the runner it hands video inputs to.
 
-`egtr.cli` declares these options with `add_video_arguments` and calls `run_video_predict` when the inputs are
+`egtr.cli.predict` declares these options with `add_video_arguments` and calls `run_video_predict` when the inputs are
 videos (files with a video suffix, stream URLs or camera indices); this module turns the parsed options into
 library calls (`egtr.video.predict_video`), so the library itself never sees argparse.
 """
@@ -14,7 +14,9 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from egtr.video.decode import VideoError, is_video_source
+from egtr.cli.options import progress_enabled
+from egtr.errors import ConfigError
+from egtr.video.decode import VideoError, check_sampling, is_video_source, video_info
 
 if TYPE_CHECKING:
     from egtr.inference import Predictor
@@ -72,9 +74,10 @@ def is_video_input(items: list[str]) -> bool:
 
 
 def run_video_predict(args: argparse.Namespace, make_predictor: Callable[[argparse.Namespace], Predictor]) -> int:
-    """`egtr predict` for video inputs; exit code 0, 1 (some video failed) or 2 (bad usage / nothing processed).
+    """`egtr predict` for video inputs; exit code 0, or 1 if some of several videos could not be read.
 
-    `make_predictor` builds the `Predictor` from the options, as `egtr predict` does for images.
+    `make_predictor` builds the `Predictor` from the options, as `egtr predict` does for images. User errors (bad
+    options, a missing extra, a single unreadable video) are raised for `egtr.cli.main` to print as one line.
     """
     from egtr.video.pipeline import DEFAULT_OBJECT_THRESHOLD, predict_video
     from egtr.video.temporal import SmoothingConfig
@@ -82,22 +85,32 @@ def run_video_predict(args: argparse.Namespace, make_predictor: Callable[[argpar
 
     images = [item for item in args.images if not is_video_source(item)]
     if images:
-        print(f"error: give either videos or images, not both (images: {', '.join(images)})", file=sys.stderr)
-        return 2
+        raise ConfigError(f"give either videos or images, not both (images: {', '.join(images)})")
     missing = [name for name in ("av", "supervision", "trackers") if importlib.util.find_spec(name) is None]
     if missing:
-        print(f"error: videos need {', '.join(missing)}: pip install 'egtr[video]'", file=sys.stderr)
-        return 2
+        raise ConfigError(f"videos need {', '.join(missing)}: pip install 'egtr[video]'")
     try:
         smoothing = SmoothingConfig(args.smoothing, args.relation_on, args.relation_off)
-        tracking = TrackingConfig(activation_threshold=args.track_threshold)
-        predictor = make_predictor(args)
-    except (ValueError, FileNotFoundError) as error:  # bad settings, model path/checkpoint, device or dtype
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        check_sampling(args.fps, args.stride, args.start, args.end)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    tracking = TrackingConfig(activation_threshold=args.track_threshold)
+    failures = []
+    for source in args.images:  # unreadable videos are found before the model loads
+        try:
+            video_info(source)
+        except VideoError as error:
+            if len(args.images) == 1:
+                raise
+            print(f"error: {error}", file=sys.stderr)
+            failures.append(source)
+    if len(failures) == len(args.images):
+        raise VideoError(f"none of the {len(failures)} videos could be read")
+    predictor = make_predictor(args)
     object_threshold = DEFAULT_OBJECT_THRESHOLD if args.object_threshold is None else args.object_threshold
-    failures = 0
     for source in args.images:
+        if source in failures:
+            continue
         try:
             report = predict_video(
                 predictor,
@@ -112,17 +125,14 @@ def run_video_predict(args: argparse.Namespace, make_predictor: Callable[[argpar
                 object_threshold=object_threshold,
                 annotate=not args.no_draw,
                 draw_relations=min(args.draw_relations, MAX_LISTED_RELATIONS),
-                progress=not args.no_progress,
+                progress=progress_enabled(args),
             )
-        except VideoError as error:
+        except VideoError as error:  # readable at first, then not (a stream that went away)
+            if len(args.images) == 1:
+                raise
             print(f"error: {error}", file=sys.stderr)
-            failures += 1
+            failures.append(source)
             continue
-        except ValueError as error:  # sampling options that cannot be met
-            print(f"error: {error}", file=sys.stderr)
-            return 2
         written = ", ".join(str(path) for path in report.outputs.values())
         print(f"{source}: {report.frames} frames at {report.sample_rate:g} per second -> {written}")
-    if failures == len(args.images):
-        return 2
     return 1 if failures else 0

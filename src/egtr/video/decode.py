@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from egtr.errors import DataError
+
 logger = logging.getLogger(__name__)
 
 # Suffixes `egtr predict` routes to the video path (anything PyAV opens works through the Python API).
@@ -24,8 +26,9 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpe
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 
 
-class VideoError(ValueError):
-    """A video that cannot be opened or decoded; the message names the source."""
+class VideoError(DataError):
+    """A video that cannot be opened or decoded; the message names the source (the CLI prints it as one line and
+    exits with 2)."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ def _open(source: str):  # -> av.container.InputContainer (PyAV has no public al
     except av.FFmpegError as error:
         raise VideoError(f"{source}: cannot open as a video ({_reason(error)})") from error
     if not container.streams.video:
-        kinds = sorted({stream.type for stream in container.streams}) or ["no streams"]
+        kinds: list[str] = sorted({str(stream.type) for stream in container.streams}) or ["no streams"]
         container.close()
         raise VideoError(f"{source}: no video stream (the file holds {', '.join(kinds)})")
     stream = container.streams.video[0]

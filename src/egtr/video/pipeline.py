@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from egtr.fileio import write_json
 from egtr.scene_graph import SceneGraph
 from egtr.video.annotate import RelationLine, TrackBox, render_frame
 from egtr.video.decode import VideoFrame, check_sampling, iter_frames, video_info
 from egtr.video.temporal import RelationSmoother, SmoothingConfig, TripletKey
 from egtr.video.tracking import SceneGraphTracker, TrackingConfig
-from egtr.video.writers import JsonLinesWriter, MP4Writer, write_json_atomic
+from egtr.video.writers import JsonLinesWriter, MP4Writer
 
 if TYPE_CHECKING:
     from egtr.inference import Predictor
@@ -129,7 +130,7 @@ class TemporalSceneGraphs:
     def drawing_inputs(self, record: dict[str, Any]) -> tuple[list[TrackBox], list[RelationLine]]:
         """What `render_frame` needs from a frame record (tracked objects only)."""
         boxes = [
-            TrackBox(tuple(item["box"]), item["track_id"], item["track_label_name"], item["score"])  # type: ignore[arg-type]
+            TrackBox(tuple(item["box"]), item["track_id"], item["track_label_name"], item["score"])
             for item in record["objects"]
             if item["track_id"] is not None
         ]
@@ -238,7 +239,7 @@ def predict_video(
         if video is not None and video.close() is not None:
             outputs["video"] = video.path
         events = temporal.events()
-        write_json_atomic(
+        write_json(
             outputs["events"],
             {"source": source, "sample_rate": sample_rate, "sampling": _sampling(fps, stride, start, end), **events},
         )

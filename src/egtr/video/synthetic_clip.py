@@ -31,9 +31,10 @@ from egtr.data.synthetic import (
     generate_scene,
     scene_relations,
 )
+from egtr.fileio import write_json
 from egtr.scene_graph import SceneGraph, SceneRelation
 from egtr.scene_graph import SceneObject as DetectedObject
-from egtr.video.writers import MP4Writer, write_json_atomic
+from egtr.video.writers import MP4Writer
 
 CONTACT_PREDICATES = (INSIDE, ON, TOUCHING)
 
@@ -86,7 +87,7 @@ class ClipTruth:
             image_size=int(values["image_size"]),
             classes=[track["label_name"] for track in values["tracks"]],
             boxes=np.asarray([frame["boxes"] for frame in frames], dtype=np.float64),
-            relations=[{tuple(int(v) for v in triplet) for triplet in frame["relations"]} for frame in frames],
+            relations=[{(int(s), int(o), int(p)) for s, o, p in frame["relations"]} for frame in frames],
         )
 
 
@@ -197,7 +198,7 @@ def make_moving_clip(
         for objects in frames:
             # The same generator state for every frame: background and colour jitter stay the same over the clip.
             writer.write(np.asarray(draw_scene(objects, image_size, np.random.default_rng([seed, 104729]))))
-    write_json_atomic(path.with_name(f"{path.stem}.truth.json"), truth.to_dict())
+    write_json(path.with_name(f"{path.stem}.truth.json"), truth.to_dict())
     return truth
 
 
@@ -235,7 +236,8 @@ def simulated_detections(
     """
     rng = np.random.default_rng([seed, 31337])
     for frame in range(truth.num_frames):
-        objects, index_of = [], {}
+        objects: list[DetectedObject] = []
+        index_of: dict[int, int] = {}
         for track, name in enumerate(truth.classes):
             if rng.random() < miss_rate:
                 continue

@@ -10,6 +10,7 @@ frame in which the detector confuses two classes does not flip the label).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from egtr.scene_graph import SceneGraph
@@ -33,7 +34,7 @@ class TrackingConfig:
     lost_track_seconds: float = 1.0
     min_track_frames: int = 2
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, str | float]:
         return {
             "tracker": "ByteTrack (trackers.ByteTrackTracker)",
             "activation_threshold": self.activation_threshold,
@@ -105,9 +106,10 @@ class SceneGraphTracker:
         detections = graph.to_detections()
         tracked = self._tracker.update(detections)
         track_ids: list[int | None] = [None] * len(graph.objects)
-        for row, track_id in zip(tracked.data["object_index"], tracked.tracker_id):
-            if track_id >= 0:
-                track_ids[int(row)] = int(track_id)
+        tracker_ids: Iterable[int] = tracked.tracker_id if tracked.tracker_id is not None else ()
+        for row, assigned in zip(tracked.data["object_index"], tracker_ids):
+            if assigned >= 0:
+                track_ids[int(row)] = int(assigned)
         for item, track_id in zip(graph.objects, track_ids):
             if track_id is None:
                 continue

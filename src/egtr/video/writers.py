@@ -20,15 +20,6 @@ def _partial_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.partial{path.suffix}")
 
 
-def write_json_atomic(path: str | Path, values: Any) -> Path:
-    """Write `values` as indented JSON through a temporary file and a rename (never a half-written file)."""
-    path = Path(path)
-    partial = _partial_path(path)
-    partial.write_text(json.dumps(values, indent=2) + "\n")
-    os.replace(partial, path)
-    return path
-
-
 class JsonLinesWriter:
     """One JSON object per line, flushed after every record."""
 
