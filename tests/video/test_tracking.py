@@ -65,3 +65,15 @@ def test_events_list_intervals_and_changes_between_tracks(clip, noisy_graphs):
     last = records[-1]
     live = {(r["subject_track"], r["object_track"], r["predicate"]) for r in last["tracked_relations"]}
     assert live and all(item["track_id"] in track_ids for item in last["objects"] if item["track_id"] is not None)
+
+
+def test_frames_without_objects_keep_the_tracks():
+    from egtr.scene_graph import SceneGraph, SceneObject
+    from egtr.video.tracking import SceneGraphTracker
+
+    tracker = SceneGraphTracker(frame_rate=10)
+    empty = SceneGraph([], [], (100, 100))
+    cup = SceneGraph([SceneObject((10.0, 10.0, 40.0, 40.0), 1, "cup", 0.9)], [], (100, 100))
+    ids = [tracker.update(graph, frame / 10) for frame, graph in enumerate([empty, cup, cup, empty, empty, cup])]
+    assert ids[0] == [] and ids[3] == [] and ids[1] == [None]  # confirmed from its second frame on
+    assert ids[2] == ids[5] and ids[2][0] is not None  # the same id after two empty frames

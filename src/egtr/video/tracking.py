@@ -107,7 +107,8 @@ class SceneGraphTracker:
         tracked = self._tracker.update(detections)
         track_ids: list[int | None] = [None] * len(graph.objects)
         tracker_ids: Iterable[int] = tracked.tracker_id if tracked.tracker_id is not None else ()
-        for row, assigned in zip(tracked.data["object_index"], tracker_ids):
+        # A frame without objects comes back as `Detections.empty()`, which has no `data` columns.
+        for row, assigned in zip(tracked.data.get("object_index", ()), tracker_ids):
             if assigned >= 0:
                 track_ids[int(row)] = int(assigned)
         for item, track_id in zip(graph.objects, track_ids):
