@@ -106,3 +106,10 @@ def test_without_the_video_extra_the_error_says_what_to_install(clip, model, tmp
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "trackers" else find_spec(name))
     assert main(["predict", str(clip[0]), "--model", model, "--out", str(tmp_path)]) == 2
     assert "videos need trackers: pip install 'egtr[video]'" in capsys.readouterr().err
+
+
+def test_a_window_past_the_end_says_so(clip, model, tmp_path, capsys):
+    code = main(["predict", str(clip[0]), "--model", model, "--out", str(tmp_path), "--start", "50", *MODEL_OPTIONS])
+    assert code == 0 and "no frame in the sampled window" in capsys.readouterr().err
+    assert (tmp_path / "moving.frames.jsonl").read_text() == ""
+    assert json.loads((tmp_path / "moving.events.json").read_text())["frames"] == 0

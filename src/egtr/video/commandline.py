@@ -133,6 +133,8 @@ def run_video_predict(args: argparse.Namespace, make_predictor: Callable[[argpar
             print(f"error: {error}", file=sys.stderr)
             failures.append(source)
             continue
+        if report.frames == 0:
+            print(f"warning: {source}: no frame in the sampled window (--start/--end)", file=sys.stderr)
         written = ", ".join(str(path) for path in report.outputs.values())
         print(f"{source}: {report.frames} frames at {report.sample_rate:g} per second -> {written}")
     return 1 if failures else 0
