@@ -20,8 +20,9 @@ import numpy as np
 from egtr.fileio import write_text
 from egtr.images import ImageSource, describe_source
 
-if TYPE_CHECKING:  # optional dependencies (the `viz` extra), only for annotations
+if TYPE_CHECKING:  # optional dependencies (the `viz` and `video` extras), only for annotations
     import networkx
+    import supervision
     from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
@@ -162,6 +163,72 @@ class SceneGraph:
         except json.JSONDecodeError as error:
             raise ValueError(f"{source}: not valid JSON ({error})") from error
         return cls.from_dict(values, source=source)
+
+    # ------------------------------------------------------------------ supervision (the `video` extra)
+    def to_detections(self) -> supervision.Detections:
+        """The objects as `supervision.Detections`, one row per object in object order: `xyxy`, `confidence`,
+        `class_id`, `data["class_name"]`, `data["query"]` and `data["object_index"]`; the relations, image size and
+        path travel in `metadata`, so `SceneGraph.from_detections(graph.to_detections())` is the same graph.
+        Useful on its own with supervision's annotators and trackers."""
+        import supervision
+
+        count = len(self.objects)
+        return supervision.Detections(
+            xyxy=np.asarray([item.box for item in self.objects], dtype=np.float64).reshape(count, 4),
+            confidence=np.asarray([item.score for item in self.objects], dtype=np.float64),
+            class_id=np.asarray([item.label for item in self.objects], dtype=np.int64),
+            data={
+                "class_name": np.asarray([item.label_name for item in self.objects], dtype=object),
+                "query": np.asarray([item.query for item in self.objects], dtype=np.int64),
+                "object_index": np.arange(count, dtype=np.int64),
+            },
+            metadata={
+                "relations": [asdict(relation) for relation in self.relations],
+                "image_size": tuple(self.image_size),
+                "image_path": self.image_path,
+            },
+        )
+
+    @classmethod
+    def from_detections(
+        cls,
+        detections: supervision.Detections,
+        *,
+        class_names: Sequence[str] | None = None,
+        image_size: tuple[int, int] | None = None,
+    ) -> SceneGraph:
+        """A graph of `supervision.Detections` (boxes in pixels, xyxy).
+
+        `confidence` defaults to 1 and `class_id` to 0; names come from `data["class_name"]`, else
+        `class_names[class_id]`, else the id as text. Relations come from `metadata["relations"]` (as
+        `to_detections` writes them); rows may have been re-ordered or dropped in between (trackers do both):
+        `data["object_index"]` maps the relations onto the rows left, and a relation whose subject or object was
+        dropped is dropped with it. `image_size` (height, width) defaults to `metadata["image_size"]`, else (0, 0).
+        """
+        count = len(detections)
+        confidence = detections.confidence if detections.confidence is not None else np.ones(count)
+        class_id = detections.class_id if detections.class_id is not None else np.zeros(count, dtype=np.int64)
+        names, queries = detections.data.get("class_name"), detections.data.get("query")
+        objects = []
+        for row in range(count):
+            label = int(class_id[row])
+            if names is not None:
+                name = str(names[row])
+            else:
+                name = _name(class_names, label) if class_names is not None else str(label)
+            box = tuple(float(v) for v in detections.xyxy[row])
+            query = int(queries[row]) if queries is not None else -1
+            objects.append(SceneObject(box, label, name, float(confidence[row]), query))  # type: ignore[arg-type]
+        metadata = detections.metadata or {}
+        original = detections.data.get("object_index")
+        row_of = {int(index): row for row, index in enumerate(original if original is not None else range(count))}
+        relations = [
+            SceneRelation(**{**item, "subject": row_of[item["subject"]], "object": row_of[item["object"]]})
+            for item in metadata.get("relations", [])
+            if item["subject"] in row_of and item["object"] in row_of
+        ]
+        size = image_size or metadata.get("image_size") or (0, 0)
+        return cls(objects, relations, (int(size[0]), int(size[1])), metadata.get("image_path"))
 
     # ------------------------------------------------------------------ views
     def to_networkx(self) -> networkx.MultiDiGraph:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from egtr.cli.options import (
     Subparsers,
@@ -22,14 +23,19 @@ from egtr.cli.options import (
 from egtr.images import describe_source
 from egtr.preprocessing import PAPER_LONGEST_EDGE, PAPER_SHORTEST_EDGE
 
+if TYPE_CHECKING:
+    from egtr.inference import Predictor
+
 
 def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
         "predict",
         parents=[common],
-        help="scene graphs of image files: one JSON and one drawing (image with boxes | graph) per image",
+        help="scene graphs of images (one JSON and one drawing each) or videos (tracked, smoothed over time)",
         description="Predict scene graphs for image files, folders and glob patterns. Unreadable images are "
-        "reported and skipped; the exit code is 1 if any image was skipped.",
+        "reported and skipped; the exit code is 1 if any image was skipped. Videos (files, stream URLs, camera "
+        "indices) give per-frame JSONL with track ids, relation intervals and changes, and an annotated MP4 "
+        "(docs/video.md).",
     )
     parser.add_argument("images", nargs="+", help="image files, folders (their image files) or glob patterns")
     add_model(parser)
@@ -53,18 +59,29 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
     )
     add_max_pixels(parser, "skip (and report)")
     add_progress(parser)
+    from egtr.video.commandline import add_video_arguments  # videos: docs/video.md
+
+    add_video_arguments(parser)
     parser.set_defaults(run=run)
+
+
+def make_predictor(args: argparse.Namespace) -> Predictor:
+    """The `Predictor` of the options (images and videos alike)."""
+    return load_predictor(args, batch_size=args.batch_size)
 
 
 def run(args: argparse.Namespace) -> int:
     from egtr.predict_files import expand_image_paths, predict_files
+    from egtr.video.commandline import is_video_input, run_video_predict
 
+    if is_video_input(args.images):
+        return run_video_predict(args, make_predictor)
     paths, unmatched = expand_image_paths(args.images, recursive=args.recursive)
     for item in unmatched:
         print(f"warning: {item}: no such file, no images in this folder, or no match", file=sys.stderr)
     if not paths:
         raise FileNotFoundError("no images to process")
-    predictor = load_predictor(args, batch_size=args.batch_size)
+    predictor = make_predictor(args)
     report = predict_files(
         predictor,
         paths,
