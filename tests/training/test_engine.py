@@ -11,6 +11,7 @@ import torch
 from tests.training.conftest import tiny_train_config
 
 from egtr import EGTR
+from egtr.models.checkpoint import RELATION_HEAD_PREFIXES
 from egtr.preprocessing import load_preprocessor_config
 from egtr.training import TrainConfig, checkpoint_io, pretrain_detector, run_training, train_egtr
 from egtr.training.module import EGTRLightningModule
@@ -84,8 +85,10 @@ def test_detector_stage_then_egtr_stage_from_its_model(synthetic_root: Path, tmp
     )
     result = train_egtr(relation_config)
     report = json.loads((tmp_path / "egtr" / "initialization.json").read_text())
-    assert report["detector"]["mismatched"] == [] and report["detector"]["missing"] == []
-    assert any(key.startswith("model.encoder.") for key in report["detector"]["loaded"])
+    # Everything but the relation head (trained anew after a detector) came from the detector's file.
+    assert report["detector"]["ignored"] == {} and report["detector"]["scope"] == "detector"
+    assert all(key.startswith(RELATION_HEAD_PREFIXES) for key in report["detector"]["reinitialized"])
+    assert any(key.startswith("model.encoder.") for key in report["detector"]["kept"])
     trained = EGTR.from_pretrained(result.model_dir)
     assert trained.config.d_model == detector_model.config.d_model == 64
 

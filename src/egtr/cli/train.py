@@ -27,6 +27,8 @@ from egtr.runtime import LIGHTNING_PRECISION, dtype_name
 FIELD_OPTIONS = (
     "detector_weights",
     "backbone_weights",
+    "init_from",
+    "reinitialize",
     "devices",
     "num_nodes",
     "accelerator",
@@ -60,6 +62,19 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
         help="pre-trained detector: a run's model/ dir, the released DETR dir or COCO Deformable DETR",
     )
     parser.add_argument("--backbone-weights", default=None, help="ImageNet ResNet checkpoint (torchvision/timm names)")
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        help="fine-tune this EGTR model (a model folder, the official artifact or a .ckpt) on the data: its sizes "
+        "are used, its class/predicate heads re-initialised if the labels differ (docs/own-data.md)",
+    )
+    parser.add_argument(
+        "--reinitialize",
+        choices=("none", "labels", "any"),
+        default=None,
+        help="what --init-from / --detector-weights may re-initialise: none (strict), labels (default: class, "
+        "predicate and frequency tensors when the label sets differ), any (whatever does not fit, e.g. COCO)",
+    )
     parser.add_argument("--devices", default=None, help="devices per node (>1: DDP), or 'auto'")
     parser.add_argument("--num-nodes", type=positive_int, default=None, help="nodes (torchrun / SLURM launch)")
     parser.add_argument("--accelerator", default=None, choices=("cpu", "gpu", "cuda", "auto"), help="Lightning's")

@@ -20,12 +20,13 @@ from egtr.training.engine import (
     run_training,
     train_egtr,
 )
-from egtr.training.initialization import load_backbone_weights, load_pretrained_detector
+from egtr.training.initialization import InitializationReport, load_backbone_weights, load_initial_weights
 from egtr.training.module import EGTRLightningModule, NonFiniteLossError, build_parameter_groups
 
 __all__ = [
     "AtomicCheckpointIO",
     "EGTRLightningModule",
+    "InitializationReport",
     "NonFiniteLossError",
     "PassResult",
     "SceneGraphDataModule",
@@ -35,7 +36,7 @@ __all__ = [
     "build_initial_model",
     "build_parameter_groups",
     "load_backbone_weights",
-    "load_pretrained_detector",
+    "load_initial_weights",
     "pretrain_detector",
     "resolve_train_config",
     "run_training",

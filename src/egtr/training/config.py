@@ -24,6 +24,7 @@ from egtr.fileio import read_json, write_json
 
 STAGES = ("detector", "egtr")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true")
+REINITIALIZE_POLICIES = ("none", "labels", "any")  # see egtr.training.initialization.load_initial_weights
 
 
 @dataclass
@@ -38,6 +39,10 @@ class TrainConfig:
     # ---- initialisation (reference §2.8, §4.1, §4.2)
     detector_weights: str | None = None  # pre-trained detector: our run's model/ dir, the released DETR dir, or COCO
     backbone_weights: str | None = None  # ImageNet ResNet (.pth/.pt/.bin/.safetensors, torchvision or timm names)
+    init_from: str | None = None  # any EGTR model (ours, the official artifact) to fine-tune; its sizes are used
+    # What may be re-initialised when loading detector_weights / init_from: "none" (strict), "labels" (the class,
+    # predicate and frequency-dependent tensors when the label sets differ) or "any" (whatever does not fit).
+    reinitialize: str = "labels"
     # ---- optimisation (AdamW, no scheduler; reference §4.1, §4.2)
     lr: float = 2e-6  # everything not listed below (the pre-trained detector body and heads)
     lr_backbone: float = 2e-7  # parameters named *backbone*, *reference_points*, *sampling_offsets*
@@ -129,6 +134,12 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.finetune_lr_factor <= 1:
             raise ValueError(f"TrainConfig.finetune_lr_factor must be in (0, 1], got {self.finetune_lr_factor}")
+        if self.init_from and self.detector_weights:
+            raise ValueError("TrainConfig: give init_from or detector_weights, not both")
+        if self.reinitialize not in REINITIALIZE_POLICIES:
+            raise ValueError(
+                f"TrainConfig.reinitialize must be one of {REINITIALIZE_POLICIES}, got {self.reinitialize!r}"
+            )
         if self.eval_batch_size is not None and self.eval_batch_size < 1:
             raise ValueError(f"TrainConfig.eval_batch_size must be >= 1, got {self.eval_batch_size}")
         self.data.validate()

@@ -7,7 +7,8 @@ checkpoint on the validation loss (best + `last.ckpt`), stop early on it, and lo
 Run directory (`config.output_dir`):
 
     config.json              the TrainConfig (JSON)
-    initialization.json      what was loaded from the backbone / detector files, frequency-statistics summary
+    initialization.json      per tensor: kept from the backbone / detector / init_from file or re-initialised (why);
+                             frequency-statistics summary
     main/config.json         the model config: `EGTR.from_pretrained("main")` loads the best checkpoint of the pass
     main/checkpoints/        epoch=EE-validation_loss=V.VVVV.ckpt (best) and last.ckpt, written atomically
     main/version_K/          metrics.csv (+ TensorBoard events); K counts the (re)starts of the pass
@@ -47,12 +48,13 @@ from egtr.models.egtr import EGTR
 from egtr.training.checkpoint_io import AtomicCheckpointIO, BestAndLastCheckpoint
 from egtr.training.config import TrainConfig
 from egtr.training.datamodule import SceneGraphDataModule
-from egtr.training.initialization import load_backbone_weights, load_pretrained_detector
+from egtr.training.initialization import load_backbone_weights, load_initial_weights, new_class_head
 from egtr.training.module import EGTRLightningModule
 
 logger = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last.ckpt"
+INITIALIZATION_NAME = "initialization.json"
 PASSES = ("main", "finetune")
 
 
@@ -123,6 +125,8 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
     datamodule.setup()
     results: list[PassResult] = []
     model: EGTR | None = None
+    # A class head re-initialised for new labels trains with the relation head's rate (see build_parameter_groups).
+    new_heads = new_class_head(_read_json_or_empty(run_dir / INITIALIZATION_NAME)) if resume else frozenset()
     passes = [("main", config.max_epochs, 1.0)]
     if config.finetune_epochs > 0:
         passes.append(("finetune", config.finetune_epochs, config.finetune_lr_factor))
@@ -141,10 +145,13 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
             model = EGTR(read_checkpoint(resume_from).config)  # fit() restores the weights
             logger.info("resuming pass %s from %s", pass_name, resume_from)
         elif not results:
-            model = build_initial_model(config, datamodule, run_dir if is_rank_zero else None)
+            model, report = initial_model_and_report(config, datamodule)
+            if is_rank_zero:
+                write_json(run_dir / INITIALIZATION_NAME, report)
+            new_heads = new_class_head(report)
         else:
             model = _model_after(results[-1], model)
-        result, model = _run_pass(config, datamodule, model, pass_name, max_epochs, lr_factor, resume_from)
+        result, model = _run_pass(config, datamodule, model, pass_name, max_epochs, lr_factor, resume_from, new_heads)
         results.append(result)
         if is_rank_zero and not config.fast_dev_run:
             write_json(done_file, dataclasses.asdict(result))
@@ -181,40 +188,59 @@ def _evaluate(config: TrainConfig, model: EGTR, run_dir: Path) -> None:
         device="cuda" if use_cuda else "cpu",
         progress=config.progress_bar,
     )
-    path = report.save_json(run_dir / f"evaluation_{config.evaluate_split}.json", model.config.predicate_names)
+    path = report.write_json(run_dir / f"evaluation_{config.evaluate_split}.json", model.config.predicate_names)
     logger.info("evaluation on %s written to %s\n%s", config.evaluate_split, path, report.format_table())
 
 
 # ---------------------------------------------------------------------- models
 def _architecture(config: TrainConfig) -> EGTRConfig:
-    """The model sizes: from our own pre-trained detector's config.json when there is one, else `config.model`."""
-    if config.detector_weights:
+    """The model sizes: from the initial model (`init_from`) or our own pre-trained detector's config.json when
+    there is one, else `config.model`."""
+    architecture = None
+    if config.init_from:
+        # Any layout `--init-from` accepts (our directory, the official artifact, a .ckpt) has a config.
+        architecture = read_checkpoint(config.init_from).config
+        logger.info("architecture from the initial model %s", config.init_from)
+    elif config.detector_weights:
         config_path = Path(config.detector_weights) / CONFIG_NAME
         if config_path.is_file() and "egtr_config" in json.loads(config_path.read_text()):
             architecture = EGTRConfig.from_json(config_path)
             logger.info("architecture from the pre-trained detector %s", config_path)
-            # Only the sizes come from the detector; the relation options are this run's.
-            relation_fields = (
-                "use_freq_bias",
-                "use_log_softmax",
-                "freq_bias_eps",
-                "logit_adjustment",
-                "logit_adj_tau",
-                "dense_relation_head",
-                "freeze_backbone_stem",
-            )
-            return dataclasses.replace(architecture, **{name: getattr(config.model, name) for name in relation_fields})
-    return config.model
+    if architecture is None:
+        return config.model
+    # Only the sizes come from the file; the relation options are this run's.
+    relation_fields = (
+        "use_freq_bias",
+        "use_log_softmax",
+        "freq_bias_eps",
+        "logit_adjustment",
+        "logit_adj_tau",
+        "dense_relation_head",
+        "freeze_backbone_stem",
+    )
+    return dataclasses.replace(architecture, **{name: getattr(config.model, name) for name in relation_fields})
 
 
 def build_initial_model(config: TrainConfig, datamodule: SceneGraphDataModule, report_dir: Path | None = None) -> EGTR:
     """The model a run starts from: sizes, class/predicate names of the data, initial weights, frequency tables.
 
     Args:
-        config: the run's config (architecture, `backbone_weights`, `detector_weights`, stage).
+        config: the run's config (architecture, `backbone_weights`, `detector_weights`, `init_from`, stage).
         datamodule: a set-up data module; its training split gives the names and (EGTR stage) the statistics.
         report_dir: where to write `initialization.json` (None: nowhere, e.g. on DDP ranks other than 0).
     """
+    model, report = initial_model_and_report(config, datamodule)
+    if report_dir is not None:
+        write_json(report_dir / INITIALIZATION_NAME, report)
+    return model
+
+
+def _read_json_or_empty(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def initial_model_and_report(config: TrainConfig, datamodule: SceneGraphDataModule) -> tuple[EGTR, dict[str, Any]]:
+    """`build_initial_model` without writing: the model and the content of `initialization.json`."""
     train_dataset = datamodule.train_dataset
     architecture = _architecture(config)
     model_config = dataclasses.replace(
@@ -225,7 +251,7 @@ def build_initial_model(config: TrainConfig, datamodule: SceneGraphDataModule, r
         predicate_names=list(train_dataset.predicate_names),
     ).validate()
     model = EGTR(model_config)
-    if config.stage == "egtr" and not config.detector_weights:
+    if config.stage == "egtr" and not (config.detector_weights or config.init_from):
         logger.warning(
             "no detector_weights: the detector starts from %s, but the EGTR-stage learning rates (lr=%g, "
             "lr_backbone=%g) assume a pre-trained detector; run `egtr pretrain-detector` first or raise them",
@@ -237,9 +263,12 @@ def build_initial_model(config: TrainConfig, datamodule: SceneGraphDataModule, r
     if config.backbone_weights:
         report["backbone"] = dataclasses.asdict(load_backbone_weights(model, config.backbone_weights))
         report["backbone"]["path"] = str(config.backbone_weights)
-    if config.detector_weights:
-        report["detector"] = dataclasses.asdict(load_pretrained_detector(model, config.detector_weights))
-        report["detector"]["path"] = str(config.detector_weights)
+    # The initial model of a fine-tuning run (`init_from`) or the pre-trained detector: one loader, one policy.
+    for name, path in (("init_from", config.init_from), ("detector", config.detector_weights)):
+        if path:
+            scope = "model" if name == "init_from" and config.stage == "egtr" else "detector"
+            loaded = load_initial_weights(model, path, scope=scope, reinitialize=config.reinitialize)
+            report[name] = {**dataclasses.asdict(loaded), "path": str(path)}
     if config.stage == "egtr" and model_config.use_freq_bias:
         # Reference §4.2: statistics over the whole training split before training. Only rank 0 uses the cache
         # next to the dataset, so that DDP ranks never write the same file at once.
@@ -252,9 +281,7 @@ def build_initial_model(config: TrainConfig, datamodule: SceneGraphDataModule, r
             "training_relations": int(counts.sum()),
             "distinct_triplets": int((counts > 0).sum()),
         }
-    if report_dir is not None:
-        write_json(report_dir / "initialization.json", report)
-    return model
+    return model, report
 
 
 def _model_after(result: PassResult, model: EGTR | None) -> EGTR:
@@ -357,6 +384,7 @@ def _run_pass(
     max_epochs: int,
     lr_factor: float,
     resume_from: Path | None,
+    new_heads: frozenset[str] = frozenset(),
 ) -> tuple[PassResult, EGTR]:
     pl.seed_everything(config.seed, workers=True)
     pass_dir = Path(config.output_dir) / pass_name
@@ -367,7 +395,7 @@ def _run_pass(
         # The preprocessing first: a config.json present means the directory is complete.
         config.data.preprocessor().save(pass_dir)
         model.config.save(pass_dir / CONFIG_NAME)
-    module = EGTRLightningModule(model, config, lr_factor)
+    module = EGTRLightningModule(model, config, lr_factor, new_heads)
     trainer = build_trainer(config, pass_dir, max_epochs)
     logger.info(
         "pass %s: up to %d epochs, %s images per optimiser step, lr x %g",

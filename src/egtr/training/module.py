@@ -42,7 +42,9 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the run stops before the state is stepped or saved."""
 
 
-def build_parameter_groups(model: EGTR, config: TrainConfig, lr_factor: float = 1.0) -> list[dict[str, Any]]:
+def build_parameter_groups(
+    model: EGTR, config: TrainConfig, lr_factor: float = 1.0, new_heads: frozenset[str] = frozenset()
+) -> list[dict[str, Any]]:
     """AdamW parameter groups by name substring (reference §4.1, §4.2).
 
     Detector stage: 2 groups, `lr` for the body and heads, `lr_backbone` for names containing "backbone",
@@ -55,6 +57,8 @@ def build_parameter_groups(model: EGTR, config: TrainConfig, lr_factor: float = 
         model: the model.
         config: learning rates, weight decay and stage.
         lr_factor: multiplies every learning rate (the x0.1 "finetune" pass).
+        new_heads: parameter names re-initialised for new labels (the class head after `init_from` with other
+            classes); in the EGTR stage they train with `lr_relation_head`, as the other layers that start afresh.
 
     Returns:
         Groups for `torch.optim.AdamW`, each with a `name` ("body", "backbone", "relation_head") and `lr`; empty
@@ -64,7 +68,7 @@ def build_parameter_groups(model: EGTR, config: TrainConfig, lr_factor: float = 
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        if config.stage == "egtr" and any(key in name for key in RELATION_HEAD_GROUP_KEYS):
+        if config.stage == "egtr" and (name in new_heads or any(key in name for key in RELATION_HEAD_GROUP_KEYS)):
             grouped["relation_head"].append(parameter)
         elif any(key in name for key in BACKBONE_GROUP_KEYS):
             grouped["backbone"].append(parameter)
@@ -96,13 +100,17 @@ class EGTRLightningModule(pl.LightningModule):
         model: an `EGTR` whose class counts, names and (EGTR stage) frequency tables are already set.
         config: the run's `TrainConfig` (stage, learning rates, loss settings).
         lr_factor: multiplies every learning rate (1 for the main pass, `finetune_lr_factor` for the second one).
+        new_heads: parameters re-initialised for new labels (see `build_parameter_groups`).
     """
 
-    def __init__(self, model: EGTR, config: TrainConfig, lr_factor: float = 1.0) -> None:
+    def __init__(
+        self, model: EGTR, config: TrainConfig, lr_factor: float = 1.0, new_heads: frozenset[str] = frozenset()
+    ) -> None:
         super().__init__()
         self.model = model
         self.config = config
         self.lr_factor = lr_factor
+        self.new_heads = new_heads
         if config.stage == "detector":
             freeze_relation_head(model)
         if config.freeze_backbone:
@@ -185,7 +193,7 @@ class EGTRLightningModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ optimiser and checkpoints
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        groups = build_parameter_groups(self.model, self.config, self.lr_factor)
+        groups = build_parameter_groups(self.model, self.config, self.lr_factor, self.new_heads)
         for group in groups:
             count = sum(parameter.numel() for parameter in group["params"])
             logger.info(

@@ -1,0 +1,221 @@
+"""`label-studio`: Label Studio's full JSON export of an image project with boxes and relations.
+
+Read as label-studio-converter reads it (see ../shared/docs/annotation-formats.md and docs/own-data.md for the
+labelling config): a list of tasks `{id, data: {image}, annotations: [{result, was_cancelled, created_at}]}`.
+
+* Rectangles (`rectanglelabels`, or a `rectangle` region labelled by a `labels` item with the same id) are in
+  percent (0-100) of the image as the browser shows it, i.e. after its EXIF orientation; they are converted with
+  the displayed size of the image file. A rotated rectangle becomes its enclosing box (noted in the report).
+* Relations (`type: relation`) refer to region ids: `direction` "right" (the default) means from -> to, "left"
+  to -> from, "bi" both ways (two relations, noted); each of its `labels` is one predicate.
+* Of several annotations of a task, the latest one not cancelled is taken (noted); predictions are ignored.
+* Uploaded files are renamed `upload/<project>/<uuid8>-<name>` by Label Studio: the image is looked up in
+  `--images` (default: the export's folder) by that path, its name, then the name without the uuid prefix.
+* The export has no list of label names: classes and predicates are the labels used, in alphabetical order.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+from PIL import UnidentifiedImageError
+
+from egtr.data.importers import report as reasons
+from egtr.data.importers.records import (
+    ImageIndex,
+    ImportOptions,
+    SourceDataset,
+    SourceImage,
+    SourceObject,
+    SourceRelation,
+    displayed_size,
+    is_number,
+)
+from egtr.data.importers.report import ImportReport
+from egtr.errors import DataError
+from egtr.fileio import read_json
+
+_UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
+_LABEL_KEYS = ("rectanglelabels", "labels")
+_DIRECTIONS = ("right", "left", "bi")
+
+
+def image_name_candidates(reference: str) -> list[str]:
+    """Paths to try for a task's `data.image`: as stored, its file name, the name without the upload prefix."""
+    parsed = urlparse(reference)
+    path = unquote(parse_qs(parsed.query)["d"][0]) if "d" in parse_qs(parsed.query) else unquote(parsed.path)
+    relative = re.sub(r"^/?data/", "", path).lstrip("/")
+    name = Path(path).name
+    return [relative, name, _UPLOAD_PREFIX.sub("", name)]
+
+
+def _latest_annotation(task: dict[str, Any]) -> tuple[dict[str, Any] | None, int]:
+    """(the latest annotation not cancelled, or None; how many there were to choose from)."""
+    annotations = task.get("annotations")
+    if not isinstance(annotations, list):
+        return None, 0
+    usable = [(a.get("created_at") or "", i, a) for i, a in enumerate(annotations) if isinstance(a, dict)]
+    usable = [item for item in usable if not item[2].get("was_cancelled")]
+    return (max(usable, key=lambda item: item[:2])[2] if usable else None), len(usable)
+
+
+def _regions(result: list[Any]) -> dict[str, dict[str, Any]]:
+    """Region id -> merged value (geometry and label) over the result items that share the id."""
+    regions: dict[str, dict[str, Any]] = {}
+    for item in result:
+        if isinstance(item, dict) and item.get("type") != "relation" and isinstance(item.get("value"), dict):
+            region = regions.setdefault(str(item.get("id")), {"item": item})
+            for key, value in item["value"].items():
+                region.setdefault(key, value)
+    return regions
+
+
+def _enclosing_box(x: float, y: float, w: float, h: float, degrees: float) -> tuple[float, float, float, float]:
+    """The axis-aligned box around a rectangle rotated by `degrees` (clockwise on screen) about its top-left."""
+    cos, sin = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    xs = [x + dx * cos - dy * sin for dx, dy in ((0, 0), (w, 0), (w, h), (0, h))]
+    ys = [y + dx * sin + dy * cos for dx, dy in ((0, 0), (w, 0), (w, h), (0, h))]
+    return min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)
+
+
+def _label_of(region: dict[str, Any]) -> str | None:
+    for key in _LABEL_KEYS:
+        labels = region.get(key)
+        if isinstance(labels, list) and labels and all(isinstance(label, str) for label in labels):
+            return labels[0]
+    return None
+
+
+def read_label_studio(source: Path, options: ImportOptions) -> SourceDataset:
+    """Read a Label Studio JSON export (a malformed file, or another export type, raises DataError)."""
+    tasks = read_json(source, DataError)
+    if not isinstance(tasks, list):
+        raise DataError(f"{source}: expected the JSON export of Label Studio (a list of tasks), got an object")
+    if tasks and all(isinstance(task, dict) and "annotations" not in task and "data" not in task for task in tasks):
+        raise DataError(f"{source}: this looks like the JSON-MIN export, which has no relations: export 'JSON' instead")
+    class_names: set[str] = set()
+    predicate_names: set[str] = set()
+    for task in tasks:
+        annotation = _latest_annotation(task)[0] if isinstance(task, dict) else None
+        for item in (annotation or {}).get("result") or []:
+            if not isinstance(item, dict):
+                continue
+            if item.get("type") == "relation":
+                predicate_names.update(label for label in item.get("labels") or [] if isinstance(label, str))
+            elif isinstance(item.get("value"), dict) and (label := _label_of(item["value"])) is not None:
+                class_names.add(label)
+    if not class_names or not predicate_names:
+        raise DataError(
+            f"{source}: no labelled rectangles or no labelled relations in any annotation (the labelling config needs "
+            "<RectangleLabels> and <Relations>; see docs/own-data.md)"
+        )
+    classes = {name: index for index, name in enumerate(sorted(class_names))}
+    predicates = {name: index for index, name in enumerate(sorted(predicate_names))}
+
+    def images(report: ImportReport) -> Iterator[SourceImage]:
+        index = ImageIndex(options.images or source.parent)
+        for position, task in enumerate(tasks):
+            image = _read_task(source, position, task, index, classes, predicates, report)
+            if image is not None:
+                yield image
+
+    return SourceDataset(sorted(class_names), sorted(predicate_names), set(), images)
+
+
+def _read_task(
+    source: Path,
+    position: int,
+    task: Any,
+    index: ImageIndex,
+    classes: dict[str, int],
+    predicates: dict[str, int],
+    report: ImportReport,
+) -> SourceImage | None:
+    record = f"task {task.get('id')}" if isinstance(task, dict) and "id" in task else f"tasks[{position}]"
+    data = task.get("data") if isinstance(task, dict) else None
+    reference = data.get("image") if isinstance(data, dict) else None
+    if not isinstance(reference, str):
+        report.drop(reasons.BAD_RECORD, source, record, "data.image", "no image reference", task)
+        return None
+    annotation, choices = _latest_annotation(task)
+    if choices > 1:
+        report.note("task with several annotations: took the latest not cancelled")
+    if annotation is None or not isinstance(annotation.get("result"), list):
+        report.drop(
+            reasons.IMAGE_WITHOUT_RELATIONS, source, record, "annotations", "no annotation (not cancelled)", task
+        )
+        return None
+    result = annotation["result"]
+    candidates = image_name_candidates(reference)
+    image_path = index.find(*candidates)
+    width = height = None
+    if image_path is not None:
+        try:
+            width, height = displayed_size(image_path)
+        except (OSError, UnidentifiedImageError):
+            pass  # the writer reports the unreadable file
+    image = SourceImage(
+        source_file=source,
+        record=record,
+        source_id=str(task.get("id", position)),
+        image_path=image_path,
+        file_name=image_path.relative_to(index.folder).as_posix() if image_path is not None else candidates[-1],
+        width=width,
+        height=height,
+        raw=task,
+    )
+    if width is None:
+        return image  # the writer drops it (missing or unreadable file)
+    for region_id, region in _regions(result).items():
+        item = region["item"]
+        region_record = f"{record}, region {region_id}"
+        if item.get("image_rotation"):
+            detail = "the image was rotated in Label Studio; rotate the file instead"
+            report.drop(reasons.BAD_RECORD, source, region_record, "image_rotation", detail, item)
+            continue
+        geometry = [region.get(key) for key in ("x", "y", "width", "height")]
+        label = _label_of(region)
+        if not all(is_number(value) for value in geometry):
+            continue  # not a box (e.g. a text area of the same task); nothing of ours to drop
+        if label is None:
+            report.drop(
+                reasons.BAD_RECORD, source, region_record, "value.rectanglelabels", "rectangle without a label", item
+            )
+            continue
+        x, y, w, h = (value / 100 * size for value, size in zip(geometry, (width, height, width, height), strict=True))
+        if is_number(region.get("rotation")) and region["rotation"] % 360:
+            x, y, w, h = _enclosing_box(x, y, w, h, region["rotation"])
+            report.note("rotated rectangle: took its enclosing axis-aligned box")
+        if len(region.get("rectanglelabels") or region.get("labels") or []) > 1:
+            report.note("rectangle with several labels: took the first")
+        image.objects.append(SourceObject(region_id, classes[label], (x, y, w, h), region_record, item))
+    for item_position, item in enumerate(result):
+        if not isinstance(item, dict) or item.get("type") != "relation":
+            continue
+        relation_record = f"{record}, relation {item.get('from_id')}->{item.get('to_id')} (result[{item_position}])"
+        direction = item.get("direction", "right")
+        labels = [label for label in item.get("labels") or [] if isinstance(label, str)]
+        if direction not in _DIRECTIONS:
+            report.drop(
+                reasons.BAD_RECORD, source, relation_record, "direction", f"{direction!r} is not right/left/bi", item
+            )
+            continue
+        if not labels:
+            detail = "relation without a label (the labelling config needs <Relations>)"
+            report.drop(reasons.BAD_RECORD, source, relation_record, "labels", detail, item)
+            continue
+        ends = [(str(item.get("from_id")), str(item.get("to_id")))]
+        if direction == "left":
+            ends = [ends[0][::-1]]
+        elif direction == "bi":
+            ends.append(ends[0][::-1])
+            report.note("bidirectional relation: imported in both directions")
+        for subject, obj in ends:
+            for label in labels:
+                image.relations.append(SourceRelation(subject, obj, predicates[label], relation_record, item))
+    return image

@@ -1,0 +1,114 @@
+"""The import report: counts per split, and every dropped or skipped record with its file, record, field and reason.
+
+`OUT/import_report.json` holds the counts; `OUT/import_problems.jsonl` one line per dropped or skipped record with
+the source record itself, so that nothing disappears silently.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+REPORT_NAME = "import_report.json"
+PROBLEMS_NAME = "import_problems.jsonl"
+
+# Reasons, one per kind of drop (the keys of `ImportReport.dropped`).
+ZERO_SIZE_BOX = "zero-size box"
+CROWD_BOX = "crowd box"
+RELATION_TO_MISSING_OBJECT = "relation to a missing object"
+RELATION_TO_DROPPED_OBJECT = "relation to a dropped object"
+DUPLICATE_TRIPLET = "duplicate triplet"
+IMAGE_WITHOUT_RELATIONS = "image without relations"
+IMAGE_FILE_NOT_FOUND = "image file not found"
+UNREADABLE_IMAGE = "unreadable image"
+DUPLICATE_IMAGE = "duplicate image"
+BAD_RECORD = "malformed record"
+UNKNOWN_CLASS = "unknown class"
+UNKNOWN_PREDICATE = "unknown predicate"
+RARE_CLASS = "rare class"
+RARE_PREDICATE = "rare predicate"
+
+
+@dataclass(frozen=True)
+class ImportProblem:
+    """One dropped or skipped record."""
+
+    reason: str
+    file: str
+    record: str
+    field: str
+    detail: str
+
+    def __str__(self) -> str:
+        where = (
+            self.file + (f", {self.record}" if self.record else "") + (f", field {self.field}" if self.field else "")
+        )
+        return f"{where}: {self.reason}" + (f" ({self.detail})" if self.detail else "")
+
+
+class ImportReport:
+    """Collects counts and problems; problems stream to `problems_path` as they come (an import may drop many)."""
+
+    def __init__(self, problems_path: Path, shown: int = 20) -> None:
+        self.problems_path = problems_path
+        self._handle: IO[str] | None = open(problems_path, "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self.dropped: Counter[str] = Counter()
+        self.notes: Counter[str] = Counter()  # conversions that keep the record (e.g. a rotated rectangle)
+        self.splits: dict[str, Counter[str]] = {}
+        self.first_problems: list[ImportProblem] = []
+        self._shown = shown
+
+    def drop(self, reason: str, file: Path | str, record: str, field: str = "", detail: str = "", raw: Any = None):
+        """Record one dropped record (`raw`: the source record, written into the problems file)."""
+        problem = ImportProblem(reason, str(file), record, field, detail)
+        self.dropped[reason] += 1
+        if len(self.first_problems) < self._shown:
+            self.first_problems.append(problem)
+        if self._handle is not None:
+            line = {**problem.__dict__, "source": raw}
+            self._handle.write(json.dumps(line, default=str, ensure_ascii=False) + "\n")
+
+    def note(self, what: str) -> None:
+        self.notes[what] += 1
+
+    def count(self, split: str, images: int, objects: int, relations: int) -> None:
+        counts = self.splits.setdefault(split, Counter())
+        counts.update({"images": images, "objects": objects, "relations": relations})
+
+    @property
+    def num_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "splits": {split: dict(self.splits[split]) for split in sorted(self.splits)},
+            "dropped": dict(sorted(self.dropped.items())),
+            "notes": dict(sorted(self.notes.items())),
+            "problems_file": PROBLEMS_NAME,
+        }
+
+    def format(self) -> str:
+        """The lines the CLI prints: counts per split, drops by reason, the first problems."""
+        lines = []
+        for split in ("train", "val", "test"):
+            counts = self.splits.get(split, Counter())
+            lines.append(
+                f"{split}: {counts['images']} images, {counts['objects']} objects, {counts['relations']} relations"
+            )
+        for reason, count in sorted(self.dropped.items()):
+            lines.append(f"dropped: {count} x {reason}")
+        for what, count in sorted(self.notes.items()):
+            lines.append(f"note: {count} x {what}")
+        for problem in self.first_problems:
+            lines.append(f"  {problem}")
+        if self.num_dropped > len(self.first_problems):
+            lines.append(f"  ... {self.num_dropped - len(self.first_problems)} more in {PROBLEMS_NAME}")
+        return "\n".join(lines)
