@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from egtr.cli import data_import
+from egtr.cli.data_import import add_commands as add_import_commands
 from egtr.cli.options import (
     Subparsers,
     add_data_root,
@@ -51,7 +51,7 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
     synth.add_argument("--image-size", type=positive_int, default=192, help="square image side in pixels")
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(run=run_synth)
-    data_import.add_commands(commands, common)
+    add_import_commands(commands, common)
 
 
 def _root(args: argparse.Namespace) -> str:

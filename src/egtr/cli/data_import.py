@@ -75,6 +75,6 @@ def run_import(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from egtr.data.importers.export import export_coco_relations
 
-    files = export_coco_relations(data_root_of(args), args.out, overwrite=args.overwrite)
+    files = export_coco_relations(str(data_root_of(args)), args.out, overwrite=args.overwrite)
     print("written: " + ", ".join(str(path) for path in files))
     return 0

@@ -176,7 +176,7 @@ def _label_changes(
     Counts come from the file's tensors (a config.json may be incomplete); names from its config when it has them.
     """
     config = model.config
-    file_counts = {}
+    file_counts: dict[str, int] = {}
     for key, kind in label_kinds.items():
         if kind in ("classes", "predicates") and key.endswith(".weight") and key in state_dict:
             file_counts.setdefault(kind, state_dict[key].shape[0])

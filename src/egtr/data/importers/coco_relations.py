@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from egtr.data.importers import report as reasons
+import egtr.data.importers.report as reasons
 from egtr.data.importers.records import (
     SPLITS,
     ImageIndex,
@@ -45,8 +45,8 @@ def find_split_files(source: Path) -> list[tuple[str | None, Path]]:
     if not source.is_dir():
         raise FileNotFoundError(f"{source}: no such file or directory")
     for pattern in SPLIT_FILE_PATTERNS:
-        files = [(split, source / pattern.format(split=split)) for split in SPLITS]
-        files = [(split, path) for split, path in files if path.is_file()]
+        candidates = [(split, source / pattern.format(split=split)) for split in SPLITS]
+        files: list[tuple[str | None, Path]] = [(split, path) for split, path in candidates if path.is_file()]
         if files:
             return files
     patterns = " or ".join(pattern.format(split="{train,val,test}") for pattern in SPLIT_FILE_PATTERNS)
@@ -149,40 +149,41 @@ def _read_file(
             report.drop(reasons.BAD_RECORD, path, f"annotations[{position}]", "", "not an object", annotation)
             continue
         record = f"annotation id {annotation.get('id')}" if "id" in annotation else f"annotations[{position}]"
-        image = images.get(annotation.get("image_id"))
+        owner: Any = annotation.get("image_id")  # any JSON value: looked up, never trusted
+        image = images.get(owner)
         box = as_box(annotation.get("bbox"))
-        problem = (
-            ("id", "needs an integer id (relations refer to it)")
-            if not is_int(annotation.get("id"))
-            else ("image_id", f"no image with id {annotation.get('image_id')!r}")
-            if image is None
-            else ("bbox", "must be [x, y, w, h] numbers")
-            if box is None
-            else None
-        )
-        if problem is not None:
-            report.drop(reasons.BAD_RECORD, path, record, *problem, annotation)
+        if not is_int(annotation.get("id")):
+            problem = ("id", "needs an integer id (relations refer to it)")
+        elif image is None:
+            problem = ("image_id", f"no image with id {owner!r}")
+        elif box is None:
+            problem = ("bbox", "must be [x, y, w, h] numbers")
+        else:
+            category: Any = annotation.get("category_id")
+            label = class_index.get(category, -1)
+            drop = None
+            if label < 0:
+                drop = (reasons.UNKNOWN_CLASS, "category_id", f"{category!r} is not in categories")
+            elif annotation.get("iscrowd"):
+                drop = (reasons.CROWD_BOX, "iscrowd", "crowd boxes are not objects")
+            image.objects.append(SourceObject(annotation["id"], max(label, 0), box, record, annotation, drop))
             continue
-        label = class_index.get(annotation.get("category_id"), -1)
-        drop = None
-        if label < 0:
-            drop = (reasons.UNKNOWN_CLASS, "category_id", f"{annotation.get('category_id')!r} is not in categories")
-        elif annotation.get("iscrowd"):
-            drop = (reasons.CROWD_BOX, "iscrowd", "crowd boxes are not objects")
-        image.objects.append(SourceObject(annotation["id"], max(label, 0), box, record, annotation, drop))
+        report.drop(reasons.BAD_RECORD, path, record, *problem, annotation)
     for position, relation in enumerate(data["rel_annotations"]):
         if not isinstance(relation, dict):
             report.drop(reasons.BAD_RECORD, path, f"rel_annotations[{position}]", "", "not an object", relation)
             continue
         record = f"rel_annotation id {relation['id']}" if "id" in relation else f"rel_annotations[{position}]"
-        image = images.get(relation.get("image_id"))
+        relation_image: Any = relation.get("image_id")
+        image = images.get(relation_image)
         if image is None:
-            detail = f"no image with id {relation.get('image_id')!r}"
+            detail = f"no image with id {relation_image!r}"
             report.drop(reasons.BAD_RECORD, path, record, "image_id", detail, relation)
             continue
-        predicate = predicate_index.get(relation.get("predicate_id"))
+        predicate_id: Any = relation.get("predicate_id")
+        predicate = predicate_index.get(predicate_id)
         if predicate is None:
-            detail = f"{relation.get('predicate_id')!r} is not in rel_categories"
+            detail = f"{predicate_id!r} is not in rel_categories"
             report.drop(reasons.UNKNOWN_PREDICATE, path, record, "predicate_id", detail, relation)
             continue
         image.relations.append(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from egtr.data.visual_genome import SPLITS, parse_vg_split
 from egtr.errors import DataError
@@ -28,7 +29,9 @@ def export_coco_relations(data_root: str | Path, out: str | Path, overwrite: boo
         target = out / split / "_annotations.coco.json"
         if target.exists() and not overwrite:
             raise DataError(f"{target}: already exists (pass --overwrite to replace it)")
-        images, objects, relations = [], [], []
+        images: list[dict[str, Any]] = []
+        objects: list[dict[str, Any]] = []
+        relations: list[dict[str, Any]] = []
         for image in annotations:
             images.append(
                 {"id": image.image_id, "file_name": image.file_name, "width": image.width, "height": image.height}

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from egtr.data.importers import report as reasons
+import egtr.data.importers.report as reasons
 from egtr.data.importers.records import (
     ImageIndex,
     ImportOptions,
@@ -26,8 +26,8 @@ from egtr.data.importers.records import (
     SourceImage,
     SourceObject,
     SourceRelation,
+    as_box,
     is_int,
-    is_number,
 )
 from egtr.data.importers.report import ImportReport
 from egtr.errors import DataError
@@ -40,7 +40,9 @@ def _files(source: Path) -> list[tuple[str | None, Path]]:
     if source.is_file():
         split = next((split for split, name in SPLIT_FILES.items() if source.name == name), None)
         return [(split, source)]
-    files = [(split, source / name) for split, name in SPLIT_FILES.items() if (source / name).is_file()]
+    files: list[tuple[str | None, Path]] = [
+        (split, source / name) for split, name in SPLIT_FILES.items() if (source / name).is_file()
+    ]
     if not files:
         raise DataError(f"{source}: no {' or '.join(SPLIT_FILES.values())} in this folder")
     return files
@@ -123,15 +125,13 @@ def _read_graph(
     for object_id in sorted(objects, key=_object_order):
         obj = objects[object_id]
         object_record = f"{record}, object {object_id}"
-        box = [obj.get(key) for key in ("x", "y", "w", "h")] if isinstance(obj, dict) else []
-        if len(box) != 4 or not all(is_number(value) for value in box) or not isinstance(obj.get("name"), str):
+        box = as_box([obj.get(key) for key in ("x", "y", "w", "h")]) if isinstance(obj, dict) else None
+        if box is None or not isinstance(obj.get("name"), str):
             report.drop(reasons.BAD_RECORD, path, object_record, "name/x/y/w/h", "missing or not numbers", obj)
             continue
         name = obj["name"].strip()
         drop = None if name in classes else (reasons.RARE_CLASS, "name", f"{name!r} is not in the vocabulary")
-        image.objects.append(
-            SourceObject(object_id, classes.get(name, 0), tuple(float(v) for v in box), object_record, obj, drop)
-        )
+        image.objects.append(SourceObject(object_id, classes.get(name, 0), box, object_record, obj, drop))
         for position, relation in enumerate(obj.get("relations") or []):
             relation_record = f"{object_record}, relations[{position}]"
             if not isinstance(relation, dict) or not isinstance(relation.get("name"), str) or "object" not in relation:

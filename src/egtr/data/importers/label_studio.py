@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 from PIL import UnidentifiedImageError
 
-from egtr.data.importers import report as reasons
+import egtr.data.importers.report as reasons
 from egtr.data.importers.records import (
     ImageIndex,
     ImportOptions,
@@ -33,6 +33,7 @@ from egtr.data.importers.records import (
     SourceImage,
     SourceObject,
     SourceRelation,
+    as_box,
     displayed_size,
     is_number,
 )
@@ -169,7 +170,7 @@ def _read_task(
         height=height,
         raw=task,
     )
-    if width is None:
+    if width is None or height is None:
         return image  # the writer drops it (missing or unreadable file)
     for region_id, region in _regions(result).items():
         item = region["item"]
@@ -178,9 +179,9 @@ def _read_task(
             detail = "the image was rotated in Label Studio; rotate the file instead"
             report.drop(reasons.BAD_RECORD, source, region_record, "image_rotation", detail, item)
             continue
-        geometry = [region.get(key) for key in ("x", "y", "width", "height")]
+        geometry = as_box([region.get(key) for key in ("x", "y", "width", "height")])
         label = _label_of(region)
-        if not all(is_number(value) for value in geometry):
+        if geometry is None:
             continue  # not a box (e.g. a text area of the same task); nothing of ours to drop
         if label is None:
             report.drop(

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from egtr.data.importers import report as reasons
+import egtr.data.importers.report as reasons
 from egtr.data.importers.records import (
     ImageIndex,
     ImportOptions,

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from PIL import Image
 
@@ -120,11 +120,11 @@ class SourceDataset:
 _NUMBER_TYPES = (int, float)
 
 
-def is_int(value: Any) -> bool:
+def is_int(value: Any) -> TypeGuard[int]:
     return type(value) is int  # not bool (a subclass of int): `True` is no id
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[int | float]:
     return type(value) in _NUMBER_TYPES
 
 

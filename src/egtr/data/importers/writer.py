@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 
 from PIL import UnidentifiedImageError
 
-from egtr.data.importers import report as reasons
+import egtr.data.importers.report as reasons
 from egtr.data.importers.records import SPLITS, ImportOptions, SourceImage, displayed_size
 from egtr.data.importers.report import PROBLEMS_NAME, REPORT_NAME, ImportReport
 from egtr.errors import DataError
