@@ -137,3 +137,13 @@ def test_gqa_vocabulary_object_ids_and_min_count(tmp_path):
         "relation to a dropped object": 2,
     }
     assert main(["data", "validate", "--data-root", str(tmp_path / "out")]) == 0
+
+
+def test_a_folder_where_a_file_is_expected_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "exports").mkdir()
+    assert main(["data", "import", "psg", str(tmp_path / "exports"), "--out", str(tmp_path / "out")]) == 2
+    assert "a folder without psg.json" in capsys.readouterr().err
+    assert main(["data", "import", "label-studio", str(tmp_path / "exports"), "--out", str(tmp_path / "out")]) == 2
+    assert "pass the JSON export file" in capsys.readouterr().err
+    assert main(["data", "import", "gqa", str(tmp_path / "exports"), "--out", str(tmp_path / "out")]) == 2
+    assert "no train_sceneGraphs.json or val_sceneGraphs.json" in capsys.readouterr().err

@@ -94,6 +94,8 @@ def _label_of(region: dict[str, Any]) -> str | None:
 
 def read_label_studio(source: Path, options: ImportOptions) -> SourceDataset:
     """Read a Label Studio JSON export (a malformed file, or another export type, raises DataError)."""
+    if source.is_dir():
+        raise DataError(f"{source}: a folder; pass the JSON export file of Label Studio (Export -> JSON)")
     tasks = read_json(source, DataError)
     if not isinstance(tasks, list):
         raise DataError(f"{source}: expected the JSON export of Label Studio (a list of tasks), got an object")

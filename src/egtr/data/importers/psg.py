@@ -51,7 +51,11 @@ def _name_list(data: dict[str, Any], field: str, path: Path) -> list[str]:
 
 
 def read_psg(source: Path, options: ImportOptions) -> SourceDataset:
-    """Read `psg.json` (a malformed file raises DataError)."""
+    """Read `psg.json`, or the `psg.json` of a folder (a malformed file raises DataError)."""
+    if source.is_dir():
+        if not (source / "psg.json").is_file():
+            raise DataError(f"{source}: a folder without psg.json; pass OpenPSG's psg.json file")
+        source = source / "psg.json"
     data = read_json(source, DataError)
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise DataError(f"{source}: expected OpenPSG's psg.json (an object with a 'data' list)")
