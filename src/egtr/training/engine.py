@@ -188,7 +188,7 @@ def _evaluate(config: TrainConfig, model: EGTR, run_dir: Path) -> None:
         device="cuda" if use_cuda else "cpu",
         progress=config.progress_bar,
     )
-    path = report.write_json(run_dir / f"evaluation_{config.evaluate_split}.json", model.config.predicate_names)
+    path = report.save_json(run_dir / f"evaluation_{config.evaluate_split}.json", model.config.predicate_names)
     logger.info("evaluation on %s written to %s\n%s", config.evaluate_split, path, report.format_table())
 
 
