@@ -62,11 +62,14 @@ def oi_root(tmp_path: Path) -> Path:
 def _config(root: Path, **overrides) -> DataConfig:
     # Small sizes keep the test fast; targets are normalised, so the expected values do not depend on them.
     sizes = {"train_sizes": (64,), "train_intermediate_prob": 0.0, "eval_size": 200, "eval_max_size": 400}
-    return DataConfig(kind="oi", root=str(root), num_queries=3, **{**sizes, **overrides})
+    return DataConfig(kind="oi", root=str(root), **{**sizes, **overrides})
+
+
+NUM_QUERIES = 3  # the model's query count: Open Images training drops images with more boxes
 
 
 def test_train_filters(oi_root: Path) -> None:
-    dataset = build_dataset(_config(oi_root), "train", train=False)
+    dataset = build_dataset(_config(oi_root), "train", train=False, num_queries=NUM_QUERIES)
     assert isinstance(dataset, OpenImagesDataset)
     assert dataset.class_names == OI_CLASSES and dataset.predicate_names == OI_PREDICATES
     # "crowded" has 4 > num_queries boxes and is dropped; ids are positions in the file.
@@ -77,7 +80,7 @@ def test_train_filters(oi_root: Path) -> None:
 
 
 def test_plus_one_boxes_and_clipping(oi_root: Path) -> None:
-    dataset = build_dataset(_config(oi_root), "train", train=False)
+    dataset = build_dataset(_config(oi_root), "train", train=False, num_queries=NUM_QUERIES)
     _, target = dataset[1]  # chelsea 451 x 300; box 1 [440, 250, 460, 310] -> [440, 250, 461, 311] -> clipped
     assert target["orig_size"].tolist() == [300, 451]
     expected = torch.tensor(
@@ -89,7 +92,7 @@ def test_plus_one_boxes_and_clipping(oi_root: Path) -> None:
 
 
 def test_one_random_predicate_per_pair_each_load(oi_root: Path) -> None:
-    dataset = build_dataset(_config(oi_root), "train", train=True)
+    dataset = build_dataset(_config(oi_root), "train", train=True, num_queries=NUM_QUERIES)
     seen = set()
     for seed in range(40):
         torch.manual_seed(seed)
@@ -102,18 +105,18 @@ def test_one_random_predicate_per_pair_each_load(oi_root: Path) -> None:
 
 
 def test_eval_split_is_not_filtered(oi_root: Path) -> None:
-    dataset = build_dataset(_config(oi_root), "val", train=False)
+    dataset = build_dataset(_config(oi_root), "val", train=False, num_queries=NUM_QUERIES)
     assert not dataset.sample_one_predicate
     _, target = dataset[0]  # astronaut; box 1 [20, 20, 10, 60] has x2 < x1 -> empty, dropped with relation (1,0,0)
     assert target["class_labels"].tolist() == [0]
     assert target["relations"].tolist() == []
-    no_plus_one = build_dataset(_config(oi_root, oi_box_plus_one=False), "val", train=False)
+    no_plus_one = build_dataset(_config(oi_root, oi_box_plus_one=False), "val", train=False, num_queries=NUM_QUERIES)
     _, target = no_plus_one[0]
     torch.testing.assert_close(target["boxes"][0] * 512, torch.tensor([244.5, 269.5, 249.0, 479.0]), atol=1e-3, rtol=0)
 
 
 def test_statistics_use_filtered_train_targets(oi_root: Path) -> None:
-    dataset = build_dataset(_config(oi_root), "train", train=True)
+    dataset = build_dataset(_config(oi_root), "train", train=True, num_queries=NUM_QUERIES)
     counts = count_triplets(dataset, dataset.num_labels, dataset.num_rel_labels)
     assert counts.shape == (6, 6, 4) and counts.dtype == torch.int64
     expected = torch.zeros(6, 6, 4, dtype=torch.int64)

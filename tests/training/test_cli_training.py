@@ -41,15 +41,15 @@ def test_open_images_preset(capsys):
     assert config["data"]["kind"] == "oi" and config["loss"]["connectivity_loss_coefficient"] == 90
 
 
-def test_config_of_the_other_stage_is_refused(tmp_path):
+def test_config_of_the_other_stage_is_refused(tmp_path, capsys):
     config_file = tmp_path / "config.json"
     TrainConfig.for_detector().save(config_file)
-    with pytest.raises(ValueError, match="stage"):
-        main(["train", "--config", str(config_file), "--print-config"])
+    assert main(["train", "--config", str(config_file), "--print-config"]) == 2
+    assert "the config is for stage 'detector'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
-def test_fast_dev_run_trains_both_passes_and_exports(synthetic_root: Path, tmp_path: Path, precision, capsys):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fast_dev_run_trains_both_passes_and_exports(synthetic_root: Path, tmp_path: Path, dtype, capsys):
     config_file = tmp_path / "config.json"
     tiny_train_config(synthetic_root, tmp_path / "unused", finetune_epochs=1).save(config_file)
     code = main(
@@ -57,11 +57,11 @@ def test_fast_dev_run_trains_both_passes_and_exports(synthetic_root: Path, tmp_p
             "train",
             "--config",
             str(config_file),
-            "--output-dir",
+            "--out",
             str(tmp_path / "run"),
             "--fast-dev-run",
-            "--precision",
-            precision,
+            "--dtype",
+            dtype,
         ]
     )
     assert code == 0
@@ -72,5 +72,6 @@ def test_fast_dev_run_trains_both_passes_and_exports(synthetic_root: Path, tmp_p
 
 
 def test_missing_dataset_is_a_clear_error(capsys):
-    assert main(["train", "--output-dir", "/tmp/nowhere"]) == 2
-    assert "--data-root" in capsys.readouterr().out
+    assert main(["train", "--out", "/tmp/nowhere"]) == 2
+    error = capsys.readouterr().err  # errors go to stderr, as one line
+    assert error.startswith("error: no dataset: pass --data-root") and len(error.splitlines()) == 1
