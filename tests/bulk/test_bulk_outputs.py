@@ -1,0 +1,207 @@
+"""Bulk prediction in one process: records equal `Predictor`'s, shards, errors, manifest, inputs, resumption."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+from tests.bulk.conftest import MODEL, SIZES, make_predictor, read_records
+
+from egtr.bulk import BulkInputError, BulkOptions, Corpus, predict_corpus
+from egtr.cli import main
+from egtr.data.images import load_image
+
+
+def run(corpus: Corpus, out: Path, predictor=None, **options) -> None:
+    options = {"num_workers": 0, "progress": False, **options}
+    predict_corpus(predictor or make_predictor(), corpus, BulkOptions(out=out, **options), model_path=MODEL)
+
+
+def test_records_are_the_predictor_json_plus_the_key(single_process_run, corpus_files, predictor):
+    records = read_records(single_process_run)
+    readable = [path for path in corpus_files if path.name != "broken.png"]
+    assert [record["key"] for record in records] == [str(path) for path in readable]  # input order, once each
+    for record, path in zip(records, readable):
+        expected = predictor(path).to_dict()
+        assert {name: value for name, value in record.items() if name != "key"} == expected
+
+    shards = sorted(path.name for path in (single_process_run / "shards").iterdir())
+    assert shards == [f"list-{chunk:06d}.parquet" for chunk in range(6)]  # 21 entries in units of 4
+    errors = [json.loads(line) for line in (single_process_run / "errors.jsonl").open()]
+    assert [(error["unit"], error["key"]) for error in errors] == [("list-000001", str(corpus_files[7]))]
+    assert "not a readable image" in errors[0]["reason"] and str(corpus_files[7]) in errors[0]["reason"]
+
+    manifest = json.loads((single_process_run / "manifest.json").read_text())
+    assert manifest["counts"] == {"records": 20, "errors": 1, "shards": 6}
+    assert sum(shard["records"] for shard in manifest["shards"]) == 20
+    assert len(manifest["weights_sha256"]) == 64 and manifest["settings"]["prediction"]["top_k"] == 10
+    assert manifest["complete"] is True and manifest["world_size"] == 1
+
+
+def test_jsonl_gz_batched_by_size_holds_the_same_records(single_process_run, corpus_files, tmp_path):
+    """Exact batching (batch 4, images of one resized size only) changes nothing but float rounding."""
+    out = tmp_path / "out"
+    run(
+        Corpus(files=tuple(map(str, corpus_files)), shard_size=4),
+        out,
+        make_predictor(batch_size=4),
+        output_format="jsonl.gz",
+    )
+    expected = read_records(single_process_run)
+    records = read_records(out)
+    assert [record["key"] for record in records] == [record["key"] for record in expected]
+    for record, reference in zip(records, expected):
+        assert [o["label"] for o in record["objects"]] == [o["label"] for o in reference["objects"]]
+        assert [(r["subject"], r["object"], r["predicate"]) for r in record["relations"]] == [
+            (r["subject"], r["object"], r["predicate"]) for r in reference["relations"]
+        ]
+        for relation, reference_relation in zip(record["relations"], reference["relations"]):
+            assert relation["score"] == pytest.approx(reference_relation["score"], rel=1e-4, abs=1e-7)
+
+
+def test_tar_shards_and_input_lists(corpus_files, predictor, tmp_path):
+    """WebDataset shards (key + image bytes) and text / CSV / Parquet lists with relative paths and --data-root."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shard = tmp_path / "shard-000.tar"
+    with tarfile.open(shard, "w") as archive:
+        for number, path in enumerate(corpus_files[:3]):
+            archive.add(path, arcname=f"sample{number:04d}.png")
+            (tmp_path / f"sample{number:04d}.json").write_text("{}")
+            archive.add(tmp_path / f"sample{number:04d}.json", arcname=f"sample{number:04d}.json")
+        archive.add(tmp_path / "sample0000.json", arcname="textonly.json")  # a sample without an image
+    root = corpus_files[0].parent
+    (tmp_path / "list.txt").write_text(f"{corpus_files[3].name}\n\n{corpus_files[4].name}\n")
+    (tmp_path / "list.csv").write_text(f"id,path\n1,{corpus_files[5].name}\n2,\n")
+    pq.write_table(pa.table({"path": [corpus_files[6].name]}), tmp_path / "list.parquet")
+    corpus = Corpus(
+        input_lists=tuple(str(tmp_path / name) for name in ("list.txt", "list.csv", "list.parquet")),
+        tar_shards=(str(shard),),
+        data_root=str(root),
+        shard_size=2,
+    )
+    out = tmp_path / "out"
+    run(corpus, out, predictor, output_format="jsonl", num_workers=1)
+
+    records = {record["key"]: record for record in read_records(out)}
+    for name in (path.name for path in corpus_files[3:7]):
+        assert records.pop(name) == {"key": name, **predictor(root / name).to_dict()}
+    for number, path in enumerate(corpus_files[:3]):
+        expected = predictor(load_image(path)).to_dict()  # bytes decoded like a file; no path
+        assert records.pop(f"sample{number:04d}") == {"key": f"sample{number:04d}", **expected}
+    assert records == {}
+    errors = {error["key"]: error["reason"] for error in map(json.loads, (out / "errors.jsonl").open())}
+    assert set(errors) == {f"{tmp_path / 'list.csv'}:3", "textonly"}
+    assert "empty path" in errors[f"{tmp_path / 'list.csv'}:3"] and "has no image" in errors["textonly"]
+    assert sorted(path.name for path in (out / "shards").iterdir()) == [
+        "list-000000.jsonl", "list-000001.jsonl", "list-000002.jsonl", "tar-00000-0000.jsonl", "tar-00000-0001.jsonl"
+    ]  # fmt: skip
+    assert (out / "_units" / "tar-00000-complete.json").is_file()
+
+
+def test_resume_redoes_only_the_missing_shards(single_process_run, corpus_files, predictor, tmp_path):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(single_process_run, out)
+    shards = sorted((out / "shards").iterdir())
+    kept = {path: path.stat().st_mtime_ns for path in shards[::2]}
+    for path in shards[1::2]:
+        path.unlink()
+    (out / "shards" / ".list-000001.parquet.abc.tmp").write_bytes(b"half a shard from a killed run")
+    run(Corpus(files=tuple(map(str, corpus_files)), shard_size=4), out, predictor, num_workers=1)
+    assert {path: path.stat().st_mtime_ns for path in kept} == kept  # untouched
+    assert read_records(out) == read_records(single_process_run)
+    assert json.loads((out / "manifest.json").read_text())["counts"]["records"] == 20
+
+
+def test_other_settings_are_refused_unless_overwrite(single_process_run, corpus_files, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(single_process_run, out)
+    corpus = Corpus(files=tuple(map(str, corpus_files)), shard_size=4)
+    with pytest.raises(BulkInputError, match="top_k 10 -> 5"):
+        run(corpus, out, make_predictor().__class__.from_pretrained(MODEL, device="cpu", top_k=5, **SIZES))
+    with pytest.raises(BulkInputError, match="shard_size"):
+        run(Corpus(files=corpus.files, shard_size=5), out)
+    arguments = ["predict", *map(str, corpus_files), "--model", str(MODEL), "--out", str(out), "--size", "64"]
+    arguments += ["--max-size", "96", "--top-k", "5", "--shard-size", "4", "--output-format", "parquet"]
+    assert main(arguments) == 2
+    assert "other settings" in capsys.readouterr().err
+    assert main([*arguments, "--overwrite", "--no-progress", "--decode-workers", "0"]) == 1  # the broken file
+    assert all(len(record["relations"]) <= 5 for record in read_records(out))
+    assert json.loads((out / "settings.json").read_text())["prediction"]["top_k"] == 5
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
+    (tmp_path / "list.csv").write_text("id,file\n1,a.jpg\n")
+    common = ["--model", str(MODEL), "--out", str(tmp_path / "out"), "--output-format", "parquet"]
+    assert main(["predict", "--input-list", str(tmp_path / "list.csv"), *common]) == 2
+    assert "no 'path' column (columns: id, file)" in capsys.readouterr().err
+    assert main(["predict", "--input-list", str(tmp_path / "missing.txt"), *common]) == 2
+    assert "missing.txt: no such file" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "shards-{000..001}.tar"), *common]) == 2
+    assert "shards-000.tar: no such file" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "a.tar"), "--model", str(MODEL), "--out", str(tmp_path)]) == 2
+    assert "need --output-format" in capsys.readouterr().err
+
+
+def test_duckdb_finds_the_images_with_a_triplet(single_process_run):
+    """The query of docs/bulk.md: every image with <subject, predicate, object> above a score, straight from the
+    Parquet shards; and the shards load as they are with pandas and pyarrow."""
+    duckdb = pytest.importorskip("duckdb")
+    import pandas as pd
+    import pyarrow.dataset as ds
+
+    records = read_records(single_process_run)
+    first = records[0]["relations"][0]
+    subject = records[0]["objects"][first["subject"]]["label_name"]
+    obj = records[0]["objects"][first["object"]]["label_name"]
+    predicate, threshold = first["predicate_name"], first["score"] * 0.5
+    expected = sorted(
+        {
+            record["key"]
+            for record in records
+            for relation in record["relations"]
+            if relation["predicate_name"] == predicate
+            and record["objects"][relation["subject"]]["label_name"] == subject
+            and record["objects"][relation["object"]]["label_name"] == obj
+            and relation["score"] > threshold
+        }
+    )
+    query = """
+        SELECT DISTINCT key FROM (
+            SELECT key, objects, unnest(relations) AS r FROM read_parquet($shards)
+        )
+        WHERE r.predicate_name = $predicate AND r.score > $threshold
+          AND objects[r.subject + 1].label_name = $subject AND objects[r.object + 1].label_name = $object
+        ORDER BY key
+    """
+    parameters = {
+        "shards": str(single_process_run / "shards" / "*.parquet"),
+        "predicate": predicate,
+        "threshold": threshold,
+        "subject": subject,
+        "object": obj,
+    }
+    found = [row[0] for row in duckdb.sql(query, params=parameters).fetchall()]
+    assert found == expected and records[0]["key"] in found
+
+    frame = pd.read_parquet(single_process_run / "shards")
+    assert sorted(frame["key"]) == sorted(record["key"] for record in records)
+    assert ds.dataset(single_process_run / "shards").count_rows() == 20
+
+
+def test_input_list_in_the_default_files_mode(corpus_files, predictor, tmp_path, capsys):
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{corpus_files[0]}\n{corpus_files[1]}\n")
+    out = tmp_path / "out"
+    arguments = ["predict", "--input-list", str(listing), "--model", str(MODEL), "--out", str(out), "--no-draw"]
+    assert main([*arguments, "--size", "64", "--max-size", "96", "--top-k", "10", "--no-progress"]) == 0
+    written = json.loads((out / f"{corpus_files[1].stem}.json").read_text())
+    assert written == predictor(corpus_files[1]).to_dict()
+    assert sorted(path.name for path in out.iterdir()) == sorted(f"{path.stem}.json" for path in corpus_files[:2])

@@ -1,0 +1,78 @@
+"""Bulk prediction in several processes (Lightning DDP over gloo on CPU) and after kill -9: the same records."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.bulk.conftest import MODEL, SIZES, make_images, make_predictor, read_records
+
+from egtr.bulk import BulkOptions, Corpus, predict_corpus
+
+
+def predict_command(inputs: list[str], out: Path, *options: str) -> list[str]:
+    sizes = ["--size", str(SIZES["image_size"]), "--max-size", str(SIZES["max_size"])]
+    return [
+        sys.executable, "-m", "egtr.cli", "predict", *inputs, "--model", str(MODEL), "--out", str(out), *sizes,
+        "--top-k", "10", "--output-format", "parquet", "--device", "cpu", "--no-progress", *options,
+    ]  # fmt: skip
+
+
+def environment() -> dict[str, str]:
+    source = str(Path(__file__).parents[2] / "src")
+    python_path = os.pathsep.join(filter(None, [source, str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": python_path, "OMP_NUM_THREADS": "1"}
+
+
+def test_two_processes_write_the_records_of_one(single_process_run, corpus_files, tmp_path):
+    out = tmp_path / "out"
+    command = predict_command([str(path) for path in corpus_files], out, "--devices", "2", "--shard-size", "4")
+    completed = subprocess.run(
+        [*command, "--decode-workers", "1"], env=environment(), capture_output=True, text=True, timeout=300
+    )
+    assert completed.returncode == 1, completed.stderr[-3000:]  # 1: the broken file was reported
+    assert read_records(out) == read_records(single_process_run)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["counts"] == {"records": 20, "errors": 1, "shards": 6}
+    assert "rank 0/2" in completed.stderr and "rank 1/2" in completed.stderr  # each rank reports its share
+
+
+def test_killed_run_resumes_without_duplicates_or_truncation(tmp_path):
+    """kill -9 of the run mid-way, then the same command again: exactly the records of an uninterrupted run."""
+    images = [str(path) for path in make_images(tmp_path / "images", 24, seed=1)]
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    command = predict_command(images, killed, "--shard-size", "2", "--decode-workers", "1")
+    process = subprocess.Popen(command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if len(list((killed / "shards").glob("*.parquet"))) >= 3:
+                break
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    done_before = sorted((killed / "shards").glob("*.parquet"))
+    assert 3 <= len(done_before) < 12, process.stderr.read()[-3000:]  # killed mid-run
+    assert not (killed / "manifest.json").exists()
+    visible = read_records(killed)  # every visible shard is complete and readable
+    assert len(visible) == 2 * len(done_before)
+
+    resumed = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"rank 0/1: {24 - len(visible)} images" in resumed.stderr  # only the missing ones were predicted
+
+    corpus = Corpus(files=tuple(images), shard_size=2)  # the uninterrupted run, in this process (one thread too)
+    predict_corpus(make_predictor(), corpus, BulkOptions(out=clean, num_workers=0, progress=False), model_path=MODEL)
+    records = read_records(killed)
+    assert [record["key"] for record in records] == images  # each image once, in input order
+    assert records == read_records(clean)
+    assert not list((killed / "shards").glob(".*"))  # no temporary file left visible
+    assert json.loads((killed / "manifest.json").read_text())["counts"] == {"records": 24, "errors": 0, "shards": 12}
