@@ -37,7 +37,8 @@ from PIL import Image
 from egtr import EGTR
 from egtr.bulk import BulkOptions, Corpus, predict_corpus
 from egtr.config import EGTRConfig
-from egtr.inference import Predictor, predict_files
+from egtr.inference import Predictor
+from egtr.predict_files import predict_files
 
 REFERENCE = Path(__file__).parents[1] / "tests" / "fixtures" / "reference" / "artifact"
 # (width, height, share): what a photo collection looks like; 4:3 at three resolutions resizes to one size
@@ -97,7 +98,7 @@ def throughput(arguments: argparse.Namespace, work: Path) -> dict:
         torch.manual_seed(0)
         EGTR(EGTRConfig()).save_pretrained(model_path)
     paths = make_images(work / "images", arguments.images)
-    sizes = {"image_size": arguments.size, "max_size": arguments.max_size}
+    sizes = {"size": arguments.size, "max_size": arguments.max_size}
     options = {"device": arguments.device, "dtype": arguments.dtype, "top_k": 20, **sizes}
     results: dict[str, dict] = {}
 
@@ -120,7 +121,7 @@ def throughput(arguments: argparse.Namespace, work: Path) -> dict:
         accelerator = "gpu" if predictor.device.type == "cuda" else "cpu"
         bulk = BulkOptions(out=out, accelerator=accelerator, num_workers=2, bucket=bucket, progress=False)
         start = time.perf_counter()
-        predict_corpus(predictor, Corpus(files=tuple(map(str, paths)), shard_size=100), bulk, model_path)
+        predict_corpus(predictor, Corpus(files=tuple(map(str, paths)), shard_size=100), bulk)
         elapsed = time.perf_counter() - start
         results[name] = {"seconds": elapsed, "images_per_s": len(paths) / elapsed}
         results[name].update(compare(records_by_key(out), {key: loop_records[key] for key in loop_records}))
@@ -147,7 +148,7 @@ def _rss_bytes(with_children: bool) -> int:
 
 def memory(arguments: argparse.Namespace, work: Path) -> dict:
     paths = make_images(work / "small", arguments.memory_images, seed=1, small=True)
-    predictor = Predictor.from_pretrained(REFERENCE, device="cpu", image_size=64, max_size=96)
+    predictor = Predictor.from_pretrained(REFERENCE, device="cpu", size=64, max_size=96)
     samples: list[tuple[float, int, int]] = []
     stop = threading.Event()
 
@@ -161,7 +162,7 @@ def memory(arguments: argparse.Namespace, work: Path) -> dict:
     sampler.start()
     corpus = Corpus(files=tuple(map(str, paths)), shard_size=250)
     options = BulkOptions(out=work / "memory", accelerator="cpu", num_workers=2, progress=False)
-    predict_corpus(predictor, corpus, options, REFERENCE)
+    predict_corpus(predictor, corpus, options)
     stop.set()
     sampler.join()
     elapsed = time.perf_counter() - start

@@ -14,7 +14,7 @@ from PIL import Image
 from egtr.inference import Predictor
 
 MODEL = Path(__file__).parents[1] / "fixtures" / "reference" / "artifact"
-SIZES = {"image_size": 64, "max_size": 96}
+SIZES = {"size": 64, "max_size": 96}
 SHAPES = [(48, 64), (64, 48), (56, 56)]  # (height, width): three resized sizes, so exact batching splits them
 
 
@@ -94,5 +94,5 @@ def single_process_run(corpus_files, predictor, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("single") / "out"
     corpus = Corpus(files=tuple(map(str, corpus_files)), shard_size=4)
     with one_thread():  # a session fixture is set up before the function-scoped `_one_thread`
-        predict_corpus(predictor, corpus, BulkOptions(out=out, num_workers=1, progress=False), model_path=MODEL)
+        predict_corpus(predictor, corpus, BulkOptions(out=out, num_workers=1, progress=False))
     return out

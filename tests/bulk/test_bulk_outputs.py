@@ -11,12 +11,12 @@ from tests.bulk.conftest import MODEL, SIZES, make_predictor, read_records
 
 from egtr.bulk import BulkInputError, BulkOptions, Corpus, predict_corpus
 from egtr.cli import main
-from egtr.data.images import load_image
+from egtr.images import load_image
 
 
 def run(corpus: Corpus, out: Path, predictor=None, **options) -> None:
     options = {"num_workers": 0, "progress": False, **options}
-    predict_corpus(predictor or make_predictor(), corpus, BulkOptions(out=out, **options), model_path=MODEL)
+    predict_corpus(predictor or make_predictor(), corpus, BulkOptions(out=out, **options))
 
 
 def test_records_are_the_predictor_json_plus_the_key(single_process_run, corpus_files, predictor):

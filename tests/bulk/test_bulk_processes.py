@@ -16,7 +16,7 @@ from egtr.bulk import BulkOptions, Corpus, predict_corpus
 
 
 def predict_command(inputs: list[str], out: Path, *options: str) -> list[str]:
-    sizes = ["--size", str(SIZES["image_size"]), "--max-size", str(SIZES["max_size"])]
+    sizes = ["--size", str(SIZES["size"]), "--max-size", str(SIZES["max_size"])]
     return [
         sys.executable, "-m", "egtr.cli", "predict", *inputs, "--model", str(MODEL), "--out", str(out), *sizes,
         "--top-k", "10", "--output-format", "parquet", "--device", "cpu", "--no-progress", *options,
@@ -70,7 +70,7 @@ def test_killed_run_resumes_without_duplicates_or_truncation(tmp_path):
     assert f"rank 0/1: {24 - len(visible)} images" in resumed.stderr  # only the missing ones were predicted
 
     corpus = Corpus(files=tuple(images), shard_size=2)  # the uninterrupted run, in this process (one thread too)
-    predict_corpus(make_predictor(), corpus, BulkOptions(out=clean, num_workers=0, progress=False), model_path=MODEL)
+    predict_corpus(make_predictor(), corpus, BulkOptions(out=clean, num_workers=0, progress=False))
     records = read_records(killed)
     assert [record["key"] for record in records] == images  # each image once, in input order
     assert records == read_records(clean)

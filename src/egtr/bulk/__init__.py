@@ -4,7 +4,7 @@
     >>> from egtr.bulk import BulkOptions, Corpus, predict_corpus
     >>> predictor = Predictor.from_pretrained("model", device="cpu")
     >>> corpus = Corpus(input_lists=("images.csv",), tar_shards=("shards/000.tar",)).check()
-    >>> predict_corpus(predictor, corpus, BulkOptions(out="graphs", output_format="parquet"), model_path="model")
+    >>> predict_corpus(predictor, corpus, BulkOptions(out="graphs", output_format="parquet"))
 
 `egtr predict --output-format parquet ...` is the command-line form; docs/bulk.md describes layout, resumption,
 distributed runs and querying.

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from torch.utils.data import IterableDataset, get_worker_info
 
 from egtr.bulk.sources import TAR_UNIT, Corpus, Entry, unit_name
-from egtr.data.errors import DataError
+from egtr.errors import DataError
 from egtr.inference import Predictor, PreparedImage
 
 # Images kept waiting for batch partners per worker, in batches: bounds worker memory on corpora of many sizes.
@@ -180,17 +180,12 @@ class CorpusDataset(IterableDataset):
 
     def _prepare(self, entry: Entry) -> PreparedImage | str:
         """The prepared image, or why it cannot be read (one line naming the file or the key)."""
-        from egtr.data.images import decode_image_bytes
-
         if entry.problem is not None:
             return entry.problem
         try:
-            if entry.data is not None:
-                prepared = self.preparer.prepare(decode_image_bytes(entry.data, entry.key))
-            else:
-                prepared = self.preparer.prepare(entry.path)  # type: ignore[arg-type]
+            prepared = self.preparer.prepare(entry.data if entry.data is not None else entry.path)  # type: ignore[arg-type]
         except (DataError, OSError, ValueError) as error:
-            message = str(error)
+            message = str(error).replace("<bytes>", entry.key)  # load_image calls bytes "<bytes>"
             return message if entry.key in message or (entry.path or "") in message else f"{entry.key}: {message}"
         if not self.keep_images:
             prepared.image = None  # the decoded original is only needed for drawings; do not ship it

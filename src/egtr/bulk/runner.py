@@ -8,6 +8,7 @@ own units; when all ranks are done, rank 0 merges the errors and writes the mani
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -22,9 +23,10 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from egtr.bulk.dataset import BulkBatch, CorpusDataset, collate_bulk, model_free_copy
 from egtr.bulk.progress import RankProgress, format_duration
-from egtr.bulk.sources import Corpus, file_sha256
+from egtr.bulk.sources import BulkInputError, Corpus
 from egtr.bulk.writers import OutputFolder
 from egtr.inference import Predictor
+from egtr.runtime import dtype_name, resolve_device
 
 logger = logging.getLogger("egtr.bulk")
 
@@ -73,54 +75,62 @@ class BulkSummary:
 
 def lightning_devices(device: str, devices: str) -> tuple[str, int | str | list[int]]:
     """`egtr predict --device` (auto, cpu, cuda, cuda:N) and `--devices` (a count or "auto") in Lightning's terms:
-    (accelerator, devices). ValueError for a device that is not there or a combination that means nothing."""
-    from egtr.inference import resolve_device
-
+    (accelerator, devices). BulkInputError for a combination that means nothing; ValueError (from
+    `egtr.runtime.resolve_device`) for a device that is not there."""
     if devices != "auto" and not (devices.isdigit() and int(devices) > 0):
-        raise ValueError(f"--devices must be a positive number or 'auto', got {devices!r}")
+        raise BulkInputError(f"--devices must be a positive number or 'auto', got {devices!r}")
     count: int | str = int(devices) if devices.isdigit() else devices
     resolve_device(device)  # a clear error when CUDA is asked for and absent
     kind, _, index = device.partition(":")
     if device in ("auto", "cpu"):
         return device, count
     if kind != "cuda":
-        raise ValueError(f"--device {device}: bulk prediction runs on auto, cpu, cuda or cuda:N")
+        raise BulkInputError(f"--device {device}: bulk prediction runs on auto, cpu, cuda or cuda:N")
     if index:
         if count != 1:
-            raise ValueError(f"--device {device} names one GPU; use --device cuda --devices {devices} for several")
+            raise BulkInputError(f"--device {device} names one GPU; use --device cuda --devices {devices} for several")
         return "gpu", [int(index)]
     return "gpu", count
 
 
-def bulk_settings(predictor: Predictor, corpus: Corpus, options: BulkOptions, model_path: str | Path) -> dict[str, Any]:
+def bulk_settings(predictor: Predictor, corpus: Corpus, options: BulkOptions) -> dict[str, Any]:
     """Everything the records depend on; stored as settings.json and compared when a run resumes."""
-    from egtr.models.checkpoint import resolve_model_path
-
-    _, weights = resolve_model_path(model_path)
+    preprocessor = predictor.preprocessor
     prediction = {
         "top_k": predictor.top_k,
         "score_threshold": predictor.score_threshold,
         "graph_constraint": predictor.graph_constraint,
         "object_threshold": predictor.object_threshold,
-        "image_size": predictor.image_size,
-        "max_size": predictor.max_size,
-        "image_mean": list(predictor.image_mean),
-        "image_std": list(predictor.image_std),
-        "dtype": str(predictor.dtype).removeprefix("torch."),
+        "size": preprocessor.shortest_edge,
+        "max_size": preprocessor.longest_edge,
+        "image_mean": list(preprocessor.image_mean),
+        "image_std": list(preprocessor.image_std),
+        "max_pixels": predictor.max_pixels,
+        "dtype": dtype_name(predictor.dtype),
         "bucket": options.bucket,
         # exact batching does not change the records; padded buckets depend on the batch size
         "batch_size": predictor.batch_size if options.bucket else None,
     }
+    source = predictor.source or {}
     return {
-        "model": str(model_path),
-        "weights_sha256": file_sha256(weights),
+        "model": source.get("model"),
+        "weights_sha256": source.get("weights_sha256") or _state_dict_sha256(predictor.model),
         "prediction": prediction,
         "output_format": options.output_format,
         "inputs": corpus.fingerprint(),
     }
 
 
-def predict_corpus(predictor: Predictor, corpus: Corpus, options: BulkOptions, model_path: str | Path) -> BulkSummary:
+def _state_dict_sha256(model: torch.nn.Module) -> str:
+    """For a predictor built from a model object rather than a file: the SHA-256 of its tensors, in key order."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def predict_corpus(predictor: Predictor, corpus: Corpus, options: BulkOptions) -> BulkSummary:
     """Predict every image of `corpus` into shards under `options.out`, resuming what an earlier run left.
 
     Call it in every process with the same arguments (Lightning starts the other local processes itself when
@@ -129,7 +139,7 @@ def predict_corpus(predictor: Predictor, corpus: Corpus, options: BulkOptions, m
     """
     corpus.check()
     folder = OutputFolder(options.out, options.output_format)
-    settings = bulk_settings(predictor, corpus, options, model_path)
+    settings = bulk_settings(predictor, corpus, options)
     folder.check_settings(settings, options.overwrite)
     _quiet_lightning()
     module = _BulkModule(predictor, corpus, folder, settings, options)
@@ -280,11 +290,6 @@ class _ShardWriter(BasePredictionWriter):
 
 
 def _quiet_lightning() -> None:
-    """Lightning's start-up banner and its advice on worker counts mean nothing to someone labelling images."""
-    if not logger.isEnabledFor(logging.DEBUG):
-        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-        logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    """Lightning's warnings that say nothing to someone labelling images (the CLI silences its banner too)."""
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*predict_dataloader.*")
     warnings.filterwarnings("ignore", message=".*infer the batch indices.*")  # our batches come whole from workers
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")  # inside Lightning, not ours

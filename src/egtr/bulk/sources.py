@@ -19,14 +19,18 @@ import hashlib
 import itertools
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from egtr.errors import EgtrError
+from egtr.fileio import file_sha256
+from egtr.images import IMAGE_SUFFIXES
 
 LIST_UNIT = "list"
 TAR_UNIT = "tar"
 
 
-class BulkInputError(ValueError):
+class BulkInputError(EgtrError, ValueError):
     """A user error in the inputs of bulk prediction (missing list, missing column, no such shard)."""
 
 
@@ -62,7 +66,6 @@ class Corpus:
     data_root: str | None = None
     path_column: str = "path"
     shard_size: int = 1000
-    image_suffixes: tuple[str, ...] = field(default=(".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"))
 
     def check(self) -> Corpus:
         """Fail early, with the file named, on a missing list, a list without the path column, a missing shard."""
@@ -122,7 +125,7 @@ class Corpus:
                     if skip_unit(unit):
                         continue
                     key = sample["__key__"]
-                    image_fields = [name for name in sample if ("." + name.split(".")[-1]) in self.image_suffixes]
+                    image_fields = [name for name in sample if ("." + name.split(".")[-1]) in IMAGE_SUFFIXES]
                     entry = Entry(unit, index % self.shard_size, key)
                     if not image_fields:
                         fields = ", ".join(sorted(name for name in sample if not name.startswith("__")))
@@ -183,14 +186,6 @@ def split_inputs(inputs: Sequence[str]) -> tuple[list[str], list[str]]:
             else:
                 tars.append(expanded)
     return images, list(dict.fromkeys(tars))
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while block := stream.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # -------------------------------------------------------------------------------------------- list files

@@ -11,7 +11,8 @@ Layout of `--out`:
     errors.jsonl              all unreadable entries, {"unit", "key", "reason"} (written at the end)
     manifest.json             model, weights SHA-256, settings, counts, shards, time (written at the end)
 
-A shard is written to a hidden temporary file in the same folder, flushed to disk, then renamed to its final name:
+A shard is written by `egtr.fileio.atomic_write` (a hidden temporary file in the same folder, flushed to disk, then
+renamed to its final name):
 a reader (or a resumed run) sees either the whole shard or nothing, whenever the process is killed. A unit counts
 as done exactly when its shard exists, so a re-run redoes the missing units and nothing else.
 """
@@ -20,22 +21,19 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from egtr.bulk.sources import TAR_UNIT, BulkInputError
+from egtr.fileio import atomic_write, remove_stale_temporaries, write_json
 
 OUTPUT_FORMATS = {"jsonl": ".jsonl", "jsonl.gz": ".jsonl.gz", "parquet": ".parquet"}
 MANIFEST_VERSION = 1
 UNITS_DIR = "_units"
 SHARDS_DIR = "shards"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def record_schema() -> Any:
@@ -71,25 +69,6 @@ def record_schema() -> Any:
             ("relations", pa.list_(relation)),
         ]
     )
-
-
-def atomic_write(target: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write through a hidden temporary file next to `target`, flushed to disk, then renamed over it."""
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        os.fchmod(handle, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are for everyone who may read the folder
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
-def write_json(target: Path, payload: Any) -> None:
-    atomic_write(target, lambda stream: stream.write((json.dumps(payload, indent=2) + "\n").encode()))
 
 
 class OutputFolder:
@@ -159,6 +138,7 @@ class OutputFolder:
             stale.unlink(missing_ok=True)
         for folder in (self.shards_dir, self.root / UNITS_DIR):
             folder.mkdir(exist_ok=True)
+            remove_stale_temporaries(folder)  # of writes a kill -9 interrupted; nobody else writes yet
         write_json(self.settings_path, settings)
 
     # ------------------------------------------------------------------ units
@@ -178,25 +158,25 @@ class OutputFolder:
         """Write the unit's errors, then its shard (the commit), then the tar marker when it was a tar's last."""
         write_json(self.root / UNITS_DIR / f"{unit}.json", {"unit": unit, "records": len(records), "errors": errors})
         shard = self.shard_path(unit)
-        atomic_write(shard, lambda stream: self._write_records(stream, records))
+        atomic_write(shard, lambda temporary: self._write_records(temporary, records))
         if tar_chunks is not None:
             shard_number = unit.split("-")[1]
             write_json(self.root / UNITS_DIR / f"{TAR_UNIT}-{shard_number}-complete.json", {"chunks": tar_chunks})
         return shard
 
-    def _write_records(self, stream: IO[bytes], records: list[dict[str, Any]]) -> None:
+    def _write_records(self, path: Path, records: list[dict[str, Any]]) -> None:
         if self.output_format == "parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            pq.write_table(pa.Table.from_pylist(records, schema=record_schema()), stream)
+            pq.write_table(pa.Table.from_pylist(records, schema=record_schema()), str(path))
             return
         lines = b"".join(json.dumps(record).encode() + b"\n" for record in records)
         if self.output_format == "jsonl.gz":
-            with gzip.GzipFile(fileobj=stream, mode="wb", mtime=0) as compressed:  # mtime=0: same bytes every run
+            with gzip.GzipFile(filename=str(path), mode="wb", mtime=0) as compressed:  # mtime=0: same bytes each run
                 compressed.write(lines)
         else:
-            stream.write(lines)
+            path.write_bytes(lines)
 
     # ------------------------------------------------------------------ the end of a run
     def finish(self, settings: dict[str, Any], started: float, extra: dict[str, Any]) -> dict[str, Any]:
@@ -206,7 +186,7 @@ class OutputFolder:
             summary = json.loads((self.root / UNITS_DIR / f"{unit}.json").read_text())
             shards.append({"file": f"{SHARDS_DIR}/{self.shard_path(unit).name}", "records": summary["records"]})
             all_errors.extend({"unit": unit, **error} for error in summary["errors"])
-        atomic_write(self.errors_path, lambda stream: stream.write(b"".join(_json_lines(all_errors))))
+        atomic_write(self.errors_path, lambda temporary: temporary.write_bytes(b"".join(_json_lines(all_errors))))
         finished = time.time()
         manifest = {
             "format_version": MANIFEST_VERSION,

@@ -6,6 +6,9 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from egtr.cli.bulk import add_arguments as add_bulk_arguments
+from egtr.cli.bulk import listed_images
+from egtr.cli.bulk import run as run_bulk
 from egtr.cli.options import (
     Subparsers,
     add_device,
@@ -35,9 +38,12 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
         description="Predict scene graphs for image files, folders and glob patterns. Unreadable images are "
         "reported and skipped; the exit code is 1 if any image was skipped. Videos (files, stream URLs, camera "
         "indices) give per-frame JSONL with track ids, relation intervals and changes, and an annotated MP4 "
-        "(docs/video.md).",
+        "(docs/video.md). With --output-format parquet, jsonl or jsonl.gz: shards of records for whole corpora "
+        "(input lists, tar shards, several GPUs and machines), resumable (docs/bulk.md).",
     )
-    parser.add_argument("images", nargs="+", help="image files, folders (their image files) or glob patterns")
+    parser.add_argument(
+        "images", nargs="*", help="image files, folders (their image files), glob patterns or WebDataset .tar shards"
+    )
     add_model(parser)
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
     add_prediction_options(parser)
@@ -46,7 +52,7 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
     add_dtype(parser)
     parser.add_argument("--batch-size", type=positive_int, default=1, help="images per forward pass")
     parser.add_argument(
-        "--format", nargs="*", default=["png"], choices=("png", "svg", "pdf"), help="drawing formats (default png)"
+        "--format", nargs="*", default=None, choices=("png", "svg", "pdf"), help="drawing formats (default png)"
     )
     parser.add_argument("--no-draw", action="store_true", help="write only the JSON files")
     parser.add_argument(
@@ -62,6 +68,7 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
     from egtr.video.commandline import add_video_arguments  # videos: docs/video.md
 
     add_video_arguments(parser)
+    add_bulk_arguments(parser)  # --output-format parquet|jsonl|jsonl.gz: docs/bulk.md
     parser.set_defaults(run=run)
 
 
@@ -74,9 +81,12 @@ def run(args: argparse.Namespace) -> int:
     from egtr.predict_files import expand_image_paths, predict_files
     from egtr.video.commandline import is_video_input, run_video_predict
 
+    if args.output_format != "files":
+        return run_bulk(args, make_predictor)
     if is_video_input(args.images):
         return run_video_predict(args, make_predictor)
-    paths, unmatched = expand_image_paths(args.images, recursive=args.recursive)
+    image_inputs, listed = listed_images(args)
+    paths, unmatched = expand_image_paths([*image_inputs, *listed], recursive=args.recursive)
     for item in unmatched:
         print(f"warning: {item}: no such file, no images in this folder, or no match", file=sys.stderr)
     if not paths:
@@ -86,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         predictor,
         paths,
         args.out,
-        draw_formats=[] if args.no_draw else args.format,
+        draw_formats=[] if args.no_draw else (args.format or ["png"]),
         max_draw_relations=args.draw_relations,
         dpi=args.dpi,
         progress=progress_enabled(args),
