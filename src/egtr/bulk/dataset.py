@@ -20,6 +20,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -110,9 +111,9 @@ class CorpusDataset(IterableDataset):
     def __iter__(self) -> Iterator[BulkBatch]:
         me, total = self.worker_slot()
         done = self.done_units()
-        for unit, entries in self.corpus.list_units(lambda chunk: chunk % total == me):
+        for unit, block in self.corpus.list_units(lambda chunk: chunk % total == me):
             if unit not in done:
-                yield from self._unit_batches(unit, entries)
+                yield from self._unit_batches(unit, block)
         for shard in range(me, len(self.corpus.tar_shards), total):
             if tar_complete(shard, done):
                 continue
@@ -210,6 +211,6 @@ def tar_complete(shard: int, done: set[str]) -> bool:
     return f"{TAR_UNIT}-{shard:05d}-complete" in done
 
 
-def collate_bulk(batch: BulkBatch) -> BulkBatch:
+def collate_bulk(batch: Any) -> Any:
     """DataLoader `collate_fn` for a dataset that yields whole batches: pass them through unchanged."""
     return batch

@@ -256,6 +256,7 @@ class _ShardWriter(BasePredictionWriter):
             self.summary.shards += 1
         self.summary.images += len(batch.images)
         self.summary.errors += len(batch.errors)
+        assert self.progress is not None  # made in on_predict_start
         self.progress.update(len(batch.images), len(batch.errors))
 
     def _unit(self, unit: str) -> tuple[dict[int, dict], dict[int, dict]]:
@@ -263,6 +264,7 @@ class _ShardWriter(BasePredictionWriter):
 
     def on_predict_end(self, trainer: Any, pl_module: Any) -> None:
         summary = self.summary
+        assert self.progress is not None
         summary.seconds = self.progress.close()
         rate = summary.images / summary.seconds if summary.seconds > 0 else 0.0
         logger.info(
@@ -293,3 +295,4 @@ def _quiet_lightning() -> None:
     """Lightning's warnings that say nothing to someone labelling images (the CLI silences its banner too)."""
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*infer the batch indices.*")  # our batches come whole from workers
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # inside Lightning

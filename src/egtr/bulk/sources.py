@@ -230,11 +230,11 @@ def _read_list(path: Path, column: str) -> Iterator[tuple[str, str]]:
     else:
         import pyarrow.parquet as pq
 
-        row = 0
+        number = 0
         for batch in pq.ParquetFile(path).iter_batches(columns=[column], batch_size=65536):
             for value in batch.column(0).to_pylist():
-                yield f"{path} row {row}", "" if value is None else str(value).strip()
-                row += 1
+                yield f"{path} row {number}", "" if value is None else str(value).strip()
+                number += 1
 
 
 def _sample_key(member_name: str) -> str:

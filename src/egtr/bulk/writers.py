@@ -181,7 +181,8 @@ class OutputFolder:
     # ------------------------------------------------------------------ the end of a run
     def finish(self, settings: dict[str, Any], started: float, extra: dict[str, Any]) -> dict[str, Any]:
         """Merge the errors into errors.jsonl and write manifest.json (one process, after all have finished)."""
-        shards, all_errors = [], []
+        shards: list[dict[str, Any]] = []
+        all_errors: list[dict[str, Any]] = []
         for unit in sorted(name for name in self.committed_units() if not name.endswith("-complete")):
             summary = json.loads((self.root / UNITS_DIR / f"{unit}.json").read_text())
             shards.append({"file": f"{SHARDS_DIR}/{self.shard_path(unit).name}", "records": summary["records"]})
