@@ -8,6 +8,7 @@ R@K / mR@K of both modes. Not a test.
 
     python benchmarks/eval_speed.py                      # the full 26,446 images
     python benchmarks/eval_speed.py --images 2000 --open-images --detection
+    python benchmarks/eval_speed.py --detection --compare-pycocotools   # detection AP: both backends, same file
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from egtr.metrics import PredictionsWriter, SceneGroundTruth, evaluate_predictions_file, save_ground_truths
+from egtr.metrics.detection import STAT_NAMES
+from egtr.metrics.evaluate import EvaluationReport
 from egtr.postprocess import DetectionPrediction, ScenePrediction
 
 NUM_CLASSES, NUM_PREDICATES, NUM_QUERIES, TOP_K = 150, 50, 200, 100
@@ -74,6 +77,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--open-images", action="store_true", help="also store and time an Open Images set")
     parser.add_argument("--detection", action="store_true", help="also store detections and time the COCO AP")
+    parser.add_argument(
+        "--compare-pycocotools",
+        action="store_true",
+        help="with --detection: evaluate the same file again with the pycocotools backend (the reference, slow) and "
+        "compare the detection statistics",
+    )
     args = parser.parse_args()
 
     generator = np.random.default_rng(args.seed)
@@ -108,9 +117,29 @@ def main() -> None:
         started = time.perf_counter()
         report = evaluate_predictions_file(predictions_path, truth_path, detection=args.detection)
         elapsed = time.perf_counter() - started
-    print(report.format_table())
-    print("seconds per metric group:", {k: round(v, 2) for k, v in report.settings["seconds"].items()})
-    print(f"evaluate_predictions_file total (loading included): {elapsed:.2f} s for {args.images} images")
+        print(report.format_table())
+        print("seconds per metric group:", {k: round(v, 2) for k, v in report.settings["seconds"].items()})
+        print(
+            f"evaluate_predictions_file total (loading included): {elapsed:.2f} s for {args.images} images"
+            + (f", detection backend {report.settings['detection_backend']}" if args.detection else "")
+        )
+        if args.detection and args.compare_pycocotools:
+            compare_with_pycocotools(predictions_path, truth_path, report)
+
+
+def compare_with_pycocotools(predictions_path: Path, truth_path: Path, report: EvaluationReport) -> None:
+    """Evaluate the same file with the pycocotools backend; print its time and how the statistics differ."""
+    started = time.perf_counter()
+    reference = evaluate_predictions_file(predictions_path, truth_path, detection_backend="pycocotools")
+    elapsed = time.perf_counter() - started
+    print(f"evaluate_predictions_file total with pycocotools: {elapsed:.2f} s")
+    print("seconds per metric group:", {k: round(v, 2) for k, v in reference.settings["seconds"].items()})
+    fast, slow = report.results["detection"].stats, reference.results["detection"].stats
+    differing = [name for name, a, b in zip(STAT_NAMES, fast, slow) if a != b]
+    print(f"detection statistics bit-identical: {not differing}; max |difference| {np.max(np.abs(fast - slow)):.3g}")
+    for name, a, b in zip(STAT_NAMES, fast, slow):
+        if a != b:
+            print(f"  {name}: numpy {a!r} pycocotools {b!r}")
 
 
 if __name__ == "__main__":

@@ -110,6 +110,7 @@ def evaluate_predictions(
     detection: bool = True,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     source: str = "predictions",
+    detection_backend: str = "numpy",
 ) -> EvaluationReport:
     """Run every metric that applies to `predictions` (see the module docstring).
 
@@ -122,9 +123,10 @@ def evaluate_predictions(
         iou_threshold: matching threshold.
         seen_triplets: optional (S, 3) [subject class, object class, predicate] seen in training (zero-shot recall).
         coco_ground_truth: optional COCO json of the split for the VG detection AP.
-        detection: run the (slow, pycocotools) detection AP when possible.
+        detection: run the detection AP when possible.
         chunk_size: images per metric update.
         source: name used in error messages.
+        detection_backend: the COCOeval implementation (`egtr.metrics.detection.BACKENDS`).
 
     Returns:
         The `EvaluationReport`.
@@ -149,12 +151,14 @@ def evaluate_predictions(
     if detection:
         started = time.perf_counter()
         if predictions.detections is not None and (num_classes is not None or coco_ground_truth is not None):
-            coco_ap = DetectionAP(num_classes, style="coco", coco_ground_truth=coco_ground_truth)
+            coco_ap = DetectionAP(
+                num_classes, style="coco", coco_ground_truth=coco_ground_truth, backend=detection_backend
+            )
             report.results["detection"] = coco_ap.update(predictions.detections, ground_truths).compute()
         elif "open_images" in predictions.scene_graphs:
             if num_classes is None:
                 raise ValueError("num_classes is needed for the Open Images detection AP")
-            open_images_ap = DetectionAP(num_classes, style="open_images")
+            open_images_ap = DetectionAP(num_classes, style="open_images", backend=detection_backend)
             objects = predictions.scene_graphs["open_images"]
             report.results["detection"] = open_images_ap.update(objects, ground_truths).compute()
         if "detection" in report.results:
@@ -170,6 +174,7 @@ def evaluate_predictions(
         "zero_shot": seen_triplets is not None,
         "coco_ground_truth": str(coco_ground_truth) if isinstance(coco_ground_truth, (str, Path)) else None,
         "relation_sets": sorted(predictions.scene_graphs),
+        "detection_backend": detection_backend if "detection" in report.results else None,
         "predictions_metadata": predictions.metadata,
         "seconds": timings,
     }
