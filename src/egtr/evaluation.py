@@ -26,6 +26,12 @@ import torch
 
 from egtr.data import DataConfig, SceneGraphDataset, build_dataset, collate_fn
 from egtr.errors import ConfigError, DataError
+from egtr.given_boxes import (
+    GIVEN_BOXES_PROTOCOL,
+    TASKS,
+    given_objects_of_ground_truths,
+    postprocess_given_boxes,
+)
 from egtr.metrics import (
     EvaluationReport,
     PredictionsWriter,
@@ -101,6 +107,7 @@ def evaluate_model(
     top_k: int = 100,
     modes: Sequence[str] | None = None,
     detection: bool = True,
+    task: str = "sgdet",
     coco_ground_truth: str | Path | None = "auto",
     seen_triplets: np.ndarray | str | None = None,
     max_images: int | None = None,
@@ -119,7 +126,9 @@ def evaluate_model(
         top_k: triplets kept per image (100).
         modes: relation sets to evaluate, from "graph_constraint", "no_graph_constraint", "open_images"; default:
             both graph modes for VG, the graph constraint and the Open Images metrics for OI.
-        detection: also compute the detection AP (pycocotools; slow on a full split).
+        detection: also compute the detection AP (SGDet only: with given boxes there is nothing to detect).
+        task: "sgdet" (detect the objects), "sgcls" (the ground-truth boxes are given) or "predcls" (boxes and
+            labels are given); see `egtr.given_boxes`. The given-box tasks rank the graph modes only.
         coco_ground_truth: VG detection ground truth: "auto" = the split's COCO json `<root>/<split>.json` when it
             exists (what the original uses), a path, or None to build it from the targets.
         seen_triplets: for zero-shot recall: an (S, 3) array, "train" (read from the train split), or None.
@@ -138,7 +147,13 @@ def evaluate_model(
     device = resolve_device(device)
     model, model_settings = _load_model(model, device)
     dataset = build_dataset(data_config, split, train=False, num_queries=model.config.num_queries)
-    modes = tuple(modes) if modes is not None else DEFAULT_MODES[data_config.kind]
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    given_boxes = task != "sgdet"
+    modes = tuple(modes) if modes is not None else DEFAULT_MODES["vg" if given_boxes else data_config.kind]
+    if given_boxes and "open_images" in modes:
+        raise ValueError(f"the Open Images candidates are not defined for {task} (given boxes): use the graph modes")
+    detection = detection and not given_boxes
     if dataset.num_rel_labels != model.config.num_rel_labels or dataset.num_labels != model.config.num_labels:
         raise DataError(
             f"the model predicts {model.config.num_labels} classes / {model.config.num_rel_labels} predicates but "
@@ -163,14 +178,23 @@ def evaluate_model(
             outputs = model(batch["pixel_values"].to(device), batch["pixel_mask"].to(device))
             sizes = torch.stack([target["orig_size"] for target in batch["labels"]]).to(device)
             raw = (outputs.logits, outputs.pred_boxes, outputs.pred_rel, outputs.pred_connectivity, sizes)
+            truths = [ground_truth_from_target(target) for target in batch["labels"]]
+            if given_boxes:
+                given = given_objects_of_ground_truths(
+                    truths, sizes.tolist(), task, model.config.num_labels, model.config.num_queries
+                )
             scene_graphs: dict[str, Sequence[ScenePrediction]] = {}
             for mode in modes:
                 if mode == "open_images":
                     scene_graphs[mode] = postprocess_open_images(*raw, top_k=top_k)
                 else:
-                    predictions = postprocess_scene_graphs(
-                        *raw, top_k=top_k, graph_constraint=mode == "graph_constraint"
-                    )
+                    graph_constraint = mode == "graph_constraint"
+                    if given_boxes:
+                        predictions, _ = postprocess_given_boxes(
+                            *raw, given, top_k=top_k, graph_constraint=graph_constraint
+                        )
+                    else:
+                        predictions = postprocess_scene_graphs(*raw, top_k=top_k, graph_constraint=graph_constraint)
                     for prediction in predictions:
                         prediction.pair_predicate_scores = None  # (K, R) per image: too big to keep for a split
                     scene_graphs[mode] = predictions
@@ -179,7 +203,7 @@ def evaluate_model(
                 detections = postprocess_detections(outputs.logits, outputs.pred_boxes, sizes, top_k=top_k)
             image_ids = [int(target["image_id"]) for target in batch["labels"]]
             writer.add(image_ids, sizes.cpu().numpy(), scene_graphs, detections=detections)
-            ground_truths.extend(ground_truth_from_target(target) for target in batch["labels"])
+            ground_truths.extend(truths)
     inference_seconds = time.perf_counter() - inference_started
 
     settings: dict[str, Any] = {
@@ -196,6 +220,8 @@ def evaluate_model(
         "image_normalization": {"mean": list(data_config.image_mean), "std": list(data_config.image_std)},
         "batch_size": batch_size,
         "top_k": top_k,
+        "task": task,
+        "given_boxes": GIVEN_BOXES_PROTOCOL if given_boxes else None,
         "modes": list(modes),
         "num_labels": model.config.num_labels,
         "num_rel_labels": model.config.num_rel_labels,
@@ -272,6 +298,7 @@ def run_evaluation(
     top_k: int = 100,
     modes: Sequence[str] | None = None,
     detection: bool = True,
+    task: str = "sgdet",
     zero_shot: bool = False,
     max_images: int | None = None,
     save_predictions: str | None = None,
@@ -308,6 +335,7 @@ def run_evaluation(
             top_k=top_k,
             modes=modes,
             detection=detection,
+            task=task,
             seen_triplets="train" if zero_shot else None,
             max_images=max_images,
             predictions_path=save_predictions,

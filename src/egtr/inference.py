@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ from egtr.preprocessing import PreprocessorConfig, resolve_preprocessing
 from egtr.runtime import autocast_context, resolve_device, resolve_dtype
 from egtr.scene_graph import SceneGraph, scene_graph_from_arrays
 
+if TYPE_CHECKING:
+    from egtr.given_boxes import GivenObjects
+
 __all__ = ["PredictionOptions", "Predictor", "PreparedImage", "batched"]
 
 logger = logging.getLogger(__name__)
@@ -44,6 +47,8 @@ logger = logging.getLogger(__name__)
 PREDICTION_OPTIONS = ("top_k", "score_threshold", "graph_constraint", "object_threshold")
 PredictionOptions = dict[str, int | float | bool | None]
 T = TypeVar("T")
+BoxesInput = np.ndarray | torch.Tensor | Sequence[Sequence[float]]  # (M, 4) xyxy pixels
+LabelsInput = np.ndarray | torch.Tensor | Sequence[int]  # (M,) class indices
 
 
 @dataclass
@@ -174,13 +179,23 @@ class Predictor:
             return self.model(pixel_values, pixel_mask)
 
     def postprocess(
-        self, output: EGTROutput, batch: Sequence[PreparedImage], **options: int | float | bool | None
+        self,
+        output: EGTROutput,
+        batch: Sequence[PreparedImage],
+        given: Sequence[GivenObjects] | None = None,
+        **options: int | float | bool | None,
     ) -> list[SceneGraph]:
         """Rank the triplets of a model output and build one `SceneGraph` per image of `batch`.
 
-        `options` override `top_k`, `score_threshold`, `graph_constraint` and `object_threshold` for this call.
+        `given`: per image, checked given boxes (`self.check_given`): the graphs are then over exactly those
+        objects (`egtr.given_boxes`). `options` override `top_k`, `score_threshold`, `graph_constraint` and
+        `object_threshold` for this call.
         """
         settings = self._settings(**options)
+        if given is not None:
+            from egtr.given_boxes import given_box_scene_graphs
+
+            return given_box_scene_graphs(self, output, batch, given, settings)
         top_k = int(settings["top_k"])  # type: ignore[arg-type]
         image_sizes = torch.as_tensor(
             [item.size_hw for item in batch], dtype=torch.float32, device=output.logits.device
@@ -215,35 +230,84 @@ class Predictor:
 
     # ------------------------------------------------------------------ the one-call API
     def __call__(
-        self, images: ImageSource | Sequence[ImageSource], **options: int | float | bool | None
+        self,
+        images: ImageSource | Sequence[ImageSource],
+        boxes: BoxesInput | Sequence[BoxesInput] | None = None,
+        labels: LabelsInput | Sequence[LabelsInput] | None = None,
+        **options: int | float | bool | None,
     ) -> SceneGraph | list[SceneGraph]:
         """Predict the scene graph of one image, or of each image of a list (in batches of `batch_size`).
 
         Args:
             images: a path, encoded bytes, PIL image, (H, W, 3) uint8 / float [0, 1] array or (3, H, W) tensor, or a
                 list of them.
+            boxes: given objects instead of detected ones: (M, 4) xyxy pixel boxes of the image (a list of them
+                for a list of images). The graph is then over exactly these objects, in this order
+                (`egtr.given_boxes`): SGCls, or PredCls with `labels`.
+            labels: with `boxes`: (M,) class indices of the given boxes (a list of them for a list of images).
             options: per-call `top_k`, `score_threshold`, `graph_constraint`, `object_threshold`.
 
         Returns:
             A `SceneGraph` for a single image, a list of them for a list.
         """
+        if labels is not None and boxes is None:
+            raise ValueError("labels need boxes: give the boxes the labels belong to")
         if _is_single_image(images):
-            return self.predict_batch([images], **options)[0]  # type: ignore[list-item]
+            given = None if boxes is None else ([boxes], None if labels is None else [labels])
+            return self.predict_batch([images], *(given or ()), **options)[0]  # type: ignore[list-item]
         if not isinstance(images, (list, tuple)):
             raise ImageError(
                 f"<{type(images).__name__}>: not an image; expected a path, bytes, a PIL image, an array, a tensor "
                 "or a list of them"
             )
+        per_image_boxes = _per_image(boxes, len(images), "boxes")
+        per_image_labels = _per_image(labels, len(images), "labels")
         results: list[SceneGraph] = []
-        for chunk in batched(images, self.batch_size):
-            results.extend(self.predict_batch(chunk, **options))
+        for start in range(0, len(images), self.batch_size):
+            stop = start + self.batch_size
+            results.extend(
+                self.predict_batch(
+                    images[start:stop],
+                    None if per_image_boxes is None else per_image_boxes[start:stop],
+                    None if per_image_labels is None else per_image_labels[start:stop],
+                    **options,
+                )
+            )
         return results
 
-    def predict_batch(self, images: Sequence[ImageSource], **options: int | float | bool | None) -> list[SceneGraph]:
-        """One forward pass over all `images` (no splitting into `batch_size` chunks)."""
+    def predict_batch(
+        self,
+        images: Sequence[ImageSource],
+        boxes: Sequence[BoxesInput] | None = None,
+        labels: Sequence[LabelsInput] | None = None,
+        **options: int | float | bool | None,
+    ) -> list[SceneGraph]:
+        """One forward pass over all `images` (no splitting into `batch_size` chunks); `boxes` / `labels`: one
+        entry per image, as in `__call__`."""
         self._settings(**options)  # fail on a misspelt option before the expensive part
         batch = [self.prepare(image) for image in images]
-        return self.postprocess(self.forward(batch), batch, **options)
+        given = None if boxes is None else self.check_given(batch, boxes, labels)  # before the forward pass
+        return self.postprocess(self.forward(batch), batch, given, **options)
+
+    def check_given(
+        self, batch: Sequence[PreparedImage], boxes: Sequence[BoxesInput], labels: Sequence[LabelsInput] | None
+    ) -> list[GivenObjects]:
+        """Validate given boxes (and labels), one entry per image of `batch` (`egtr.given_boxes`)."""
+        from egtr.given_boxes import check_given_objects
+
+        if len(boxes) != len(batch) or (labels is not None and len(labels) != len(batch)):
+            raise ValueError(f"give one set of boxes (and labels) per image: {len(batch)} images")
+        return [
+            check_given_objects(
+                image_boxes,
+                None if labels is None else labels[index],
+                item.size_hw,
+                self.config.num_labels,
+                source=item.path or f"image {index}",
+                num_queries=self.config.num_queries,
+            )
+            for index, (item, image_boxes) in enumerate(zip(batch, boxes))
+        ]
 
     # ------------------------------------------------------------------ helpers
     def _settings(self, **options: int | float | bool | None) -> PredictionOptions:
@@ -269,6 +333,15 @@ class Predictor:
             f"predicates, device={self.device}, dtype={str(self.dtype).removeprefix('torch.')}, "
             f"size={self.preprocessor.shortest_edge}, max_size={self.preprocessor.longest_edge}, top_k={self.top_k})"
         )
+
+
+def _per_image(values: object, num_images: int, name: str) -> list | None:
+    """A list of images takes a list of per-image boxes (or labels), one entry per image."""
+    if values is None:
+        return None
+    if isinstance(values, (np.ndarray, torch.Tensor)) or len(values) != num_images:  # type: ignore[arg-type]
+        raise ValueError(f"for a list of {num_images} images, give {name} as a list with one entry per image")
+    return list(values)  # type: ignore[call-overload]
 
 
 def _is_single_image(images: object) -> bool:

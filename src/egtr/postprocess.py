@@ -150,6 +150,8 @@ def postprocess_scene_graphs(
     top_k: int = 100,
     graph_constraint: bool = True,
     remove_self_pairs: bool = True,
+    object_scores: torch.Tensor | None = None,
+    object_labels: torch.Tensor | None = None,
 ) -> list[ScenePrediction]:
     """Rank the triplets of a batch of EGTR outputs (reference §5.1-5.6).
 
@@ -162,13 +164,19 @@ def postprocess_scene_graphs(
         top_k: number of triplets kept per image (100 in the paper).
         graph_constraint: True: one predicate (the argmax) per subject/object pair; False: any (pair, predicate).
         remove_self_pairs: zero the i = j pairs (the original VG evaluation does).
+        object_scores, object_labels: (B, N) scores and labels that replace the softmax ones (given objects,
+            `egtr.given_boxes`); both or neither.
 
     Returns:
         One `ScenePrediction` per image, triplets ranked best first.
     """
     _check_batch(logits, pred_boxes, image_sizes_hw)
     batch_size, num_queries, _ = logits.shape
-    object_scores, object_labels = _object_scores_and_labels(logits)
+    if (object_scores is None) != (object_labels is None):
+        raise ValueError("give both object_scores and object_labels, or neither")
+    if object_scores is None:
+        object_scores, object_labels = _object_scores_and_labels(logits)
+    object_scores = object_scores.float()
     relation = _relation_scores(pred_rel, pred_connectivity)  # (B, N, N, R)
     num_predicates = relation.shape[-1]
     pair_object_scores = object_scores[:, :, None] * object_scores[:, None, :]  # (B, N, N) = s_i * s_j

@@ -7,13 +7,18 @@ and skipped; every other image is still processed. Decoding runs ahead in thread
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from egtr.errors import EgtrError
 from egtr.images import describe_source, is_image_file_name
 from egtr.inference import Predictor, PreparedImage, batched
+
+if TYPE_CHECKING:
+    from egtr.boxes_file import ImageBoxes
+    from egtr.given_boxes import GivenObjects
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +71,7 @@ def predict_files(
     dpi: int = 120,
     progress: bool = True,
     decode_workers: int = 2,
+    given_boxes: Mapping[Path, ImageBoxes] | None = None,
 ) -> FilesReport:
     """Predict every image file, writing `<out_dir>/<name>.json` and `<out_dir>/<name>.<format>` drawings.
 
@@ -82,6 +88,8 @@ def predict_files(
         progress: show a tqdm progress bar.
         decode_workers: threads that decode and resize the next images while the model runs (PIL releases the
             GIL while decoding and resizing, so this keeps a second core busy); 0 decodes in the calling thread.
+        given_boxes: the objects given for every path (`egtr.boxes_file.boxes_for_images`): relations between
+            them instead of detected objects. An image whose boxes are unusable is reported and skipped.
     """
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -108,10 +116,15 @@ def predict_files(
                     bar.update(1)
                 else:
                     prepared.append((path, item))
+            given = None
+            if given_boxes is not None:
+                checked = len(prepared)
+                prepared, given = _check_given_boxes(predictor, prepared, given_boxes, report.failures)
+                bar.update(checked - len(prepared))  # the images skipped for their boxes
             if not prepared:
                 continue
             items = [item for _, item in prepared]
-            graphs = predictor.postprocess(predictor.forward(items), items)
+            graphs = predictor.postprocess(predictor.forward(items), items, given)
             for (path, item), graph in zip(prepared, graphs):
                 written = [out_dir / f"{stems[path]}.json"]
                 graph.to_json(written[0])
@@ -121,6 +134,30 @@ def predict_files(
                 report.outputs[str(path)] = written
                 bar.update(1)
     return report
+
+
+def _check_given_boxes(
+    predictor: Predictor,
+    prepared: list[tuple[Path, PreparedImage]],
+    given_boxes: Mapping[Path, ImageBoxes],
+    failures: dict[str, str],
+) -> tuple[list[tuple[Path, PreparedImage]], list[GivenObjects]]:
+    """The images whose given boxes pass `Predictor.check_given`, with their checked objects; the others go to
+    `failures` (with the boxes file's record in the message)."""
+    from egtr.given_boxes import GivenBoxesError
+
+    kept, given = [], []
+    for path, item in prepared:
+        entry = given_boxes[path]
+        try:
+            (objects,) = predictor.check_given([item], [entry.boxes], None if entry.labels is None else [entry.labels])
+        except GivenBoxesError as error:
+            failures[describe_source(path)] = f"{entry.record}: {error}"
+            logger.warning("skipped %s", failures[describe_source(path)])
+            continue
+        kept.append((path, item))
+        given.append(objects)
+    return kept, given
 
 
 def _prepare_ahead(

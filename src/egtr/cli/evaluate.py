@@ -54,7 +54,14 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
         help="comma list of graph_constraint, no_graph_constraint, open_images (default: VG both graph modes; OI "
         "graph_constraint,open_images)",
     )
-    parser.add_argument("--no-detection", action="store_true", help="skip the detection AP")
+    parser.add_argument(
+        "--task",
+        choices=("sgdet", "sgcls", "predcls"),
+        default="sgdet",
+        help="sgdet: detect the objects (default); sgcls: the ground-truth boxes are given; predcls: boxes and labels "
+        "are given (docs/evaluation.md, 'Given boxes')",
+    )
+    parser.add_argument("--no-detection", action="store_true", help="skip the detection AP (SGDet)")
     parser.add_argument("--zero-shot", action="store_true", help="also zero-shot recall (triplets unseen in train)")
     parser.add_argument("--max-images", type=positive_int, default=None, help="only the first N images (quick check)")
     parser.add_argument("--save-predictions", default=None, help="write the predictions (and ground truth) here")
@@ -77,6 +84,10 @@ def _modes(text: str | None) -> list[str] | None:
 def run(args: argparse.Namespace) -> int:
     from egtr.evaluation import run_evaluation
 
+    if args.predictions is not None and args.task != "sgdet":
+        raise argparse.ArgumentTypeError(
+            "--task applies to --model; a predictions file keeps the task it was made with"
+        )
     report, output = run_evaluation(
         model=args.model,
         predictions=args.predictions,
@@ -92,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         modes=_modes(args.modes),
         detection=not args.no_detection,
+        task=args.task,
         zero_shot=args.zero_shot,
         max_images=args.max_images,
         save_predictions=args.save_predictions,

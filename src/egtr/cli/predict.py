@@ -64,6 +64,12 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
         "--decode-workers", type=non_negative_int, default=2, help="threads decoding ahead of the model (default 2)"
     )
     add_max_pixels(parser, "skip (and report)")
+    parser.add_argument(
+        "--boxes",
+        default=None,
+        help="JSON of given objects per image (box, optional label/label_name; docs/inference.md): relations "
+        "between exactly those objects (SGCls; PredCls with labels) instead of detected ones",
+    )
     add_progress(parser)
     from egtr.video.commandline import add_video_arguments  # videos: docs/video.md
 
@@ -81,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     from egtr.predict_files import expand_image_paths, predict_files
     from egtr.video.commandline import is_video_input, run_video_predict
 
+    if args.boxes is not None and (args.output_format != "files" or is_video_input(args.images)):
+        raise argparse.ArgumentTypeError("--boxes works with image files and --output-format files only")
     if args.output_format != "files":
         return run_bulk(args, make_predictor)
     if is_video_input(args.images):
@@ -92,6 +100,13 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         raise FileNotFoundError("no images to process")
     predictor = make_predictor(args)
+    given_boxes = None
+    if args.boxes is not None:
+        from egtr.boxes_file import boxes_for_images, read_boxes_file
+
+        given_boxes, unused = boxes_for_images(read_boxes_file(args.boxes, predictor.class_names), paths, args.boxes)
+        for key in unused:
+            print(f"warning: {args.boxes}: entry {key!r} names none of the images to predict", file=sys.stderr)
     report = predict_files(
         predictor,
         paths,
@@ -101,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         dpi=args.dpi,
         progress=progress_enabled(args),
         decode_workers=args.decode_workers,
+        given_boxes=given_boxes,
     )
     print(f"{len(report.outputs)} of {len(paths)} images processed; results in {args.out}")
     if report.failures:
