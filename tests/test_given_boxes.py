@@ -253,3 +253,23 @@ def test_bad_boxes_files_stop_with_exit_status_2(model_dir, photos, tmp_path, ca
     assert main(["predict", *args, "--boxes", str(boxes_file)]) == 2
     error = capsys.readouterr().err
     assert message in error and str(boxes_file) in error and "Traceback" not in error
+
+
+def test_evaluate_command_with_a_given_box_task(model_dir, tmp_path, capsys):
+    import json
+
+    from egtr.cli import main
+
+    root = generate_synthetic_dataset(tmp_path / "world", 2, 1, 2, IMAGE_SIZE, seed=1)
+    output = tmp_path / "predcls.json"
+    common = ["evaluate", "--model", str(model_dir), "--data-root", str(root), "--split", "test", "--no-progress"]
+    assert main([*common, "--task", "predcls", "--output", str(output), "--size", "64"]) == 0
+    document = json.loads(output.read_text())
+    assert document["settings"]["task"] == "predcls" and document["settings"]["given_boxes"]["assignment"]
+    assert document["settings"]["detection_backend"] is None  # nothing to detect with given boxes
+    for key in ("(single)R@20", "(single)mR@20", "R@100", "mR@100"):
+        assert document["metrics"][key] is not None
+    assert not any(key.startswith("bbox/") for key in document["metrics"])
+    capsys.readouterr()
+    assert main(["evaluate", "--predictions", str(output), "--task", "sgcls"]) == 2
+    assert "--task applies to --model" in capsys.readouterr().err
