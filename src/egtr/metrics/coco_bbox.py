@@ -21,6 +21,7 @@ segmentation and keypoints.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,38 @@ AREA_RANGES = ((0, 1e5**2), (0, 32**2), (32**2, 96**2), (96**2, 1e5**2))
 AREA_LABELS = ("all", "small", "medium", "large")
 # Detections per matching chunk (whole (image, category) groups): bounds the (T, A, chunk) working arrays.
 MATCH_CHUNK = 65536
+
+
+@dataclass
+class BoxAnnotations:
+    """Ground-truth boxes as arrays, in list order (what `COCO.dataset["annotations"]` holds, without the dicts).
+
+    Attributes:
+        ids, image_ids, category_ids: (G,) int64 annotation, image and category ids.
+        boxes: (G, 4) float64 `[x, y, w, h]`.
+        areas: (G,) float64 the annotations' `area` (used for the area ranges, as pycocotools does).
+        crowd: (G,) bool `iscrowd`.
+    """
+
+    ids: np.ndarray
+    image_ids: np.ndarray
+    category_ids: np.ndarray
+    boxes: np.ndarray
+    areas: np.ndarray
+    crowd: np.ndarray
+
+    @classmethod
+    def from_coco(cls, annotations: list[dict[str, Any]]) -> BoxAnnotations:
+        count = len(annotations)
+        return cls(
+            ids=np.fromiter((a["id"] for a in annotations), np.int64, count),
+            image_ids=np.fromiter((a["image_id"] for a in annotations), np.int64, count),
+            category_ids=np.fromiter((a["category_id"] for a in annotations), np.int64, count),
+            boxes=np.asarray([a["bbox"] for a in annotations], dtype=np.float64).reshape(-1, 4),
+            areas=np.fromiter((a["area"] for a in annotations), np.float64, count),
+            # pycocotools: ignore = iscrowd (a dataset's own "ignore" flag is overwritten).
+            crowd=np.fromiter((bool(a.get("iscrowd", 0)) for a in annotations), bool, count),
+        )
 
 
 def coco_bbox_stats(
@@ -49,19 +82,42 @@ def coco_bbox_stats(
     Returns:
         (12,) float64: AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl (-1 where undefined).
     """
-    precision, recall = coco_bbox_precision_recall(ground_truth, results, image_ids)
+    known_images = [image["id"] for image in ground_truth["images"]]
+    return coco_bbox_stats_of_arrays(
+        BoxAnnotations.from_coco(ground_truth["annotations"]),
+        known_images,
+        [category["id"] for category in ground_truth["categories"]],
+        results,
+        known_images if image_ids is None else image_ids,
+    )
+
+
+def coco_bbox_stats_of_arrays(
+    annotations: BoxAnnotations,
+    known_images: Sequence[int],
+    category_ids: Sequence[int],
+    results: np.ndarray,
+    image_ids: Sequence[int],
+) -> np.ndarray:
+    """`coco_bbox_stats` of a ground truth given as arrays: the dataset's image ids and category ids, the images
+    to evaluate."""
+    precision, recall = coco_bbox_precision_recall(annotations, known_images, category_ids, results, image_ids)
     return summarize(precision, recall)
 
 
 def coco_bbox_precision_recall(
-    ground_truth: dict[str, Any], results: np.ndarray, image_ids: Sequence[int] | None = None
+    annotations: BoxAnnotations,
+    known_images: Sequence[int],
+    category_ids: Sequence[int],
+    results: np.ndarray,
+    image_ids: Sequence[int],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`COCOeval.eval["precision"]` (T, R, K, A, M) and `["recall"]` (T, K, A, M) of `coco_bbox_stats`."""
-    known_images = np.array([image["id"] for image in ground_truth["images"]], dtype=np.int64)
-    images = np.unique(np.asarray(known_images if image_ids is None else list(image_ids), dtype=np.int64))
-    categories = np.unique(np.array([category["id"] for category in ground_truth["categories"]], dtype=np.int64))
-    truths = _GroundTruths(ground_truth["annotations"], images, categories)
-    detections = _Detections(np.asarray(results, dtype=np.float64).reshape(-1, 7), images, categories, known_images)
+    """`COCOeval.eval["precision"]` (T, R, K, A, M) and `["recall"]` (T, K, A, M) of `coco_bbox_stats_of_arrays`."""
+    images = np.unique(np.asarray(list(image_ids), dtype=np.int64))
+    categories = np.unique(np.asarray(list(category_ids), dtype=np.int64))
+    truths = _GroundTruths(annotations, images, categories)
+    rows = np.asarray(results, dtype=np.float64).reshape(-1, 7)
+    detections = _Detections(rows, images, categories, np.asarray(list(known_images), dtype=np.int64))
     matched_bits, ignored_bits = _match(truths, detections)
     return _accumulate(truths, detections, matched_bits, ignored_bits, len(categories))
 
@@ -77,24 +133,19 @@ def _positions(values: np.ndarray, sorted_unique: np.ndarray) -> tuple[np.ndarra
 class _GroundTruths:
     """The annotations of the evaluated images and categories, sorted by (image, category) group, list order kept."""
 
-    def __init__(self, annotations: list[dict[str, Any]], images: np.ndarray, categories: np.ndarray):
-        count = len(annotations)
-        image_ids = np.fromiter((a["image_id"] for a in annotations), np.int64, count)
-        category_ids = np.fromiter((a["category_id"] for a in annotations), np.int64, count)
-        image_index, image_found = _positions(image_ids, images)
-        category_index, category_found = _positions(category_ids, categories)
+    def __init__(self, annotations: BoxAnnotations, images: np.ndarray, categories: np.ndarray):
+        image_index, image_found = _positions(annotations.image_ids, images)
+        category_index, category_found = _positions(annotations.category_ids, categories)
         kept = np.flatnonzero(image_found & category_found)
         groups = image_index[kept] * len(categories) + category_index[kept]
         order = np.argsort(groups, kind="stable")
         kept = kept[order]
         self.group = groups[order]
         self.category = category_index[kept]
-        self.id = np.fromiter((annotations[i]["id"] for i in kept), np.int64, len(kept))
-        self.area = np.fromiter((annotations[i]["area"] for i in kept), np.float64, len(kept))
-        # pycocotools: ignore = iscrowd (a dataset's own "ignore" flag is overwritten).
-        self.crowd = np.fromiter((bool(annotations[i].get("iscrowd", 0)) for i in kept), bool, len(kept))
-        boxes = [annotations[i]["bbox"] for i in kept]
-        self.boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        self.id = annotations.ids[kept]
+        self.area = annotations.areas[kept]
+        self.crowd = annotations.crowd[kept]
+        self.boxes = annotations.boxes[kept]
 
     def ignored(self, area_range: tuple[float, float]) -> np.ndarray:
         return self.crowd | (self.area < area_range[0]) | (self.area > area_range[1])
@@ -247,20 +298,26 @@ def _accumulate(
     bounds = np.searchsorted(detections.category[order], np.arange(num_categories + 1))
     matched_bits, ignored_bits, ranks = matched_bits[order], ignored_bits[order], detections.rank[order]
     threshold_bits = (np.arange(num_thresholds) * num_areas).astype(np.uint64)[:, None]
+    # A detection ignored at every IoU threshold changes no count: leaving it out changes no precision sample
+    # (the first column reaching a recall is a true positive, and an ignored column repeats the precision of the
+    # column before it) and no recall. Outside the "all" area most detections are such.
+    area_masks = [np.bitwise_or.reduce(np.uint64(1) << (threshold_bits[:, 0] + np.uint64(a))) for a in range(num_areas)]
+    always_ignored = np.stack([(ignored_bits & mask) == mask for mask in area_masks])  # (A, D)
     for category in range(num_categories):
         members = slice(bounds[category], bounds[category + 1])
         for area in range(num_areas):
             num_positives = int(positives[area, category])
             if num_positives == 0:
                 continue
+            columns = np.flatnonzero(~always_ignored[area, members]) + bounds[category]
             shifts = threshold_bits + np.uint64(area)
-            is_matched_all = ((matched_bits[members][None, :] >> shifts) & np.uint64(1)).astype(bool)  # (T, n)
-            is_ignored_all = ((ignored_bits[members][None, :] >> shifts) & np.uint64(1)).astype(bool)
+            is_matched_all = ((matched_bits[columns][None, :] >> shifts) & np.uint64(1)).astype(bool)  # (T, n)
+            is_ignored_all = ((ignored_bits[columns][None, :] >> shifts) & np.uint64(1)).astype(bool)
             for max_index, max_detections in enumerate(MAX_DETECTIONS):
                 if max_detections >= MAX_DETECTIONS[-1]:  # every kept detection (groups are cut at the last)
                     is_matched, is_ignored = is_matched_all, is_ignored_all
                 else:
-                    chosen = ranks[members] < max_detections
+                    chosen = ranks[columns] < max_detections
                     is_matched, is_ignored = is_matched_all[:, chosen], is_ignored_all[:, chosen]
                 if is_matched.shape[1] == 0:
                     recall[:, category, area, max_index] = 0

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from egtr.metrics.coco_bbox import coco_bbox_stats
+from egtr.metrics.coco_bbox import BoxAnnotations, coco_bbox_stats, coco_bbox_stats_of_arrays
 from egtr.metrics.core import Metric, SceneGroundTruth
 
 BACKENDS = ("numpy", "pycocotools")
@@ -101,7 +101,10 @@ class DetectionAP(Metric):
 
     def reset(self) -> None:
         self._results: list[np.ndarray] = []  # rows [image_id, x, y, w, h, score, category_id]
-        self._annotations: list[dict[str, Any]] = []
+        self._truth_image_ids: list[np.ndarray] = []  # ground truth built from the updates, as arrays
+        self._truth_boxes: list[np.ndarray] = []  # [x, y, w, h] float64
+        self._truth_areas: list[np.ndarray] = []
+        self._truth_labels: list[np.ndarray] = []
         self._image_ids: list[int] = []
 
     def update(self, detections: Sequence, ground_truths: Sequence[SceneGroundTruth]) -> DetectionAP:
@@ -150,48 +153,72 @@ class DetectionAP(Metric):
         return image_id
 
     def _add_ground_truth(self, image_id: int, truth: SceneGroundTruth) -> None:
-        # Python floats (float64) from here, like `.tolist()` upstream.
-        for box, label in zip(np.asarray(truth.boxes, dtype=np.float64).tolist(), np.asarray(truth.labels).tolist()):
-            if self.style == "open_images":
-                width, height = box[2] - box[0] + 1, box[3] - box[1] + 1
-                area = (box[3] - box[1] + 1) * (box[2] - box[0] + 1)
-                annotation_id, category_id = len(self._annotations), int(label)
-            else:
-                width, height = box[2] - box[0], box[3] - box[1]
-                area = width * height
-                annotation_id, category_id = len(self._annotations) + 1, int(label) + 1
-            self._annotations.append(
-                {
-                    "id": annotation_id,
-                    "image_id": image_id,
-                    "category_id": category_id,
-                    "bbox": [box[0], box[1], width, height],
-                    "area": area,
-                    "iscrowd": 0,
-                }
-            )
+        # float64 from here, like `.tolist()` upstream; the same operations in the same order.
+        boxes = np.asarray(truth.boxes, dtype=np.float64).reshape(-1, 4)
+        if self.style == "open_images":
+            widths, heights = boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1
+            areas = (boxes[:, 3] - boxes[:, 1] + 1) * (boxes[:, 2] - boxes[:, 0] + 1)
+        else:
+            widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+            areas = widths * heights
+        self._truth_image_ids.append(np.full(len(boxes), image_id, dtype=np.int64))
+        self._truth_boxes.append(np.column_stack([boxes[:, 0], boxes[:, 1], widths, heights]))
+        self._truth_areas.append(areas)
+        self._truth_labels.append(np.asarray(truth.labels, dtype=np.int64).reshape(-1))
+
+    def _ground_truth_arrays(self) -> BoxAnnotations:
+        """The ground truth built from the updates: annotation ids from 1 (coco) or 0 (open_images, see the module
+        docstring), category ids `label + 1` (coco) or `label`."""
+        offset = 1 if self.style == "coco" else 0
+        image_ids = np.concatenate(self._truth_image_ids) if self._truth_image_ids else np.zeros(0, np.int64)
+        return BoxAnnotations(
+            ids=np.arange(len(image_ids), dtype=np.int64) + offset,
+            image_ids=image_ids,
+            category_ids=(np.concatenate(self._truth_labels) if self._truth_labels else np.zeros(0, np.int64)) + offset,
+            boxes=np.concatenate(self._truth_boxes) if self._truth_boxes else np.zeros((0, 4)),
+            areas=np.concatenate(self._truth_areas) if self._truth_areas else np.zeros(0),
+            crowd=np.zeros(len(image_ids), dtype=bool),
+        )
+
+    def _category_ids(self) -> list[int]:
+        offset = 1 if self.style == "coco" else 0
+        return [c + offset for c in range(self.num_classes)]  # type: ignore[arg-type]
 
     def _ground_truth_dataset(self) -> dict[str, Any]:
+        """The COCO dataset dict (for pycocotools)."""
         if self.coco_ground_truth is not None:
             return copy.deepcopy(self.coco_ground_truth)
-        offset = 1 if self.style == "coco" else 0
+        truth = self._ground_truth_arrays()
+        annotations = [
+            {
+                "id": int(annotation_id),
+                "image_id": int(image_id),
+                "category_id": int(category_id),
+                "bbox": box,
+                "area": area,
+                "iscrowd": 0,
+            }
+            for annotation_id, image_id, category_id, box, area in zip(
+                truth.ids, truth.image_ids, truth.category_ids, truth.boxes.tolist(), truth.areas.tolist()
+            )
+        ]
         return {
             "info": {"description": f"egtr {self.style} detection ground truth"},
             "images": [{"id": image_id} for image_id in self._image_ids],
-            "categories": [
-                {"id": c + offset, "name": str(c), "supercategory": "none"} for c in range(self.num_classes)
-            ],
-            "annotations": self._annotations,
+            "categories": [{"id": c, "name": str(c), "supercategory": "none"} for c in self._category_ids()],
+            "annotations": annotations,
         }
 
     def compute(self) -> DetectionAPResult:
         """Run COCOeval (bbox) of the backend on everything added since the last reset."""
         results = np.concatenate(self._results) if self._results else np.zeros((0, 7))
-        ground_truth = self._ground_truth_dataset()
-        if self.backend == "numpy":
-            stats = coco_bbox_stats(ground_truth, results, self._image_ids)
+        if self.backend == "pycocotools":
+            stats = _pycocotools_stats(self._ground_truth_dataset(), results, self._image_ids)
+        elif self.coco_ground_truth is not None:
+            stats = coco_bbox_stats(self.coco_ground_truth, results, self._image_ids)
         else:
-            stats = _pycocotools_stats(ground_truth, results, self._image_ids)
+            truth = self._ground_truth_arrays()
+            stats = coco_bbox_stats_of_arrays(truth, self._image_ids, self._category_ids(), results, self._image_ids)
         return DetectionAPResult(
             stats=np.asarray(stats, dtype=np.float64), style=self.style, num_images=len(self._image_ids)
         )
