@@ -263,7 +263,7 @@ def test_evaluate_command_with_a_given_box_task(model_dir, tmp_path, capsys):
     root = generate_synthetic_dataset(tmp_path / "world", 2, 1, 2, IMAGE_SIZE, seed=1)
     output = tmp_path / "predcls.json"
     common = ["evaluate", "--model", str(model_dir), "--data-root", str(root), "--split", "test", "--no-progress"]
-    assert main([*common, "--task", "predcls", "--output", str(output), "--size", "64"]) == 0
+    assert main([*common, "--task", "predcls", "--out", str(output), "--size", "64"]) == 0
     document = json.loads(output.read_text())
     assert document["settings"]["task"] == "predcls" and document["settings"]["given_boxes"]["assignment"]
     assert document["settings"]["detection_backend"] is None  # nothing to detect with given boxes
