@@ -226,6 +226,9 @@ def test_predict_with_a_boxes_file(model_dir, photos, tmp_path):
     assert main(["predict", *args, "--boxes", str(gathered), "--size", "64"]) == 0
     assert json.loads((out / "a.json").read_text())["objects"] == first["objects"]
 
+    # Given boxes are for image files written as files; the bulk formats refuse them instead of ignoring them.
+    assert main(["predict", *args, "--boxes", str(boxes_file), "--output-format", "jsonl"]) == 2
+
     # A box outside an image: that image is reported and skipped (exit 1), the other one is still predicted.
     outside = tmp_path / "outside.json"
     outside.write_text(json.dumps({"a.png": [{"box": [100, 100, 120, 120]}], "b.png": []}))
