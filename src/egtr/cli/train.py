@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from egtr.cli.options import (
     Subparsers,
@@ -21,6 +22,7 @@ from egtr.cli.options import (
     positive_int,
     progress_enabled,
 )
+from egtr.fileio import is_disk_full
 from egtr.runtime import LIGHTNING_PRECISION, dtype_name
 
 # Named options that map one-to-one onto TrainConfig fields (dest -> field).
@@ -132,6 +134,22 @@ def _named_updates(args: argparse.Namespace) -> dict[str, object]:
     return updates
 
 
+def surviving_checkpoint(run_dir: Path) -> str:
+    """Which checkpoint a failed run leaves to resume from (the newest `last.ckpt` of its passes), as a phrase."""
+    import torch
+
+    candidates = [path for path in run_dir.glob("*/checkpoints/last.ckpt") if path.is_file()]
+    if not candidates:
+        return "no checkpoint was completed yet"
+    newest = max(candidates, key=lambda path: path.stat().st_mtime)
+    try:
+        payload = torch.load(newest, map_location="cpu", weights_only=True)
+        where = f" (epoch {payload['epoch']}, step {payload['global_step']})"
+    except Exception:  # noqa: BLE001  (the phrase is a hint; an unreadable file is still named)
+        where = ""
+    return f"the last complete checkpoint is {newest}{where}"
+
+
 def run(args: argparse.Namespace, stage: str) -> int:
     from egtr.training import resolve_train_config
 
@@ -157,6 +175,10 @@ def run(args: argparse.Namespace, stage: str) -> int:
         result = function(config, resume=args.resume)
     except NonFiniteLossError as error:
         raise SystemExit(f"error: {error}") from error
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        raise SystemExit(f"error: {error}; {surviving_checkpoint(Path(config.output_dir))}") from error
     if result.model_dir is not None:
         for item in result.passes:
             loss = "n/a" if item.best_validation_loss is None else f"{item.best_validation_loss:.4f}"

@@ -1,7 +1,9 @@
 """`SceneGraphDataModule`: the train and validation loaders of a training run (reference §4.2, §7.3).
 
-Training uses the augmenting transforms (flip + random resize, no crop) and shuffles; Lightning wraps the samplers in
-a `DistributedSampler` under DDP. Validation uses the fixed evaluation resize. Batches are `collate_fn` dicts.
+Training uses the augmenting transforms (flip + random resize, no crop) and shuffles in an order fixed by the seed and
+the epoch (`EpochShuffleSampler`, so that a resumed run continues the uninterrupted run's order); under DDP Lightning
+uses its `DistributedSampler`, which is seeded by the epoch too. Validation uses the fixed evaluation resize. Batches
+are `collate_fn` dicts.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from egtr.data import DataConfig, SceneGraphDataset, build_dataset, collate_fn
+from egtr.training.resume import EpochShuffleSampler
 
 
 class SceneGraphDataModule(pl.LightningDataModule):
@@ -36,6 +39,7 @@ class SceneGraphDataModule(pl.LightningDataModule):
         train_split: str = "train",
         val_split: str = "val",
         num_queries: int | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.data_config = data_config
@@ -45,6 +49,7 @@ class SceneGraphDataModule(pl.LightningDataModule):
         self.train_split = train_split
         self.val_split = val_split
         self.num_queries = num_queries
+        self.seed = seed
         self.train_dataset: SceneGraphDataset | None = None
         self.val_dataset: SceneGraphDataset | None = None
 
@@ -62,10 +67,14 @@ class SceneGraphDataModule(pl.LightningDataModule):
         options: dict[str, Any] = {}
         if self.num_workers > 0:
             options["persistent_workers"] = True
+        distributed = self.trainer is not None and self.trainer.world_size > 1
+        if shuffle and not distributed:
+            options["sampler"] = EpochShuffleSampler(len(dataset), self.seed)
+        else:
+            options["shuffle"] = shuffle
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
             num_workers=self.num_workers,
             collate_fn=collate_fn,
             pin_memory=torch.cuda.is_available(),

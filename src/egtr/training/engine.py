@@ -42,14 +42,16 @@ from egtr.config import EGTRConfig
 from egtr.data import frequency_bias_tables, load_or_compute_triplet_counts
 from egtr.data.config import DataConfig
 from egtr.data.statistics import count_triplets
-from egtr.fileio import remove_stale_temporaries, write_json
+from egtr.fileio import write_json
 from egtr.models.checkpoint import CONFIG_NAME, read_checkpoint
 from egtr.models.egtr import EGTR
+from egtr.runlock import RunLock
 from egtr.training.checkpoint_io import AtomicCheckpointIO, BestAndLastCheckpoint
 from egtr.training.config import TrainConfig
 from egtr.training.datamodule import SceneGraphDataModule
 from egtr.training.initialization import load_backbone_weights, load_initial_weights, new_class_head
 from egtr.training.module import EGTRLightningModule
+from egtr.training.resume import clean_checkpoint_directory, config_changes
 
 logger = logging.getLogger(__name__)
 
@@ -107,9 +109,20 @@ def train_egtr(config: TrainConfig, resume: bool = False) -> TrainResult:
 
 
 def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
-    """Run every pass of `config.stage` in `config.output_dir` and export the final model (see module docstring)."""
+    """Run every pass of `config.stage` in `config.output_dir` and export the final model (see module docstring).
+
+    The run directory is locked for the whole run (`egtr.runlock.RunLock`): a second run or resume into it raises
+    `RunLockedError` naming the holder.
+    """
     config.validate()
     run_dir = Path(config.output_dir)
+    if rank_zero_only.rank != 0:  # DDP ranks > 0 run inside rank 0's lock
+        return _run_training_locked(config, resume, run_dir)
+    with RunLock(run_dir, f"egtr training ({config.stage} stage)"):
+        return _run_training_locked(config, resume, run_dir)
+
+
+def _run_training_locked(config: TrainConfig, resume: bool, run_dir: Path) -> TrainResult:
     is_rank_zero = rank_zero_only.rank == 0
     if not resume and (run_dir / "main" / "checkpoints" / LAST_CHECKPOINT).exists():
         raise FileExistsError(
@@ -118,9 +131,19 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
         )
     if is_rank_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if resume and (run_dir / CONFIG_NAME).is_file():
+            for change in config_changes(TrainConfig.load(run_dir / CONFIG_NAME).to_dict(), config.to_dict()):
+                logger.info("resume: setting changed from the saved config.json: %s", change)
         config.save(run_dir / CONFIG_NAME)
+    # Before the model is built: its initial weights are drawn from the seed (the same seed gives the same run).
+    pl.seed_everything(config.seed, workers=True)
     datamodule = SceneGraphDataModule(
-        config.data, config.batch_size, config.eval_batch_size, config.num_workers, num_queries=config.model.num_queries
+        config.data,
+        config.batch_size,
+        config.eval_batch_size,
+        config.num_workers,
+        num_queries=config.model.num_queries,
+        seed=config.seed,
     )
     datamodule.setup()
     results: list[PassResult] = []
@@ -139,9 +162,9 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
             continue
         last_checkpoint = pass_dir / "checkpoints" / LAST_CHECKPOINT
         resume_from = last_checkpoint if resume and last_checkpoint.is_file() else None
+        if is_rank_zero:  # what a SIGKILL can leave: temporary files, a best checkpoint last.ckpt does not know
+            clean_checkpoint_directory(last_checkpoint.parent, resume_from)
         if resume_from is not None:
-            if rank_zero_only.rank == 0:
-                remove_stale_temporaries(last_checkpoint.parent)  # a SIGKILL mid-write leaves its temp file
             model = EGTR(read_checkpoint(resume_from).config)  # fit() restores the weights
             logger.info("resuming pass %s from %s", pass_name, resume_from)
         elif not results:

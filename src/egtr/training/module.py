@@ -22,6 +22,7 @@ from egtr.losses import EGTRCriterion
 from egtr.models.checkpoint import RELATION_HEAD_PREFIXES
 from egtr.models.egtr import EGTR
 from egtr.training.config import TrainConfig
+from egtr.training.resume import RNG_STATE_KEY, apply_optimizer_settings, restore_rng_states, rng_states
 
 logger = logging.getLogger(__name__)
 
@@ -131,12 +132,17 @@ class EGTRLightningModule(pl.LightningModule):
     # ------------------------------------------------------------------ steps
     def _losses(self, batch: dict[str, Any], training: bool) -> dict[str, torch.Tensor]:
         outputs = self.model(batch["pixel_values"], batch["pixel_mask"])
+        if training:
+            # Checked before the matcher, which fails on NaN costs with a bare ValueError (a diverged model).
+            matched = [outputs.logits, outputs.pred_boxes, *outputs.aux_logits, *outputs.aux_pred_boxes]
+            bad = not all(bool(torch.isfinite(tensor.detach()).all()) for tensor in matched)
+            self._stop_if_not_finite(bad, "model outputs (class logits or boxes)", {})
         return self.criterion(outputs, batch["labels"], training=training)
 
     def training_step(self, batch: dict[str, Any], batch_index: int) -> torch.Tensor:
         losses = self._losses(batch, training=True)
         loss = losses["loss"]
-        self._stop_if_not_finite(loss, losses)
+        self._stop_if_not_finite(not bool(torch.isfinite(loss.detach()).item()), "training loss", losses)
         batch_size = len(batch["labels"])
         self.log("train_loss", loss.detach(), prog_bar=True, batch_size=batch_size)
         self.log_dict(
@@ -158,22 +164,22 @@ class EGTRLightningModule(pl.LightningModule):
         )
         return losses["loss"]
 
-    def _stop_if_not_finite(self, loss: torch.Tensor, losses: dict[str, torch.Tensor]) -> None:
-        """Raise `NonFiniteLossError` on every rank if any rank's loss is NaN/inf (before backward and step).
+    def _stop_if_not_finite(self, local_bad: bool, what: str, losses: dict[str, torch.Tensor]) -> None:
+        """Raise `NonFiniteLossError` on every rank if any rank's `what` is NaN/inf (before backward and step).
 
         The decision is reduced over DDP ranks so that all processes stop together instead of one waiting forever
         in the gradient all-reduce. `ModelCheckpoint(save_on_exception=False)` writes nothing on the way out, so the
         last checkpoint stays the last good state.
         """
-        local_bad = not bool(torch.isfinite(loss.detach()).item())
         any_bad = self.trainer.strategy.reduce_boolean_decision(local_bad, all=False)
         if not any_bad:
             return
         terms = ", ".join(f"{name}={value.item():.4g}" for name, value in losses.items() if name.startswith("loss"))
         where = "this rank" if local_bad else "another rank"
+        terms = f" ({terms})" if terms else ""
         raise NonFiniteLossError(
-            f"non-finite training loss on {where} at epoch {self.current_epoch}, global step {self.global_step} "
-            f"({terms}). Training stopped; no checkpoint was written for this state. Try a lower learning rate, "
+            f"non-finite {what} on {where} at epoch {self.current_epoch}, global step {self.global_step}{terms}. "
+            "Training stopped; no checkpoint was written for this state. Try a lower learning rate, "
             "gradient clipping, precision=32-true or bf16-mixed instead of 16-mixed, and check the data "
             "(`egtr data validate`). Resume from the last checkpoint with --resume."
         )
@@ -210,3 +216,14 @@ class EGTRLightningModule(pl.LightningModule):
         checkpoint["egtr_model_config"] = self.model.config.to_dict()
         checkpoint["egtr_train_config"] = self.config.to_dict()
         checkpoint["egtr_lr_factor"] = self.lr_factor
+        checkpoint[RNG_STATE_KEY] = rng_states()  # a resumed run draws what the uninterrupted one would have
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """On resume: this run's optimiser settings win over the checkpoint's (issue #13 item 1); RNGs restored."""
+        learning_rates = {
+            group["name"]: group["lr"] for group in build_parameter_groups(self.model, self.config, self.lr_factor)
+        }
+        for change in apply_optimizer_settings(checkpoint, learning_rates, self.config.weight_decay):
+            logger.info("resume: optimiser setting from this run's config, not the checkpoint: %s", change)
+        if RNG_STATE_KEY in checkpoint:
+            restore_rng_states(checkpoint[RNG_STATE_KEY])
