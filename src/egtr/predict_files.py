@@ -127,11 +127,18 @@ def predict_files(
             graphs = predictor.postprocess(predictor.forward(items), items, given)
             for (path, item), graph in zip(prepared, graphs):
                 written = [out_dir / f"{stems[path]}.json"]
-                graph.to_json(written[0])
-                for fmt in formats:
-                    written.append(out_dir / f"{stems[path]}.{fmt}")
-                    graph.draw(written[-1], image=item.image, max_relations=max_draw_relations, dpi=dpi)
-                report.outputs[str(path)] = written
+                try:
+                    graph.to_json(written[0])
+                    for fmt in formats:
+                        written.append(out_dir / f"{stems[path]}.{fmt}")
+                        graph.draw(written[-1], image=item.image, max_relations=max_draw_relations, dpi=dpi)
+                except (OSError, ValueError, TypeError, UnicodeError) as error:
+                    # One image whose outputs cannot be written must not stop the images after it (issue #13.9).
+                    reason = f"{describe_source(written[-1])}: cannot write the result ({error})"
+                    report.failures[describe_source(path)] = reason
+                    logger.warning("skipped %s", reason)
+                else:
+                    report.outputs[str(path)] = written
                 bar.update(1)
     return report
 

@@ -95,9 +95,18 @@ def test_images_without_relations_and_missing_rel_entry(tmp_path: Path) -> None:
     ("mutate", "message"),
     [
         (lambda coco, rel: coco.update(images=[]), "the 'images' list is empty"),
-        (lambda coco, rel: coco["annotations"][0].update(category_id=9), "class 8 outside 0..3"),
-        (lambda coco, rel: rel["train"]["7"].append([0, 5, 1]), "indexes an object outside 0..1"),
-        (lambda coco, rel: rel["train"]["7"].append([0, 1, 4]), "predicate 3 outside 0..2"),
+        (lambda coco, rel: coco["annotations"][0].update(category_id=9), "class 9; train.json categories has 1..4"),
+        (lambda coco, rel: rel["train"]["7"].append([0, 5, 1]), "[0, 5, 1] indexes an object outside 0..1"),
+        # The values as the files write them (1-based predicates), in the file that holds them (issue #13 item 8).
+        (
+            lambda coco, rel: rel["train"]["7"].append([0, 1, 4]),
+            "rel.json, train['7']: relation 1 [0, 1, 4] has "
+            "predicate 4; rel.json rel_categories (after __background__) has 1..3",
+        ),
+        (
+            lambda coco, rel: rel["train"]["7"].append([0, 1, 0]),
+            "rel.json, train['7']: relation 1 [0, 1, 0] has predicate 0;",
+        ),
         (lambda coco, rel: coco["images"].append(dict(coco["images"][0])), "duplicate image id"),
         (lambda coco, rel: coco["annotations"][0].pop("bbox"), "missing field 'bbox'"),
         (lambda coco, rel: coco["images"][1].update(id="x"), "images[1]: field 'id' must be an integer"),

@@ -92,6 +92,7 @@ def parse_oi_split(
                 labels=np.asarray(record["det_labels"], dtype=np.int64),
                 relations=relations,
                 source=f"{path.name}, record {position} ({record['img_fn']})",
+                name_lists=("categories_dict.json 'obj'", "categories_dict.json 'rel'"),
             )
         )
     if num_too_many:

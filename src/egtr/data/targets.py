@@ -34,6 +34,9 @@ class ImageAnnotation:
         relations: (M, 3) int64 [subject, object, predicate], 0-based, subject/object index `labels`.
         iscrowd: (n,) bool; crowd boxes are dropped like HF's `prepare_coco_detection` does.
         source: "file, record" text used in error messages.
+        relation_source: the same for the relations where they are in another file (VG: "rel.json, train['17']").
+        one_based: the file writes classes and predicates 1-based (VG); messages quote the values as written.
+        name_lists: where the file format lists the class and the predicate names (for messages).
     """
 
     image_id: int
@@ -45,6 +48,9 @@ class ImageAnnotation:
     relations: np.ndarray
     iscrowd: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     source: str = ""
+    relation_source: str = ""
+    one_based: bool = False
+    name_lists: tuple[str, str] = ("the class names", "the predicate names")
 
     def __post_init__(self) -> None:
         where = self.source or f"image {self.image_id}"
@@ -65,23 +71,31 @@ class ImageAnnotation:
             raise DataError(f"{where}: {len(self.boxes_xywh)} boxes but {len(self.labels)} labels")
         if not np.isfinite(self.boxes_xywh).all():
             raise DataError(f"{where}: field bbox contains NaN or infinity")
+        # Messages quote the files' own values (1-based classes/predicates in VG), not the 0-based internal ones.
+        base = int(self.one_based)
+        classes, predicates = self.name_lists
         bad = np.flatnonzero((self.labels < 0) | (self.labels >= num_labels))
         if bad.size:
-            raise DataError(f"{where}: object {bad[0]} has class {self.labels[bad[0]]} outside 0..{num_labels - 1}")
+            raise DataError(
+                f"{where}: object {bad[0]} has class {self.labels[bad[0]] + base}; {classes} has "
+                f"{base}..{num_labels - 1 + base}"
+            )
         if self.relations.size:
+            relation_where = self.relation_source or where
+            written = self.relations + np.array([0, 0, base])
             bad = np.flatnonzero(
                 (self.relations[:, :2] < 0).any(1) | (self.relations[:, :2] >= len(self.labels)).any(1)
             )
             if bad.size:
                 raise DataError(
-                    f"{where}: relation {bad[0]} {self.relations[bad[0]].tolist()} indexes an object outside "
-                    f"0..{len(self.labels) - 1}"
+                    f"{relation_where}: relation {bad[0]} {written[bad[0]].tolist()} indexes an object outside "
+                    f"0..{len(self.labels) - 1} (the image has {len(self.labels)} objects)"
                 )
             bad = np.flatnonzero((self.relations[:, 2] < 0) | (self.relations[:, 2] >= num_rel_labels))
             if bad.size:
                 raise DataError(
-                    f"{where}: relation {bad[0]} has predicate {self.relations[bad[0], 2]} outside "
-                    f"0..{num_rel_labels - 1}"
+                    f"{relation_where}: relation {bad[0]} {written[bad[0]].tolist()} has predicate "
+                    f"{written[bad[0], 2]}; {predicates} has {base}..{num_rel_labels - 1 + base}"
                 )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from egtr.errors import DataError
-from egtr.images import load_image
+from egtr.images import describe_source, load_image
 
 SPLITS = ("train", "val", "test")
 
@@ -39,7 +40,8 @@ class Problem:
             + (f", {self.record}" if self.record else "")
             + (f", field {self.field}" if self.field else "")
         )
-        return f"{self.severity.upper()}: {where}: {self.message}"
+        # A file name that is not UTF-8 must not crash the printing of the report (it is itself reported).
+        return describe_source(f"{self.severity.upper()}: {where}: {self.message}")
 
 
 class _Report:
@@ -65,6 +67,14 @@ class _Report:
         return None
 
     def check_image(self, path: Path, record: str, expected_size: tuple[Any, Any] | None, decode: bool) -> None:
+        if not _is_utf8_name(path.name):
+            self.error(
+                path,
+                record,
+                "file_name",
+                f"the file name {describe_source(path.name)!r} is not valid UTF-8 (it cannot be printed, drawn or "
+                "written to UTF-8 JSON by most tools); rename the file and its record",
+            )
         if not path.is_file():
             self.error(path, record, "file_name", "image file not found")
             return
@@ -84,6 +94,15 @@ class _Report:
             )
 
 
+def _is_utf8_name(name: str) -> bool:
+    """False for a name whose bytes on disk are not UTF-8 (Python decodes them as lone surrogates)."""
+    try:
+        os.fsencode(name).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -99,11 +118,13 @@ def _check_box_xyxy(
     box: tuple[float, float, float, float],
     size: tuple[Any, Any] | None,
     num_relations: int,
+    written: list[float],
 ) -> None:
+    """Check one box given as corners `box`; messages quote `written`, the box as the file writes it."""
     x1, y1, x2, y2 = box
     if x2 <= x1 or y2 <= y1:
         report.warning(
-            file, record, "bbox", f"empty box {list(box)}: the loader drops it and its {num_relations} relation(s)"
+            file, record, "bbox", f"empty box {written}: the loader drops it and its {num_relations} relation(s)"
         )
     elif size is not None and _is_number(size[0]) and _is_number(size[1]):
         if min(x2, size[0]) <= max(x1, 0) or min(y2, size[1]) <= max(y1, 0):
@@ -111,12 +132,12 @@ def _check_box_xyxy(
                 file,
                 record,
                 "bbox",
-                f"box {list(box)} lies outside the {size[0]}x{size[1]} image: "
+                f"box {written} lies outside the {size[0]}x{size[1]} image: "
                 f"the loader drops it and its {num_relations} relation(s)",
             )
         elif x1 < 0 or y1 < 0 or x2 > size[0] or y2 > size[1]:
             report.warning(
-                file, record, "bbox", f"box {list(box)} extends outside the {size[0]}x{size[1]} image (clipped)"
+                file, record, "bbox", f"box {written} extends outside the {size[0]}x{size[1]} image (clipped)"
             )
 
 
@@ -268,7 +289,7 @@ def _validate_vg(root: Path, report: _Report, splits: Iterable[str], decode: boo
                     report.error(split_file, record, "bbox", f"{bbox!r} is not [x, y, width, height] numbers")
                     continue
                 x, y, width, height = bbox
-                _check_box_xyxy(report, split_file, record, (x, y, x + width, y + height), size, uses[index])
+                _check_box_xyxy(report, split_file, record, (x, y, x + width, y + height), size, uses[index], bbox)
             expected = size if all(_is_index(v) for v in size) else None
             report.check_image(
                 root / "images" / image["file_name"], f"{split_file.name}, image {image_id}", expected, decode
@@ -327,7 +348,14 @@ def _validate_oi(root: Path, report: _Report, splits: Iterable[str], decode: boo
                     report.error(path, where, "bbox", f"{box!r} is not [x1, y1, x2, y2] numbers")
                     continue
                 # The loader's +1 convention makes [x1, x2] inclusive, so x2 == x1 is a one-pixel box.
-                _check_box_xyxy(report, path, where, (box[0], box[1], box[2] + 1, box[3] + 1), size, uses[index])
+                _check_box_xyxy(report, path, where, (box[0], box[1], box[2] + 1, box[3] + 1), size, uses[index], box)
+
+
+def split_files(root: Path, kind: str, split: str) -> list[Path]:
+    """The annotation file(s) of one split in the layout of `kind` (whether a split exists is whether they do)."""
+    if kind == "oi":
+        return [root / "annotations" / f"vrd-{split}-anno.json"]
+    return [root / f"{split}.json"]
 
 
 def validate_dataset(

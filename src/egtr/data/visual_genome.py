@@ -127,6 +127,9 @@ def parse_vg_split(root: Path, split: str) -> tuple[list[ImageAnnotation], list[
                 relations=triplets,
                 iscrowd=np.asarray([bool(obj.get("iscrowd", 0)) for obj in objects], dtype=bool),
                 source=f"{split_file.name}, image {image_id}",
+                relation_source=f"{rel_file.name}, {split}[{str(image_id)!r}]",
+                one_based=True,
+                name_lists=(f"{split_file.name} categories", f"{rel_file.name} rel_categories (after __background__)"),
             )
         )
     return parsed, class_names, predicate_names

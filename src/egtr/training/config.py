@@ -77,6 +77,8 @@ class TrainConfig:
     evaluate_split: str | None = "val"  # EGTR stage: R@K/mR@K of the final model on this split (None = skip)
     sanity_val_steps: int = 2  # validation batches run before training starts (catches evaluation bugs early)
     progress_bar: bool = True
+    unreadable_images: str = "stop"  # an image that fails to decode in training: "stop" the run or "skip" it (counted)
+    check_data: bool = True  # run the validator's no-decode checks before the first step (stop on errors)
 
     # ------------------------------------------------------------------ presets
     @classmethod
@@ -140,6 +142,8 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.reinitialize must be one of {REINITIALIZE_POLICIES}, got {self.reinitialize!r}"
             )
+        if self.unreadable_images not in ("stop", "skip"):
+            raise ValueError(f"TrainConfig.unreadable_images must be 'stop' or 'skip', got {self.unreadable_images!r}")
         if self.eval_batch_size is not None and self.eval_batch_size < 1:
             raise ValueError(f"TrainConfig.eval_batch_size must be >= 1, got {self.eval_batch_size}")
         self.data.validate()

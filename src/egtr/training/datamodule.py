@@ -14,7 +14,8 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from egtr.data import DataConfig, SceneGraphDataset, build_dataset, collate_fn
+from egtr.data import DataConfig, SceneGraphDataset, build_dataset
+from egtr.training.data_checks import TolerantDataset, collate_skipping
 from egtr.training.resume import EpochShuffleSampler
 
 
@@ -73,10 +74,10 @@ class SceneGraphDataModule(pl.LightningDataModule):
         else:
             options["shuffle"] = shuffle
         return DataLoader(
-            dataset,
+            TolerantDataset(dataset),  # an unreadable image reaches the training step as a message, not a traceback
             batch_size=batch_size,
             num_workers=self.num_workers,
-            collate_fn=collate_fn,
+            collate_fn=collate_skipping,
             pin_memory=torch.cuda.is_available(),
             drop_last=False,
             **options,

@@ -48,6 +48,7 @@ from egtr.models.egtr import EGTR
 from egtr.runlock import RunLock
 from egtr.training.checkpoint_io import AtomicCheckpointIO, BestAndLastCheckpoint
 from egtr.training.config import TrainConfig
+from egtr.training.data_checks import check_dataset_before_training
 from egtr.training.datamodule import SceneGraphDataModule
 from egtr.training.initialization import load_backbone_weights, load_initial_weights, new_class_head
 from egtr.training.module import EGTRLightningModule
@@ -137,6 +138,8 @@ def _run_training_locked(config: TrainConfig, resume: bool, run_dir: Path) -> Tr
         config.save(run_dir / CONFIG_NAME)
     # Before the model is built: its initial weights are drawn from the seed (the same seed gives the same run).
     pl.seed_everything(config.seed, workers=True)
+    if config.check_data:
+        check_dataset_before_training(config.data)  # before anything is built: errors stop with the full report
     datamodule = SceneGraphDataModule(
         config.data,
         config.batch_size,

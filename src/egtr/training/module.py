@@ -22,6 +22,7 @@ from egtr.losses import EGTRCriterion
 from egtr.models.checkpoint import RELATION_HEAD_PREFIXES
 from egtr.models.egtr import EGTR
 from egtr.training.config import TrainConfig
+from egtr.training.data_checks import UnreadableImageError
 from egtr.training.resume import RNG_STATE_KEY, apply_optimizer_settings, restore_rng_states, rng_states
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ class EGTRLightningModule(pl.LightningModule):
             all_reduce_num_boxes=config.all_reduce_num_boxes,
         )
         self._last_step_time: float | None = None
+        self._unreadable_in_epoch = 0  # images skipped in this epoch (unreadable_images="skip")
 
     def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor) -> Any:
         return self.model(pixel_values, pixel_mask)
@@ -139,7 +141,23 @@ class EGTRLightningModule(pl.LightningModule):
             self._stop_if_not_finite(bad, "model outputs (class logits or boxes)", {})
         return self.criterion(outputs, batch["labels"], training=training)
 
-    def training_step(self, batch: dict[str, Any], batch_index: int) -> torch.Tensor:
+    def _readable(self, batch: dict[str, Any]) -> bool:
+        """Stop on, or count and log, the batch's unreadable images (see egtr.training.data_checks); False when no
+        image of the batch is left."""
+        unreadable = batch.get("unreadable") or []
+        if unreadable and self.config.unreadable_images == "stop":
+            raise UnreadableImageError(
+                f"{unreadable[0]}. Training stopped (unreadable_images=stop); fix or remove the file, or pass "
+                "unreadable_images=skip to leave such images out"
+            )
+        for message in unreadable:
+            logger.warning("skipped an unreadable image: %s", message)
+        self._unreadable_in_epoch += len(unreadable)
+        return bool(batch["labels"])
+
+    def training_step(self, batch: dict[str, Any], batch_index: int) -> torch.Tensor | None:
+        if not self._readable(batch):
+            return None  # Lightning skips the optimiser step
         losses = self._losses(batch, training=True)
         loss = losses["loss"]
         self._stop_if_not_finite(not bool(torch.isfinite(loss.detach()).item()), "training loss", losses)
@@ -152,7 +170,9 @@ class EGTRLightningModule(pl.LightningModule):
         self._log_throughput(batch_size)
         return loss
 
-    def validation_step(self, batch: dict[str, Any], batch_index: int) -> torch.Tensor:
+    def validation_step(self, batch: dict[str, Any], batch_index: int) -> torch.Tensor | None:
+        if not self._readable(batch):
+            return None
         losses = self._losses(batch, training=False)
         batch_size = len(batch["labels"])
         # Mean over the epoch, synchronised over DDP ranks: the number that checkpointing and early stopping read.
@@ -196,6 +216,14 @@ class EGTRLightningModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._last_step_time = None  # the validation pass between epochs is not training time
+        self._unreadable_in_epoch = 0
+
+    def on_train_epoch_end(self) -> None:
+        if self._unreadable_in_epoch:
+            logger.warning(
+                "epoch %d: %d unreadable image(s) skipped (listed above)", self.current_epoch, self._unreadable_in_epoch
+            )
+        self.log("unreadable_images", float(self._unreadable_in_epoch))
 
     # ------------------------------------------------------------------ optimiser and checkpoints
     def configure_optimizers(self) -> torch.optim.Optimizer:
