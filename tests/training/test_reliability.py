@@ -185,3 +185,41 @@ def _error_lines(capsys: pytest.CaptureFixture) -> list[str]:
     text = captured.out + captured.err
     assert "Traceback" not in text, text
     return [line for line in text.splitlines() if line.startswith("error:") or "Error" in line]
+
+
+def _corrupt_first_training_image(synthetic_root: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the tiny world whose first training image of epoch 0 (in the seed's order) is truncated."""
+    from egtr.data import VisualGenomeDataset
+    from egtr.training.resume import EpochShuffleSampler
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    dataset = VisualGenomeDataset(root, "train")
+    first = next(iter(EpochShuffleSampler(len(dataset), SEED)))
+    image = dataset.image_path(first)
+    image.write_bytes(image.read_bytes()[:200])
+    return root, image
+
+
+def test_an_unreadable_training_image_stops_the_run_with_its_path(synthetic_root: Path, tmp_path: Path, capsys):
+    # Before: a DataError traceback from inside the data loader at the step that drew the image.
+    root, image = _corrupt_first_training_image(synthetic_root, tmp_path)
+    config = tiny_train_config(root, tmp_path / "run", max_epochs=1, seed=SEED)
+    assert main(["train", "--config", _saved(config, tmp_path)]) == 2
+    (error,) = _error_lines(capsys)
+    assert error.startswith(f"error: {image}: corrupt or truncated image") and "unreadable_images=skip" in error
+
+
+def test_unreadable_training_images_can_be_skipped_and_counted(
+    synthetic_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    root, image = _corrupt_first_training_image(synthetic_root, tmp_path)
+    config = tiny_train_config(root, tmp_path / "run", max_epochs=1, seed=SEED, unreadable_images="skip")
+    with caplog.at_level(logging.WARNING):
+        result = run_training(config)
+    assert result.passes[0].global_step == 2  # both steps trained, the first one on the readable image only
+    assert f"skipped an unreadable image: {image}: corrupt or truncated image" in caplog.text
+    assert "epoch 0: 1 unreadable image(s) skipped" in caplog.text
+    with open(tmp_path / "run" / "main" / "version_0" / "metrics.csv", newline="") as handle:
+        counts = [float(row["unreadable_images"]) for row in csv.DictReader(handle) if row.get("unreadable_images")]
+    assert counts == [1.0]
