@@ -91,7 +91,7 @@ def test_a_file_name_that_is_not_utf8_is_reported_and_printable(tmp_path: Path, 
     assert (root / "images" / NOT_UTF8).is_file()  # the file exists: only its name is the problem
     problems = validate_dataset(root, splits=("train",), decode_images=False)
     (problem,) = [p for p in problems if p.severity == "error"]
-    assert "bad\\xff.jpg" in str(problem) and "not valid UTF-8" in str(problem)
+    assert "the file name 'bad\\xff.jpg' is" in str(problem) and "not valid UTF-8" in str(problem)
     str(problem).encode("utf-8")  # before: printing it to a UTF-8 terminal raised UnicodeEncodeError
     assert main(["data", "validate", str(root), "--split", "train", "--no-decode"]) == 1
     capsys.readouterr().out.encode("utf-8")

@@ -72,7 +72,7 @@ class _Report:
                 path,
                 record,
                 "file_name",
-                f"the file name {describe_source(path.name)!r} is not valid UTF-8 (it cannot be printed, drawn or "
+                f"the file name '{describe_source(path.name)}' is not valid UTF-8 (it cannot be printed, drawn or "
                 "written to UTF-8 JSON by most tools); rename the file and its record",
             )
         if not path.is_file():
