@@ -51,7 +51,7 @@ def test_training_refuses_a_faulty_dataset_before_the_first_step(tmp_path: Path,
     ):
         assert fault in report, report
     assert "error(s)" in report.splitlines()[-1] and "before training" in report.splitlines()[-1]
-    assert not (tmp_path / "run" / "main").exists()  # stopped before anything was built or written
+    assert not (tmp_path / "run" / "config.json").exists()  # stopped before anything was built or written
 
     config_file = tmp_path / "config.json"
     config.save(config_file)

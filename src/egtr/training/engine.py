@@ -6,6 +6,7 @@ checkpoint on the validation loss (best + `last.ckpt`), stop early on it, and lo
 
 Run directory (`config.output_dir`):
 
+    .egtr.lock               held (flock) by the process training in the directory (egtr.runlock)
     config.json              the TrainConfig (JSON)
     initialization.json      per tensor: kept from the backbone / detector / init_from file or re-initialised (why);
                              frequency-statistics summary
@@ -19,7 +20,8 @@ Run directory (`config.output_dir`):
     evaluation_val.json      EGTR stage: R@K / mR@K of the final model on `evaluate_split` (default val)
     summary.json             best validation losses, steps and epochs of each pass
 
-`resume=True` continues the first unfinished pass from its `last.ckpt` (weights, optimiser, epoch and step).
+`resume=True` continues the first unfinished pass from its `last.ckpt` (weights, optimiser, epoch, step, random
+states), with the learning rates and weight decay of `config` (see `egtr.training.resume`).
 """
 
 from __future__ import annotations
@@ -130,6 +132,8 @@ def _run_training_locked(config: TrainConfig, resume: bool, run_dir: Path) -> Tr
             f"{run_dir} already holds a training run; pass resume=True (--resume) to continue it, or choose "
             "another output directory"
         )
+    if config.check_data:
+        check_dataset_before_training(config.data)  # before anything is written: errors stop with the full report
     if is_rank_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume and (run_dir / CONFIG_NAME).is_file():
@@ -138,8 +142,6 @@ def _run_training_locked(config: TrainConfig, resume: bool, run_dir: Path) -> Tr
         config.save(run_dir / CONFIG_NAME)
     # Before the model is built: its initial weights are drawn from the seed (the same seed gives the same run).
     pl.seed_everything(config.seed, workers=True)
-    if config.check_data:
-        check_dataset_before_training(config.data)  # before anything is built: errors stop with the full report
     datamodule = SceneGraphDataModule(
         config.data,
         config.batch_size,
