@@ -11,7 +11,8 @@ from tests.training.conftest import tiny_train_config
 from egtr import EGTR, EGTRConfig, Predictor
 from egtr.cli import main
 from egtr.data.validate import validate_dataset
-from egtr.inference import predict_files
+from egtr.predict_files import predict_files
+from egtr.preprocessing import PreprocessorConfig
 from egtr.training import run_training
 from egtr.training.data_checks import DatasetCheckError
 
@@ -56,8 +57,9 @@ def test_training_refuses_a_faulty_dataset_before_the_first_step(tmp_path: Path,
     config_file = tmp_path / "config.json"
     config.save(config_file)
     assert main(["train", "--config", str(config_file)]) == 2
-    output = capsys.readouterr().out
-    assert output.startswith("error: ") and "missing.jpg" in output and "Traceback" not in output
+    output = capsys.readouterr().err
+    assert output.startswith("error: ") and "Traceback" not in output
+    assert "missing.jpg" in output and "rel.json, train['99']" in output  # the full report, not its first line
 
 
 def test_loader_errors_quote_the_file_that_holds_the_fault(tmp_path: Path):
@@ -91,9 +93,9 @@ def test_a_file_name_that_is_not_utf8_is_reported_and_printable(tmp_path: Path, 
     assert (root / "images" / NOT_UTF8).is_file()  # the file exists: only its name is the problem
     problems = validate_dataset(root, splits=("train",), decode_images=False)
     (problem,) = [p for p in problems if p.severity == "error"]
-    assert "the file name 'bad\\xff.jpg' is" in str(problem) and "not valid UTF-8" in str(problem)
+    assert "the file name 'bad\\udcff.jpg' is" in str(problem) and "not valid UTF-8" in str(problem)
     str(problem).encode("utf-8")  # before: printing it to a UTF-8 terminal raised UnicodeEncodeError
-    assert main(["data", "validate", str(root), "--split", "train", "--no-decode"]) == 1
+    assert main(["data", "validate", "--data-root", str(root), "--split", "train", "--no-decode"]) == 1
     capsys.readouterr().out.encode("utf-8")
 
 
@@ -104,7 +106,7 @@ def test_predict_goes_on_after_a_file_name_that_is_not_utf8(tmp_path: Path):
     photo("coffee").resize((96, 64)).save(images / NOT_UTF8)
     photo("astronaut").resize((64, 64)).save(images / "good.jpg")
     model = EGTR(EGTRConfig(backbone="resnet18", d_model=64, encoder_layers=1, decoder_layers=1, num_queries=4)).eval()
-    predictor = Predictor(model, device="cpu", image_size=64, max_size=64)
+    predictor = Predictor(model, device="cpu", preprocessor=PreprocessorConfig(shortest_edge=64, longest_edge=64))
     report = predict_files(predictor, [images / NOT_UTF8, images / "good.jpg"], tmp_path / "out", progress=False)
     assert report.failures == {}
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == sorted(

@@ -62,7 +62,7 @@ def runs(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     # A kill between writing a new best checkpoint and deleting the old one leaves a best file last.ckpt does not know.
     orphan = interrupted / "main" / "checkpoints" / "epoch=05-validation_loss=0.0001.ckpt"
     shutil.copy(interrupted / "main" / "checkpoints" / "last.ckpt", orphan)
-    assert main(["train", "--resume", "--output-dir", str(interrupted), "--max-epochs", "2"]) == 0
+    assert main(["train", "--resume", "--out", str(interrupted), "--max-epochs", "2"]) == 0
     return {"base": base, "uninterrupted": base / "uninterrupted", "interrupted": interrupted}
 
 
@@ -90,9 +90,7 @@ def test_resume_applies_the_new_learning_rates(runs: dict[str, Path], caplog: py
     before = {group["name"]: group for group in _last(run_dir)["optimizer_states"][0]["param_groups"]}
     assert before["body"]["lr"] == 2e-4
     with caplog.at_level(logging.INFO):
-        code = main(
-            ["train", "--resume", "--output-dir", str(run_dir), "--max-epochs", "2", "lr=1e-5", "weight_decay=0.01"]
-        )
+        code = main(["train", "--resume", "--out", str(run_dir), "--max-epochs", "2", "lr=1e-5", "weight_decay=0.01"])
     assert code == 0
     after = {group["name"]: group for group in _last(run_dir)["optimizer_states"][0]["param_groups"]}
     assert after["body"]["lr"] == 1e-5 and after["body"]["weight_decay"] == 0.01
@@ -119,10 +117,10 @@ def test_a_second_run_into_a_live_run_directory_is_refused(synthetic_root: Path,
         config = tiny_train_config(synthetic_root, run_dir)
         with pytest.raises(RunLockedError, match=rf"{run_dir} is in use by egtr training .*pid {child} on"):
             run_training(config)
-        assert main(["train", "--config", _saved(config, tmp_path), "--output-dir", str(run_dir)]) == 2
+        assert main(["train", "--config", _saved(config, tmp_path), "--out", str(run_dir)]) == 2
         config.save(run_dir / "config.json")
-        assert main(["train", "--resume", "--output-dir", str(run_dir)]) == 2
-        error = capsys.readouterr().out
+        assert main(["train", "--resume", "--out", str(run_dir)]) == 2
+        error = capsys.readouterr().err
         assert f"pid {child}" in error and "Traceback" not in error
     finally:
         os.kill(child, signal.SIGKILL)
@@ -149,10 +147,11 @@ def test_a_diverging_run_stops_cleanly_before_the_matcher(synthetic_root: Path, 
         lr_relation_head=1e6,
         gradient_clip_val=0.0,
     )
-    code = main(["train", "--config", _saved(config, tmp_path)])
-    assert code == 1
-    (error,) = _error_lines(capsys)
-    assert error.startswith("error: non-finite model outputs (class logits or boxes)"), error
+    with pytest.raises(SystemExit) as stop:  # the CLI's exit with status 1 and this message on stderr
+        main(["train", "--config", _saved(config, tmp_path)])
+    error = str(stop.value.code)
+    assert error.startswith("error: non-finite model outputs (class logits or boxes)") and "\n" not in error, error
+    assert not _error_lines(capsys)  # nothing else: no traceback, no matcher ValueError
 
 
 def test_a_full_disk_is_one_line_naming_the_surviving_checkpoint(
@@ -169,10 +168,11 @@ def test_a_full_disk_is_one_line_naming_the_surviving_checkpoint(
         real_save(payload, stream)
 
     monkeypatch.setattr(checkpoint_io_module.torch, "save", save_until_the_disk_is_full)
-    code = main(["train", "--config", _saved(config, tmp_path)])
-    assert code == 1
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--config", _saved(config, tmp_path)])
     last = tmp_path / "run" / "main" / "checkpoints" / "last.ckpt"
-    (error,) = _error_lines(capsys)
+    error = str(stop.value.code)
+    assert "\n" not in error and not _error_lines(capsys)
     assert error.startswith("error: no space left on the device writing "), error
     assert error.endswith(f"the last complete checkpoint is {last} (epoch 0, step 1)"), error
     assert _last(tmp_path / "run")["global_step"] == 1

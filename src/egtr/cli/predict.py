@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"{len(report.outputs)} of {len(paths)} images processed; results in {args.out}")
     if report.failures:
-        print(f"{len(report.failures)} image(s) could not be read and were skipped:", file=sys.stderr)
+        print(f"{len(report.failures)} image(s) could not be read or written and were skipped:", file=sys.stderr)
         for path, reason in report.failures.items():
             print(f"  {reason if path in reason else f'{describe_source(path)}: {reason}'}", file=sys.stderr)
         return 1

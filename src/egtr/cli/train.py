@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from egtr.cli.options import (
@@ -167,6 +168,7 @@ def run(args: argparse.Namespace, stage: str) -> int:
         return 0
     if not config.data.root:
         raise argparse.ArgumentTypeError("no dataset: pass --data-root (or data.root=...)")
+    from egtr.training.data_checks import DatasetCheckError
     from egtr.training.engine import pretrain_detector, train_egtr
     from egtr.training.module import NonFiniteLossError
 
@@ -175,6 +177,9 @@ def run(args: argparse.Namespace, stage: str) -> int:
         result = function(config, resume=args.resume)
     except NonFiniteLossError as error:
         raise SystemExit(f"error: {error}") from error
+    except DatasetCheckError as error:  # the whole report (the common handler prints one line)
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except OSError as error:
         if not is_disk_full(error):
             raise
