@@ -85,17 +85,17 @@ def test_files_a_kill_leaves_are_removed(runs: dict[str, Path]):
     assert len(interrupted) == 2 and "last.ckpt" in interrupted  # last + one best
 
 
-def test_resume_applies_the_new_learning_rates(runs: dict[str, Path], caplog: pytest.LogCaptureFixture):
+def test_resume_applies_the_new_learning_rates(runs: dict[str, Path], capsys: pytest.CaptureFixture):
     run_dir = runs["base"] / "new_rates"
     before = {group["name"]: group for group in _last(run_dir)["optimizer_states"][0]["param_groups"]}
     assert before["body"]["lr"] == 2e-4
-    with caplog.at_level(logging.INFO):
-        code = main(["train", "--resume", "--out", str(run_dir), "--max-epochs", "2", "lr=1e-5", "weight_decay=0.01"])
+    capsys.readouterr()
+    code = main(["train", "--resume", "--out", str(run_dir), "--max-epochs", "2", "lr=1e-5", "weight_decay=0.01"])
     assert code == 0
     after = {group["name"]: group for group in _last(run_dir)["optimizer_states"][0]["param_groups"]}
     assert after["body"]["lr"] == 1e-5 and after["body"]["weight_decay"] == 0.01
     assert after["backbone"]["lr"] == before["backbone"]["lr"]  # what was not asked for stays
-    log = caplog.text
+    log = capsys.readouterr().err  # the CLI logs to stderr (its handler replaces pytest's log capture)
     assert "body lr 0.0002 -> 1e-05" in log and "lr: 0.0002 -> 1e-05" in log
     saved = (run_dir / "config.json").read_text()
     assert '"lr": 1e-05' in saved  # the run's saved config says what it trains with now
