@@ -90,7 +90,7 @@ class TolerantDataset(Dataset):
 
 def collate_skipping(batch: list[tuple[torch.Tensor | None, Any]]) -> dict[str, Any]:
     """`collate_fn` over the readable items; the messages of the unreadable ones go to `batch["unreadable"]`."""
-    readable = [item for item in batch if item[0] is not None]
+    readable = [(pixels, target) for pixels, target in batch if pixels is not None]
     unreadable = [message for pixels, message in batch if pixels is None]
     collated = collate_fn(readable) if readable else {"labels": []}
     collated["unreadable"] = unreadable

@@ -119,14 +119,14 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
     """
     config.validate()
     run_dir = Path(config.output_dir)
-    if rank_zero_only.rank != 0:  # DDP ranks > 0 run inside rank 0's lock
+    if getattr(rank_zero_only, "rank", 0) != 0:  # DDP ranks > 0 run inside rank 0's lock
         return _run_training_locked(config, resume, run_dir)
     with RunLock(run_dir, f"egtr training ({config.stage} stage)"):
         return _run_training_locked(config, resume, run_dir)
 
 
 def _run_training_locked(config: TrainConfig, resume: bool, run_dir: Path) -> TrainResult:
-    is_rank_zero = rank_zero_only.rank == 0
+    is_rank_zero = getattr(rank_zero_only, "rank", 0) == 0
     if not resume and (run_dir / "main" / "checkpoints" / LAST_CHECKPOINT).exists():
         raise FileExistsError(
             f"{run_dir} already holds a training run; pass resume=True (--resume) to continue it, or choose "

@@ -57,7 +57,7 @@ def rng_states() -> dict[str, Any]:
     """The states of the generators training draws from (augmentation, relation sampling, dropout)."""
     states: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": _numpy_state_as_tensors(np.random.get_state()),
+        "numpy": _numpy_state_as_tensors(np.random.get_state(legacy=True)),  # type: ignore[arg-type]
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
