@@ -79,7 +79,8 @@ def read_boxes_file(path: str | Path, class_names: Sequence[str]) -> dict[str, I
 
 
 def _parse_objects(objects: list[Any], names: dict[str, int], where: str) -> ImageBoxes:
-    boxes, labels = [], []
+    boxes: list[list[float]] = []
+    labels: list[int | None] = []
     for index, item in enumerate(objects):
         if not isinstance(item, dict):
             raise BoxesFileError(f"{where} object {index}: must be an object with a 'box' field")
@@ -129,15 +130,15 @@ def boxes_for_images(
     Raises:
         BoxesFileError: an image without an entry, or a file name that more than one entry could mean.
     """
-    by_file = {}
+    by_file: dict[str, str] = {}
     by_name: dict[str, list[str]] = {}
-    for key in entries:
-        by_file[os.path.realpath(key)] = key
-        by_name.setdefault(Path(key).name, []).append(key)
+    for entry in entries:
+        by_file[os.path.realpath(entry)] = entry
+        by_name.setdefault(Path(entry).name, []).append(entry)
     found: dict[Path, ImageBoxes] = {}
     used = set()
     for image in image_paths:
-        key = str(image) if str(image) in entries else by_file.get(os.path.realpath(image))
+        key: str | None = str(image) if str(image) in entries else by_file.get(os.path.realpath(image))
         if key is None:
             candidates = by_name.get(image.name, [])
             if len(candidates) > 1:

@@ -197,7 +197,8 @@ def postprocess_given_boxes(
         raise ValueError(f"{len(given)} sets of given boxes for a batch of {logits.shape[0]} images")
     predictions, assigned_queries = [], []
     for image, objects in enumerate(given):
-        size_hw = tuple(int(v) for v in image_sizes_hw[image].tolist())
+        height, width = (int(v) for v in image_sizes_hw[image].tolist())
+        size_hw = (height, width)
         queries = assign_queries(logits[image], pred_boxes[image], objects, size_hw, matcher, assignment)
         assigned_queries.append(queries)
         if len(queries) == 0:
@@ -290,7 +291,9 @@ def given_box_scene_graphs(
         )
         # The given boxes exactly (scene_graph_from_arrays clips to the image) and the assigned queries.
         graph.objects = [
-            dataclasses.replace(scene_object, box=tuple(float(v) for v in box), query=int(query))
+            dataclasses.replace(
+                scene_object, box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])), query=int(query)
+            )
             for scene_object, box, query in zip(graph.objects, prediction.boxes.tolist(), queries)
         ]
         graphs.append(graph)

@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -253,8 +253,13 @@ class Predictor:
         if labels is not None and boxes is None:
             raise ValueError("labels need boxes: give the boxes the labels belong to")
         if _is_single_image(images):
-            given = None if boxes is None else ([boxes], None if labels is None else [labels])
-            return self.predict_batch([images], *(given or ()), **options)[0]  # type: ignore[list-item]
+            # _is_single_image narrowed `images` (and so `boxes`/`labels`) to one image, which mypy cannot see.
+            single: list[ImageSource] = [images]  # type: ignore[list-item]
+            per_call: dict[str, Any] = dict(options)
+            if boxes is None:
+                return self.predict_batch(single, **per_call)[0]
+            given_labels = None if labels is None else [labels]
+            return self.predict_batch(single, [boxes], given_labels, **per_call)[0]  # type: ignore[list-item,arg-type]
         if not isinstance(images, (list, tuple)):
             raise ImageError(
                 f"<{type(images).__name__}>: not an image; expected a path, bytes, a PIL image, an array, a tensor "

@@ -174,7 +174,7 @@ def postprocess_scene_graphs(
     batch_size, num_queries, _ = logits.shape
     if (object_scores is None) != (object_labels is None):
         raise ValueError("give both object_scores and object_labels, or neither")
-    if object_scores is None:
+    if object_scores is None or object_labels is None:
         object_scores, object_labels = _object_scores_and_labels(logits)
     object_scores = object_scores.float()
     relation = _relation_scores(pred_rel, pred_connectivity)  # (B, N, N, R)

@@ -27,4 +27,4 @@ def test_export_records_the_validation_resize_and_normalisation(tmp_path: Path):
         "preprocessor_config.json",
     ]
     predictor = Predictor.from_pretrained(tmp_path / "model", device="cpu")
-    assert (predictor.image_size, predictor.max_size) == (IMAGE_SIZE, 2 * IMAGE_SIZE)
+    assert (predictor.preprocessor.shortest_edge, predictor.preprocessor.longest_edge) == (IMAGE_SIZE, 2 * IMAGE_SIZE)

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from egtr.errors import DataError
 from egtr.images import describe_source, load_image
@@ -107,7 +107,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _is_index(value: Any) -> bool:
+def _is_index(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -328,11 +328,8 @@ def _validate_oi(root: Path, report: _Report, splits: Iterable[str], decode: boo
             if name in split_of_file and split_of_file[name] != split:
                 report.error(path, record, "img_fn", f"{name!r} is also in split {split_of_file[name]!r}")
             split_of_file.setdefault(name, split)
-            size = (
-                item.get("img_size")
-                if isinstance(item.get("img_size"), list) and len(item.get("img_size")) == 2
-                else None
-            )
+            written_size = item.get("img_size")
+            size = written_size if isinstance(written_size, list) and len(written_size) == 2 else None
             expected = tuple(size) if size is not None and all(_is_index(v) for v in size) else None
             report.check_image(root / "images" / f"{name}.jpg", f"{path.name}, {record}", expected, decode)
             boxes, labels = item["bbox"], item["det_labels"]
@@ -348,7 +345,10 @@ def _validate_oi(root: Path, report: _Report, splits: Iterable[str], decode: boo
                     report.error(path, where, "bbox", f"{box!r} is not [x1, y1, x2, y2] numbers")
                     continue
                 # The loader's +1 convention makes [x1, x2] inclusive, so x2 == x1 is a one-pixel box.
-                _check_box_xyxy(report, path, where, (box[0], box[1], box[2] + 1, box[3] + 1), size, uses[index], box)
+                image_size = (size[0], size[1]) if size is not None else None
+                _check_box_xyxy(
+                    report, path, where, (box[0], box[1], box[2] + 1, box[3] + 1), image_size, uses[index], box
+                )
 
 
 def split_files(root: Path, kind: str, split: str) -> list[Path]:

@@ -91,12 +91,14 @@ class DetectionAP(Metric):
         if isinstance(coco_ground_truth, (str, Path)):
             with open(coco_ground_truth) as handle:
                 coco_ground_truth = json.load(handle)
+        if coco_ground_truth is not None and not isinstance(coco_ground_truth, dict):
+            raise ValueError(f"coco_ground_truth must be a COCO dict or a path, got {type(coco_ground_truth).__name__}")
         if coco_ground_truth is None and num_classes is None:
             raise ValueError("give num_classes or coco_ground_truth")
         self.num_classes = num_classes
         self.style = style
         self.backend = backend
-        self.coco_ground_truth = coco_ground_truth
+        self.coco_ground_truth: dict[str, Any] | None = coco_ground_truth
         self.reset()
 
     def reset(self) -> None:
@@ -212,6 +214,7 @@ class DetectionAP(Metric):
     def compute(self) -> DetectionAPResult:
         """Run COCOeval (bbox) of the backend on everything added since the last reset."""
         results = np.concatenate(self._results) if self._results else np.zeros((0, 7))
+        stats: Sequence[float] | np.ndarray
         if self.backend == "pycocotools":
             stats = _pycocotools_stats(self._ground_truth_dataset(), results, self._image_ids)
         elif self.coco_ground_truth is not None:

@@ -81,7 +81,7 @@ class BestAndLastCheckpoint(ModelCheckpoint):
 def _is_last_epoch(trainer: pl.Trainer) -> bool:
     """In `on_train_epoch_end`: whether training stops after this epoch (max_epochs, max_steps, early stopping)."""
     loop = trainer.fit_loop
-    epochs = loop.epoch_progress.current.processed  # already counts the ending epoch
+    epochs = loop.epoch_progress.current.processed  # type: ignore[attr-defined]  # Lightning's stub lacks it
     return (
         trainer.should_stop
         or (loop.max_epochs is not None and 0 <= loop.max_epochs <= epochs)

@@ -85,8 +85,10 @@ class SceneGraphDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
+        assert self.train_dataset is not None  # setup() built it
         return self._loader(self.train_dataset, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
+        assert self.val_dataset is not None  # setup() built it
         return self._loader(self.val_dataset, self.eval_batch_size, shuffle=False)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,7 @@ def _evaluate(config: TrainConfig, model: EGTR, run_dir: Path) -> None:
     """Scene-graph metrics of the final model on `config.evaluate_split` (as the original did after training)."""
     from egtr.evaluation import evaluate_model
 
+    assert config.evaluate_split is not None  # called only when an evaluation split is set
     use_cuda = config.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
     report = evaluate_model(
         model,
@@ -269,7 +271,9 @@ def _read_json_or_empty(path: Path) -> dict[str, Any]:
 
 def initial_model_and_report(config: TrainConfig, datamodule: SceneGraphDataModule) -> tuple[EGTR, dict[str, Any]]:
     """`build_initial_model` without writing: the model and the content of `initialization.json`."""
+    datamodule.setup()
     train_dataset = datamodule.train_dataset
+    assert train_dataset is not None  # setup() built it
     architecture = _architecture(config)
     model_config = dataclasses.replace(
         architecture,
@@ -300,7 +304,7 @@ def initial_model_and_report(config: TrainConfig, datamodule: SceneGraphDataModu
     if config.stage == "egtr" and model_config.use_freq_bias:
         # Reference §4.2: statistics over the whole training split before training. Only rank 0 uses the cache
         # next to the dataset, so that DDP ranks never write the same file at once.
-        if rank_zero_only.rank == 0:
+        if getattr(rank_zero_only, "rank", 0) == 0:
             counts = load_or_compute_triplet_counts(train_dataset)
         else:
             counts = count_triplets(train_dataset, model_config.num_labels, model_config.num_rel_labels)
@@ -338,7 +342,7 @@ def _loggers(config: TrainConfig, run_dir: Path, pass_name: str) -> list[Logger]
 
 
 def build_trainer(
-    config: TrainConfig, pass_dir: Path, max_epochs: int, extra_callbacks: list[Callback] = ()
+    config: TrainConfig, pass_dir: Path, max_epochs: int, extra_callbacks: Sequence[Callback] = ()
 ) -> pl.Trainer:
     """The Lightning Trainer of one pass: checkpointing, early stopping, loggers, DDP and precision settings."""
     checkpoint_dir = pass_dir / "checkpoints"
@@ -384,7 +388,7 @@ def build_trainer(
         devices=config.devices,
         num_nodes=config.num_nodes,
         strategy=strategy,
-        precision=config.precision,
+        precision=config.precision,  # type: ignore[arg-type]  # validated against Lightning's names in TrainConfig
         max_epochs=max_epochs,
         accumulate_grad_batches=config.accumulate_grad_batches,
         gradient_clip_val=config.gradient_clip_val or None,
@@ -416,7 +420,7 @@ def _run_pass(
 ) -> tuple[PassResult, EGTR]:
     pl.seed_everything(config.seed, workers=True)
     pass_dir = Path(config.output_dir) / pass_name
-    if rank_zero_only.rank == 0:
+    if getattr(rank_zero_only, "rank", 0) == 0:
         # The official artifact layout (config.json + checkpoints/*.ckpt): `EGTR.from_pretrained(pass_dir)` loads
         # the best checkpoint, `EGTR.from_pretrained(any .ckpt of the pass)` that checkpoint.
         pass_dir.mkdir(parents=True, exist_ok=True)
@@ -434,6 +438,7 @@ def _run_pass(
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     checkpoint = trainer.checkpoint_callback
+    assert checkpoint is None or isinstance(checkpoint, ModelCheckpoint)  # build_trainer's BestAndLastCheckpoint
     best_path = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     best_score = checkpoint.best_model_score if checkpoint is not None else None
     result = PassResult(
