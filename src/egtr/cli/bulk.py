@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from egtr.cli.options import positive_int
+from egtr.cli.options import adopt_lightning_logging, positive_int
 
 if TYPE_CHECKING:
     from egtr.inference import Predictor
@@ -66,6 +66,7 @@ def listed_images(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 
 def run(args: argparse.Namespace, make_predictor: Callable[[argparse.Namespace], Predictor]) -> int:
     """`egtr predict --output-format jsonl|jsonl.gz|parquet`; `make_predictor` is predict's (from the options)."""
+    adopt_lightning_logging()
     from egtr.bulk import BulkInputError, BulkOptions, Corpus, lightning_devices, predict_corpus, split_inputs
     from egtr.predict_files import expand_image_paths
     from egtr.video.commandline import is_video_input

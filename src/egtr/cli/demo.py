@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from egtr.cli.options import Subparsers
+from egtr.cli.options import Subparsers, adopt_lightning_logging
 
 
 def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -22,6 +22,7 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    adopt_lightning_logging()
     from egtr.demo import run_demo
 
     run_demo(args.out, quick=args.quick, restart=args.restart)

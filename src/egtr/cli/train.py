@@ -19,6 +19,7 @@ from egtr.cli.options import (
     add_deprecated,
     add_dtype,
     add_progress,
+    adopt_lightning_logging,
     non_negative_int,
     positive_int,
     progress_enabled,
@@ -152,6 +153,7 @@ def surviving_checkpoint(run_dir: Path) -> str:
 
 
 def run(args: argparse.Namespace, stage: str) -> int:
+    adopt_lightning_logging()
     from egtr.training import resolve_train_config
 
     config = resolve_train_config(
