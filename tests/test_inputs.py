@@ -159,13 +159,9 @@ def test_json_records_the_image_by_absolute_path(predictor, tmp_path, monkeypatc
 
 def test_an_extreme_aspect_ratio_is_reported_with_its_file(predictor, tmp_path):
     thin = tmp_path / "thin.png"
-    Image.new("RGB", (4000, 3)).save(thin)
-    try:
-        graph = predictor(thin)
-    except ImageError as error:
-        assert "thin.png" in str(error)
-    else:
-        assert graph.image_size == (3, 4000)
+    Image.new("RGB", (4000, 3)).save(thin)  # at 96 / 160 px the shorter side rounds to 0
+    with pytest.raises(ImageError, match=r"thin.png: cannot be resized for the model"):
+        predictor(thin)
 
 
 def test_a_file_name_that_is_not_utf8_is_processed_and_named(reference_dir, tmp_path, capsys):
