@@ -185,3 +185,24 @@ def test_plain_coco_without_relations_is_refused(tmp_path):
     write_json(tmp_path / "plain.json", split)
     with pytest.raises(DataError, match=r"plain.json: field 'rel_annotations' is missing .*no relations"):
         run_import("coco-relations", tmp_path / "plain.json", tmp_path / "out")
+
+
+def test_dropped_records_are_quoted_from_each_split_file(hub_layout, tmp_path):
+    """The importer streams the files and keeps no records: the problems file quotes them from the right file."""
+    val = write_json(hub_layout / "val" / "_annotations.coco.json", coco_split([4, 7]))
+    image_file(hub_layout / "val" / "7.jpg")
+    data = json.loads(val.read_text())
+    data["images"].append({"id": 4, "file_name": "8.jpg", "width": 40, "height": 30, "note": "second"})
+    data["images"][0]["note"] = "first"
+    data["annotations"][1]["bbox"] = [5, 5, 0, 20]  # image 4 loses its object, then its relation and itself
+    data["rel_annotations"].append({"id": "r-7", "image_id": 4, "subject_id": "40", "predicate_id": 4, "object_id": 41})
+    val.write_text(json.dumps(data))
+    run_import("coco-relations", hub_layout, tmp_path / "out")
+    listed = {(p["reason"], p["record"]): p for p in problems(tmp_path / "out")}
+    image = listed[("image without relations", "image id 4")]
+    assert image["file"] == str(val) and image["source"]["note"] == "first"
+    assert listed[("duplicate image", "image id 4")]["source"]["note"] == "second"
+    assert listed[("zero-size box", "annotation id 41")]["source"]["bbox"] == [5, 5, 0, 20]
+    assert listed[("relation to a dropped object", "rel_annotation id 4")]["source"]["object_id"] == 41
+    string_end = listed[("relation to a missing object", "rel_annotation id r-7")]
+    assert string_end["field"] == "subject" and string_end["source"]["subject_id"] == "40"

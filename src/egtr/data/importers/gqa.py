@@ -30,8 +30,8 @@ from egtr.data.importers.records import (
     is_int,
 )
 from egtr.data.importers.report import ImportReport
+from egtr.data.importers.streaming import iter_members, top_level_kind
 from egtr.errors import DataError
-from egtr.fileio import read_json
 
 SPLIT_FILES = {"train": "train_sceneGraphs.json", "val": "val_sceneGraphs.json"}
 
@@ -58,17 +58,17 @@ def _vocabulary(counts: Counter[str], min_count: int, max_names: int | None) -> 
 
 
 def read_gqa(source: Path, options: ImportOptions) -> SourceDataset:
-    """Read the scene-graph file(s) (a malformed file raises DataError) and build the vocabulary."""
-    files = []
-    for split, path in _files(source):
-        data = read_json(path, DataError)
-        if not isinstance(data, dict):
-            raise DataError(f"{path}: expected GQA scene graphs (an object of image ids)")
-        files.append((split, path, data))
+    """Build the vocabulary in a first streaming pass over the file(s), then read the graphs in a second one.
+
+    A malformed file raises DataError in the first pass, before anything is written; one graph at a time is held.
+    """
+    files = _files(source)
     class_counts: Counter[str] = Counter()
     predicate_counts: Counter[str] = Counter()
-    for _, _, data in files:
-        for graph in data.values():
+    for _, path in files:
+        if top_level_kind(path) != "object":
+            raise DataError(f"{path}: expected GQA scene graphs (an object of image ids)")
+        for _, graph in iter_members(path):
             objects = graph.get("objects") if isinstance(graph, dict) else None
             for obj in objects.values() if isinstance(objects, dict) else ():
                 if isinstance(obj, dict) and isinstance(obj.get("name"), str):
@@ -84,14 +84,14 @@ def read_gqa(source: Path, options: ImportOptions) -> SourceDataset:
     predicates = {name: index for index, name in enumerate(predicate_names)}
 
     def images(report: ImportReport) -> Iterator[SourceImage]:
-        for split, path, data in files:
+        for split, path in files:
             index = ImageIndex(options.images or path.parent)
-            for image_id, graph in data.items():
+            for image_id, graph in iter_members(path):
                 image = _read_graph(path, split, str(image_id), graph, index, classes, predicates, report)
                 if image is not None:
                     yield image
 
-    return SourceDataset(class_names, predicate_names, {split for split, _, _ in files if split}, images)
+    return SourceDataset(class_names, predicate_names, {split for split, _ in files if split}, images)
 
 
 def _read_graph(

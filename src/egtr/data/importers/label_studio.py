@@ -38,8 +38,8 @@ from egtr.data.importers.records import (
     is_number,
 )
 from egtr.data.importers.report import ImportReport
+from egtr.data.importers.streaming import iter_list, top_level_kind
 from egtr.errors import DataError
-from egtr.fileio import read_json
 
 _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
 _LABEL_KEYS = ("rectanglelabels", "labels")
@@ -96,14 +96,16 @@ def read_label_studio(source: Path, options: ImportOptions) -> SourceDataset:
     """Read a Label Studio JSON export (a malformed file, or another export type, raises DataError)."""
     if source.is_dir():
         raise DataError(f"{source}: a folder; pass the JSON export file of Label Studio (Export -> JSON)")
-    tasks = read_json(source, DataError)
-    if not isinstance(tasks, list):
-        raise DataError(f"{source}: expected the JSON export of Label Studio (a list of tasks), got an object")
-    if tasks and all(isinstance(task, dict) and "annotations" not in task and "data" not in task for task in tasks):
-        raise DataError(f"{source}: this looks like the JSON-MIN export, which has no relations: export 'JSON' instead")
+    if top_level_kind(source) != "list":
+        raise DataError(f"{source}: expected the JSON export of Label Studio (a list of tasks)")
+    # Two streaming passes: the names (a malformed file raises DataError here), then the tasks one at a time.
     class_names: set[str] = set()
     predicate_names: set[str] = set()
-    for task in tasks:
+    tasks = 0
+    json_min = True  # every task without `annotations` and `data`: the JSON-MIN export
+    for task in iter_list(source):
+        tasks += 1
+        json_min = json_min and isinstance(task, dict) and "annotations" not in task and "data" not in task
         annotation = _latest_annotation(task)[0] if isinstance(task, dict) else None
         for item in (annotation or {}).get("result") or []:
             if not isinstance(item, dict):
@@ -112,6 +114,8 @@ def read_label_studio(source: Path, options: ImportOptions) -> SourceDataset:
                 predicate_names.update(label for label in item.get("labels") or [] if isinstance(label, str))
             elif isinstance(item.get("value"), dict) and (label := _label_of(item["value"])) is not None:
                 class_names.add(label)
+    if tasks and json_min:
+        raise DataError(f"{source}: this looks like the JSON-MIN export, which has no relations: export 'JSON' instead")
     if not class_names or not predicate_names:
         raise DataError(
             f"{source}: no labelled rectangles or no labelled relations in any annotation (the labelling config needs "
@@ -122,7 +126,7 @@ def read_label_studio(source: Path, options: ImportOptions) -> SourceDataset:
 
     def images(report: ImportReport) -> Iterator[SourceImage]:
         index = ImageIndex(options.images or source.parent)
-        for position, task in enumerate(tasks):
+        for position, task in enumerate(iter_list(source)):
             image = _read_task(source, position, task, index, classes, predicates, report)
             if image is not None:
                 yield image

@@ -27,8 +27,8 @@ from egtr.data.importers.records import (
     is_int,
 )
 from egtr.data.importers.report import ImportReport
+from egtr.data.importers.streaming import iter_field, read_field, top_level_kind
 from egtr.errors import DataError
-from egtr.fileio import read_json
 
 _SUFFIXES = ("-merged", "-other")
 _XYXY, _XYWH = 0, 1  # detectron2 BoxMode.XYXY_ABS / XYWH_ABS
@@ -43,10 +43,10 @@ def readable_names(names: list[str]) -> list[str]:
     return result
 
 
-def _name_list(data: dict[str, Any], field: str, path: Path) -> list[str]:
-    names = data.get(field)
-    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-        raise DataError(f"{path}: field {field!r} must be a list of names")
+def _name_list(path: Path, field: str) -> list[str]:
+    names = read_field(path, field)
+    if not names or not all(isinstance(name, str) for name in names):
+        raise DataError(f"{path}: field {field!r} must be a non-empty list of names")
     return names
 
 
@@ -56,22 +56,23 @@ def read_psg(source: Path, options: ImportOptions) -> SourceDataset:
         if not (source / "psg.json").is_file():
             raise DataError(f"{source}: a folder without psg.json; pass OpenPSG's psg.json file")
         source = source / "psg.json"
-    data = read_json(source, DataError)
-    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+    if top_level_kind(source) != "object":
         raise DataError(f"{source}: expected OpenPSG's psg.json (an object with a 'data' list)")
-    classes = _name_list(data, "thing_classes", source) + _name_list(data, "stuff_classes", source)
-    predicates = _name_list(data, "predicate_classes", source)
-    test_ids = data.get("test_image_ids", [])
-    if not isinstance(test_ids, list):
-        raise DataError(f"{source}: field 'test_image_ids' must be a list of image ids")
-    test_ids = {str(image_id) for image_id in test_ids}
+    # The name lists first (small; a malformed file raises DataError here), then `data` one item at a time.
+    classes = _name_list(source, "thing_classes") + _name_list(source, "stuff_classes")
+    predicates = _name_list(source, "predicate_classes")
+    test_ids = {str(image_id) for image_id in read_field(source, "test_image_ids")}
 
     def images(report: ImportReport) -> Iterator[SourceImage]:
         index = ImageIndex(options.images or source.parent)
-        for position, item in enumerate(data["data"]):
+        seen = 0
+        for position, item in enumerate(iter_field(source, "data")):
+            seen += 1
             image = _read_item(source, position, item, index, len(classes), len(predicates), test_ids, report)
             if image is not None:
                 yield image
+        if not seen:
+            raise DataError(f"{source}: expected OpenPSG's psg.json (an object with a non-empty 'data' list)")
 
     return SourceDataset(readable_names(classes), predicates, {"train", "test"}, images)
 

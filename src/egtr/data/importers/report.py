@@ -1,7 +1,8 @@
 """The import report: counts per split, and every dropped or skipped record with its file, record, field and reason.
 
 `OUT/import_report.json` holds the counts; `OUT/import_problems.jsonl` one line per dropped or skipped record with
-the source record itself, so that nothing disappears silently.
+the source record itself, so that nothing disappears silently. A streaming importer passes a `RecordRef` instead of
+the record: the line is written at once and the record filled in when the report is closed.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+from egtr.data.importers.streaming import RecordRef, resolve
 
 REPORT_NAME = "import_report.json"
 PROBLEMS_NAME = "import_problems.jsonl"
@@ -60,16 +63,22 @@ class ImportReport:
         self.splits: dict[str, Counter[str]] = {}
         self.first_problems: list[ImportProblem] = []
         self._shown = shown
+        self._lines = 0
+        self._pending: dict[int, RecordRef] = {}  # line number -> the record to quote there
 
     def drop(self, reason: str, file: Path | str, record: str, field: str = "", detail: str = "", raw: Any = None):
-        """Record one dropped record (`raw`: the source record, written into the problems file)."""
+        """Record one dropped record (`raw`: the source record or a `RecordRef` to it, for the problems file)."""
         problem = ImportProblem(reason, str(file), record, field, detail)
         self.dropped[reason] += 1
         if len(self.first_problems) < self._shown:
             self.first_problems.append(problem)
         if self._handle is not None:
+            if isinstance(raw, RecordRef):
+                self._pending[self._lines] = raw
+                raw = None
             line = {**problem.__dict__, "source": raw}
             self._handle.write(json.dumps(line, default=str, ensure_ascii=False) + "\n")
+            self._lines += 1
 
     def note(self, what: str) -> None:
         self.notes[what] += 1
@@ -82,10 +91,27 @@ class ImportReport:
     def num_dropped(self) -> int:
         return sum(self.dropped.values())
 
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+    def close(self, quote_records: bool = True) -> None:
+        """Close the problems file; `quote_records`: first fill in the records given as `RecordRef`s."""
+        if self._handle is None:
+            return
+        self._handle.close()
+        self._handle = None
+        if quote_records and self._pending:
+            self._quote_pending()
+
+    def _quote_pending(self) -> None:
+        records = resolve(self._pending.values())
+        filled = self.problems_path.with_name(self.problems_path.name + ".filled")
+        with open(self.problems_path, encoding="utf-8") as lines, open(filled, "w", encoding="utf-8") as out:
+            for number, line in enumerate(lines):
+                if number in self._pending:
+                    problem = json.loads(line)
+                    problem["source"] = records.get(self._pending[number])
+                    line = json.dumps(problem, default=str, ensure_ascii=False) + "\n"
+                out.write(line)
+        filled.replace(self.problems_path)
+        self._pending.clear()
 
     def to_dict(self) -> dict[str, Any]:
         return {

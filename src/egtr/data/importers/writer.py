@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import IO, Any, NamedTuple
 
 from PIL import UnidentifiedImageError
 
@@ -38,12 +38,55 @@ from egtr.errors import DataError
 
 
 class _Entry(NamedTuple):
-    draw: float  # the split draw of the image
-    image: str  # its `images` entry, JSON
-    annotations: str  # its `annotations` entries, JSON, comma-separated
-    relations: str  # its rel.json fragment `"id": [[s, o, p], ...]`
+    """One imported image: its split draw, where its JSON fragments are in the split's part files, its counts."""
+
+    draw: float
+    spans: tuple[tuple[int, int], ...]  # (offset, length) in each part file: image, annotations, relations
     num_objects: int
     num_relations: int
+
+
+class _SplitParts:
+    """The JSON fragments of one split's images, written to part files as they come (memory stays flat).
+
+    Fragments are joined only in `finish`, once the split of every image is final (an image may still move between
+    splits there): the entries keep where each fragment is, not its text.
+    """
+
+    KINDS = ("images", "annotations", "relations")
+
+    def __init__(self, folder: Path, split: str) -> None:
+        self.paths = [folder / f".{split}.{kind}.part" for kind in self.KINDS]
+        self._handles = [open(path, "w+b") for path in self.paths]  # noqa: SIM115 (closed in close())
+        self.entries: list[_Entry] = []
+
+    def add(self, draw: float, fragments: tuple[str, str, str], num_objects: int, num_relations: int) -> None:
+        spans = []
+        for handle, fragment in zip(self._handles, fragments, strict=True):
+            data = fragment.encode("utf-8")
+            spans.append((handle.tell(), len(data)))
+            handle.write(data)
+        self.entries.append(_Entry(draw, tuple(spans), num_objects, num_relations))
+
+    def write_joined(self, kind: int, entries: list[_Entry], parts: dict[int, _SplitParts], out: IO[bytes]) -> None:
+        """Write fragment `kind` of `entries` (entry i read from `parts[i]`'s files) comma-separated to `out`."""
+        first = True
+        for index, entry in enumerate(entries):
+            offset, length = entry.spans[kind]
+            if not length:
+                continue
+            handle = parts.get(index, self)._handles[kind]
+            handle.seek(offset)
+            if not first:
+                out.write(b",")
+            out.write(handle.read(length))
+            first = False
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.close()
+        for path in self.paths:
+            path.unlink(missing_ok=True)
 
 
 def split_draw(seed: int, source_id: str) -> float:
@@ -75,8 +118,8 @@ class NativeWriter:
         self._images = str(self.staging / "images")
         self._folders = {self._images}
         self.report = ImportReport(self.staging / PROBLEMS_NAME)
-        # Per split, one `_Entry` per image: its JSON text is final, only the split may still change.
-        self._entries: dict[str, list[_Entry]] = {split: [] for split in SPLITS}
+        # Per split, the images' JSON fragments (final text; only the split of an image may still change).
+        self._parts = {split: _SplitParts(self.staging, split) for split in SPLITS}
         self._file_names: set[str] = set()
         self._image_ids: set[int] = set()
         self._next_image_id = 1
@@ -88,7 +131,9 @@ class NativeWriter:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        self.report.close()
+        self.report.close(quote_records=False)
+        for parts in self._parts.values():
+            parts.close()
         if self.staging.exists():  # not renamed into place: an error happened (or finish was never called)
             shutil.rmtree(self.staging, ignore_errors=True)
 
@@ -224,16 +269,8 @@ class NativeWriter:
             f'"bbox": [{x!r}, {y!r}, {w!r}, {h!r}], "area": {w * h!r}, "iscrowd": 0}}'
             for index, ((x, y, w, h), label) in enumerate(zip(boxes, labels, strict=True))
         )
-        self._entries[split].append(
-            _Entry(
-                draw,
-                json.dumps(entry, ensure_ascii=False),
-                annotations,
-                f'"{image_id}": {json.dumps(relations)}',
-                len(boxes),
-                len(relations),
-            )
-        )
+        fragments = (json.dumps(entry, ensure_ascii=False), annotations, f'"{image_id}": {json.dumps(relations)}')
+        self._parts[split].add(draw, fragments, len(boxes), len(relations))
 
     def _place_file(self, source: Path, file_name: str) -> None:
         target = os.path.join(self._images, file_name)
@@ -247,43 +284,62 @@ class NativeWriter:
             shutil.copyfile(source, target)
 
     # ------------------------------------------------------------------ the end
-    def _fill_empty_drawn_splits(self) -> None:
-        """With few images a drawn split can stay empty: move the train image drawn closest to it."""
+    def _final_splits(self) -> dict[str, tuple[list[_Entry], dict[int, _SplitParts]]]:
+        """Per split, its entries and, for entries moved from another split, that split's parts (by position).
+
+        With few images a drawn split can stay empty: the train image drawn closest to it is moved there.
+        """
+        final: dict[str, tuple[list[_Entry], dict[int, _SplitParts]]] = {
+            split: (list(self._parts[split].entries), {}) for split in SPLITS
+        }
+        train, _ = final["train"]
         for split in ("test", "val"):
-            if split in self.given_splits or self._entries[split] or len(self._entries["train"]) < 2:
+            entries, moved = final[split]
+            if split in self.given_splits or entries or len(train) < 2:
                 continue
-            train = self._entries["train"]
             position = min(range(len(train)), key=lambda index: train[index].draw)
-            self._entries[split].append(train.pop(position))
+            entries.append(train.pop(position))
+            moved[len(entries) - 1] = self._parts["train"]
             self.report.note(f"split {split} drew no image: moved the train image drawn closest to it")
+        return final
 
     def finish(self, class_names: list[str], predicate_names: list[str]) -> ImportReport:
         """Write the annotation files and the report, and move the dataset into place."""
-        self._fill_empty_drawn_splits()
-        empty = [split for split in SPLITS if not self._entries[split]]
+        final = self._final_splits()
+        empty = [split for split in SPLITS if not final[split][0]]
         if empty:
             raise DataError(
                 f"{self.description.get('source')}: no image left for split(s) {', '.join(empty)} after the drops "
                 f"({self.report.num_dropped} records dropped: {dict(self.report.dropped)}); every split needs images"
             )
-        categories = [{"id": index + 1, "name": name} for index, name in enumerate(class_names)]
-        relation_parts = [f'"rel_categories": {json.dumps(["__background__", *predicate_names], ensure_ascii=False)}']
-        for split in SPLITS:
-            entries = self._entries[split]
-            with open(self.staging / f"{split}.json", "w", encoding="utf-8") as handle:
-                handle.write('{"images": [')
-                handle.write(",".join(entry.image for entry in entries))
-                handle.write('], "annotations": [')
-                handle.write(",".join(entry.annotations for entry in entries if entry.annotations))
-                handle.write(f'], "categories": {json.dumps(categories, ensure_ascii=False)}}}')
-            relation_parts.append(f'"{split}": {{' + ",".join(entry.relations for entry in entries) + "}")
-            self.report.count(
-                split,
-                len(entries),
-                sum(entry.num_objects for entry in entries),
-                sum(entry.num_relations for entry in entries),
-            )
-        (self.staging / "rel.json").write_text("{" + ", ".join(relation_parts) + "}", encoding="utf-8")
+        categories = json.dumps(
+            [{"id": index + 1, "name": name} for index, name in enumerate(class_names)], ensure_ascii=False
+        )
+        predicates = json.dumps(["__background__", *predicate_names], ensure_ascii=False)
+        images_kind, annotations_kind, relations_kind = range(len(_SplitParts.KINDS))
+        with open(self.staging / "rel.json", "wb") as relations_file:
+            relations_file.write(f'{{"rel_categories": {predicates}'.encode())
+            for split in SPLITS:
+                entries, moved = final[split]
+                parts = self._parts[split]
+                with open(self.staging / f"{split}.json", "wb") as handle:
+                    handle.write(b'{"images": [')
+                    parts.write_joined(images_kind, entries, moved, handle)
+                    handle.write(b'], "annotations": [')
+                    parts.write_joined(annotations_kind, entries, moved, handle)
+                    handle.write(f'], "categories": {categories}}}'.encode())
+                relations_file.write(f', "{split}": {{'.encode())
+                parts.write_joined(relations_kind, entries, moved, relations_file)
+                relations_file.write(b"}")
+                self.report.count(
+                    split,
+                    len(entries),
+                    sum(entry.num_objects for entry in entries),
+                    sum(entry.num_relations for entry in entries),
+                )
+            relations_file.write(b"}")
+        for parts in self._parts.values():
+            parts.close()
         self.report.close()
         summary = {
             **self.description,
