@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+from tests.models.helpers import TINY
 
 from egtr import EGTR, CheckpointError, EGTRConfig
 from egtr.models.checkpoint import read_checkpoint, read_state_dict
@@ -16,18 +17,6 @@ from egtr.preprocessing import (
     PreprocessorConfig,
     load_preprocessor_config,
 )
-
-TINY = {
-    "backbone": "resnet18",
-    "d_model": 64,
-    "encoder_layers": 1,
-    "decoder_layers": 2,
-    "num_queries": 10,
-    "num_labels": 5,
-    "num_rel_labels": 3,
-    "encoder_ffn_dim": 64,
-    "decoder_ffn_dim": 64,
-}
 
 
 def test_official_checkpoint_is_float16_and_loads_as_float32(reference_dir):
