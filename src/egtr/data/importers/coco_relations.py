@@ -38,7 +38,7 @@ from egtr.data.importers.records import (
     is_int,
 )
 from egtr.data.importers.report import ImportReport
-from egtr.data.importers.streaming import RecordRef, iter_field, read_field
+from egtr.data.importers.streaming import RecordRef, iter_fields
 from egtr.errors import DataError
 
 BACKGROUND = "__background__"
@@ -86,213 +86,270 @@ def _missing(path: Path, field: str) -> DataError:
 
 
 def read_coco_relations(source: Path, options: ImportOptions) -> SourceDataset:
-    """Read the file(s) of `source` one record at a time; images are yielded by split file.
+    """Read the file(s) of `source` one record at a time, one pass per file; images are yielded by split file.
 
-    The names are read first (a malformed file or vocabulary raises DataError before anything is written); the
-    images, annotations and relations of each file are read in one streaming pass each (`streaming`), keeping only
-    the fields the dataset needs, in flat arrays.
+    The names are only known at the end of a file's pass (a file may list `categories` after its annotations), so
+    the dataset's names are filled in when the first file has been read; a later file with other names stops the
+    import with a DataError, as does a malformed file (nothing is left written).
     """
     files = find_split_files(source)
-    vocabularies: list[list[dict[int, str]]] = []  # per file: [classes, predicates]
-    for _, path in files:
-        vocabulary = []
-        for field in ("categories", "rel_categories"):
-            entries = read_field(path, field)
-            if not entries:
-                raise _missing(path, field)
-            vocabulary.append(_names_by_id(entries, path, field))
-        vocabularies.append(vocabulary)
-    for (_, path), vocabulary in zip(files[1:], vocabularies[1:], strict=True):
-        if vocabulary != vocabularies[0]:
-            raise DataError(f"{path}: categories or rel_categories differ from those of {files[0][1]}")
-    classes, predicates = vocabularies[0]
-    class_index = {category_id: index for index, category_id in enumerate(sorted(classes))}
-    predicate_index = {predicate_id: index for index, predicate_id in enumerate(sorted(predicates))}
-
-    def images(report: ImportReport) -> Iterator[SourceImage]:
-        for split, path in files:
-            image_index = ImageIndex(options.images or path.parent)
-            yield from _read_file(path, split, image_index, class_index, predicate_index, report)
-
-    return SourceDataset(
-        class_names=[classes[category_id] for category_id in sorted(classes)],
-        predicate_names=[predicates[predicate_id] for predicate_id in sorted(predicates)],
+    dataset = SourceDataset(
+        class_names=[],
+        predicate_names=[],
         given_splits={split for split, _ in files if split is not None},
-        images=images,
+        images=lambda report: _images(files, options, dataset, report),
     )
+    return dataset
 
 
-class _Images:
-    """The `images` of one file: id -> position in `records` (file order), and what each image keeps."""
-
-    def __init__(self) -> None:
-        self.position: dict[int, int] = {}
-        # (id, position in the file, file name, width, height); None sizes are read from the image file
-        self.records: list[tuple[int, int, str, int | None, int | None]] = []
+def _images(
+    files: list[tuple[str | None, Path]], options: ImportOptions, dataset: SourceDataset, report: ImportReport
+) -> Iterator[SourceImage]:
+    first: tuple[dict[int, str], dict[int, str]] | None = None
+    for split, path in files:
+        contents = _read_file(path, report)
+        classes = _names_by_id(contents.names["categories"], path, "categories")
+        predicates = _names_by_id(contents.names["rel_categories"], path, "rel_categories")
+        if first is None:
+            first = (classes, predicates)
+            dataset.class_names[:] = [classes[category_id] for category_id in sorted(classes)]
+            dataset.predicate_names[:] = [predicates[predicate_id] for predicate_id in sorted(predicates)]
+        elif (classes, predicates) != first:
+            raise DataError(f"{path}: categories or rel_categories differ from those of {files[0][1]}")
+        yield from contents.source_images(split, ImageIndex(options.images or path.parent), classes, predicates, report)
 
 
 class _Columns:
-    """The kept fields of one list's records as flat columns (array typecodes), grouped by image in `by_image`."""
+    """The kept fields of one list's records as flat columns (array typecodes), grouped by image at the end."""
 
     def __init__(self, **typecodes: str) -> None:
         self.columns: dict[str, array[Any]] = {name: array(typecode) for name, typecode in typecodes.items()}
-        self.image = array("q")  # position of the owning image in `_Images.records`
 
-    def append(self, image: int, *values: float) -> None:
-        self.image.append(image)
+    def append(self, *values: float) -> None:
         for column, value in zip(self.columns.values(), values, strict=True):
             column.append(value)
 
-    def by_image(self, num_images: int) -> tuple[dict[str, list[Any]], np.ndarray]:
-        """The columns as lists ordered by image (file order within an image), and where each image's rows start."""
-        owner = np.array(self.image, dtype=np.int64)
-        order = np.argsort(owner, kind="stable")
-        starts = np.zeros(num_images + 1, dtype=np.int64)
-        np.cumsum(np.bincount(owner, minlength=num_images), out=starts[1:])
-        columns = {name: np.array(column)[order].tolist() for name, column in self.columns.items()}
-        return columns, starts
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: np.asarray(column) for name, column in self.columns.items()}
 
 
-def _read_images(path: Path, report: ImportReport) -> _Images:
-    images = _Images()
-    seen = 0
-    for position, image in enumerate(iter_field(path, "images")):
-        seen += 1
+# A category or predicate id that is no integer (the record is reported when read; the object is kept as dropped).
+_NOT_AN_ID = -(2**62)
+
+
+class _FileContents:
+    """One file's records after its single pass: images, and the kept fields of its annotations and relations."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.image_position: dict[int, int] = {}  # image id -> index in image_records
+        # (id, position in the file, file name, width, height); None sizes are read from the image file
+        self.image_records: list[tuple[int, int, str, int | None, int | None]] = []
+        self.objects = _Columns(id="q", image="q", category="q", crowd="b", position="q", x="d", y="d", w="d", h="d")
+        self.relations = _Columns(id="q", image="q", subject="q", object="q", predicate="q", position="q")
+        self.relation_records: dict[int, str] = {}  # file position -> record name, for relations without an int id
+        self.object_drops: dict[int, tuple[str, str, str]] = {}  # file position -> (reason, field, detail)
+        self.names: dict[str, list[Any]] = {"categories": [], "rel_categories": []}
+
+    # ------------------------------------------------------------------ while reading
+    def add_image(self, position: int, image: Any, report: ImportReport) -> None:
         record = f"images[{position}]"
         if not isinstance(image, dict) or not is_int(image.get("id")) or not isinstance(image.get("file_name"), str):
-            report.drop(reasons.BAD_RECORD, path, record, "id/file_name", "needs an integer id and a file_name", image)
-            continue
+            detail = "needs an integer id and a file_name"
+            report.drop(reasons.BAD_RECORD, self.path, record, "id/file_name", detail, image)
+            return
         image_id = image["id"]
-        if image_id in images.position:
-            report.drop(reasons.DUPLICATE_IMAGE, path, f"image id {image_id}", "id", "image id used twice", image)
-            continue
+        if image_id in self.image_position:
+            report.drop(reasons.DUPLICATE_IMAGE, self.path, f"image id {image_id}", "id", "image id used twice", image)
+            return
         width, height = image.get("width"), image.get("height")
         sized = is_int(width) and is_int(height) and width > 0 and height > 0
-        images.position[image_id] = len(images.records)
-        images.records.append(
+        self.image_position[image_id] = len(self.image_records)
+        self.image_records.append(
             (image_id, position, image["file_name"], width if sized else None, height if sized else None)
         )
-    if not seen:
-        raise _missing(path, "images")
-    return images
 
-
-def _read_annotations(
-    path: Path, images: _Images, class_index: dict[int, int], report: ImportReport
-) -> tuple[_Columns, dict[int, tuple[str, str, str]]]:
-    objects = _Columns(id="q", label="q", position="q", x="d", y="d", w="d", h="d")
-    drops: dict[int, tuple[str, str, str]] = {}  # file position -> (reason, field, detail) of an object to drop
-    for position, annotation in enumerate(iter_field(path, "annotations")):
+    def add_annotation(self, position: int, annotation: Any, report: ImportReport) -> None:
         if not isinstance(annotation, dict):
-            report.drop(reasons.BAD_RECORD, path, f"annotations[{position}]", "", "not an object", annotation)
-            continue
+            report.drop(reasons.BAD_RECORD, self.path, f"annotations[{position}]", "", "not an object", annotation)
+            return
         record = f"annotation id {annotation.get('id')}" if "id" in annotation else f"annotations[{position}]"
         owner: Any = annotation.get("image_id")  # any JSON value: looked up, never trusted
-        image = images.position.get(owner) if is_int(owner) else None
         box = as_box(annotation.get("bbox"))
         if not is_int(annotation.get("id")):
             problem = ("id", "needs an integer id (relations refer to it)")
-        elif image is None:
+        elif not is_int(owner):
             problem = ("image_id", f"no image with id {owner!r}")
         elif box is None:
             problem = ("bbox", "must be [x, y, w, h] numbers")
         else:
             category: Any = annotation.get("category_id")
-            label = class_index.get(category, -1) if is_int(category) else -1
-            if label < 0:
-                drops[position] = (reasons.UNKNOWN_CLASS, "category_id", f"{category!r} is not in categories")
-            elif annotation.get("iscrowd"):
-                drops[position] = (reasons.CROWD_BOX, "iscrowd", "crowd boxes are not objects")
-            objects.append(image, annotation["id"], max(label, 0), position, *box)
-            continue
-        report.drop(reasons.BAD_RECORD, path, record, *problem, annotation)
-    return objects, drops
+            if not is_int(category):
+                self.object_drops[position] = (
+                    reasons.UNKNOWN_CLASS,
+                    "category_id",
+                    f"{category!r} is not in categories",
+                )
+                category = _NOT_AN_ID
+            crowd = bool(annotation.get("iscrowd"))
+            self.objects.append(annotation["id"], owner, category, crowd, position, *box)
+            return
+        report.drop(reasons.BAD_RECORD, self.path, record, *problem, annotation)
 
-
-def _read_relations(
-    path: Path, images: _Images, predicate_index: dict[int, int], report: ImportReport
-) -> tuple[_Columns, dict[int, str]]:
-    relations = _Columns(id="q", subject="q", object="q", predicate="q", position="q")
-    records: dict[int, str] = {}  # file position -> record name, for the relations without an integer id
-    seen = 0
-    for position, relation in enumerate(iter_field(path, "rel_annotations")):
-        seen += 1
+    def add_relation(self, position: int, relation: Any, report: ImportReport) -> None:
         if not isinstance(relation, dict):
-            report.drop(reasons.BAD_RECORD, path, f"rel_annotations[{position}]", "", "not an object", relation)
-            continue
+            report.drop(reasons.BAD_RECORD, self.path, f"rel_annotations[{position}]", "", "not an object", relation)
+            return
         relation_id: Any = relation.get("id")
         record = f"rel_annotation id {relation_id}" if "id" in relation else f"rel_annotations[{position}]"
-        relation_image: Any = relation.get("image_id")
-        image = images.position.get(relation_image) if is_int(relation_image) else None
-        if image is None:
-            detail = f"no image with id {relation_image!r}"
-            report.drop(reasons.BAD_RECORD, path, record, "image_id", detail, relation)
-            continue
-        predicate_id: Any = relation.get("predicate_id")
-        predicate = predicate_index.get(predicate_id) if is_int(predicate_id) else None
-        if predicate is None:
-            detail = f"{predicate_id!r} is not in rel_categories"
-            report.drop(reasons.UNKNOWN_PREDICATE, path, record, "predicate_id", detail, relation)
-            continue
+        owner: Any = relation.get("image_id")
+        predicate: Any = relation.get("predicate_id")
         subject, obj = relation.get("subject_id"), relation.get("object_id")
-        if not (is_int(subject) and is_int(obj)):
+        if not is_int(owner):
+            report.drop(reasons.BAD_RECORD, self.path, record, "image_id", f"no image with id {owner!r}", relation)
+        elif not is_int(predicate):
+            detail = f"{predicate!r} is not in rel_categories"
+            report.drop(reasons.UNKNOWN_PREDICATE, self.path, record, "predicate_id", detail, relation)
+        elif not (is_int(subject) and is_int(obj)):
             end, value = ("subject", subject) if not is_int(subject) else ("object", obj)
             detail = f"{end} {value!r} is not an annotation id"
-            report.drop(reasons.RELATION_TO_MISSING_OBJECT, path, record, end, detail, relation)
-            continue
-        if not is_int(relation_id):
-            records[position] = record
-        relations.append(image, relation_id if is_int(relation_id) else 0, subject, obj, predicate, position)
-    if not seen:
-        raise _missing(path, "rel_annotations")
-    return relations, records
+            report.drop(reasons.RELATION_TO_MISSING_OBJECT, self.path, record, end, detail, relation)
+        else:
+            if not is_int(relation_id):
+                self.relation_records[position] = record
+            self.relations.append(relation_id if is_int(relation_id) else 0, owner, subject, obj, predicate, position)
 
+    # ------------------------------------------------------------------ after reading
+    def _relation_record(self, relation_id: int, position: int) -> str:
+        return self.relation_records.get(position) or f"rel_annotation id {relation_id}"
 
-def _read_file(
-    path: Path,
-    split: str | None,
-    image_index: ImageIndex,
-    class_index: dict[int, int],
-    predicate_index: dict[int, int],
-    report: ImportReport,
-) -> Iterator[SourceImage]:
-    images = _read_images(path, report)
-    objects, object_drops = _read_annotations(path, images, class_index, report)
-    relations, relation_records = _read_relations(path, images, predicate_index, report)
-    num_images = len(images.records)
-    object_columns, object_starts = objects.by_image(num_images)
-    relation_columns, relation_starts = relations.by_image(num_images)
-    object_rows = zip(*object_columns.values(), strict=True)
-    relation_rows = zip(*relation_columns.values(), strict=True)
-    for index, (image_id, image_position, file_name, width, height) in enumerate(images.records):
-        image = SourceImage(
-            source_file=path,
-            record=f"image id {image_id}",
-            source_id=str(image_id),
-            image_path=image_index.find(file_name),
-            file_name=file_name,
-            width=width,
-            height=height,
-            split=split,
-            native_id=image_id,
-            raw=RecordRef(path, "images", image_position),
-        )
-        for _ in range(object_starts[index + 1] - object_starts[index]):
-            key, label, position, x, y, w, h = next(object_rows)
-            image.objects.append(
-                SourceObject(
-                    key,
-                    label,
-                    (x, y, w, h),
-                    f"annotation id {key}",
-                    RecordRef(path, "annotations", position),
-                    object_drops.get(position),
+    def _owners(self, columns: dict[str, np.ndarray], field: str, report: ImportReport) -> np.ndarray:
+        """Index of each row's image (-1 and reported when the file has no image with that id)."""
+        image_ids = columns["image"]
+        owners = np.fromiter((self.image_position.get(i, -1) for i in image_ids.tolist()), np.int64, len(image_ids))
+        for row in np.flatnonzero(owners < 0).tolist():
+            record_id, position = int(columns["id"][row]), int(columns["position"][row])
+            record = (
+                f"annotation id {record_id}" if field == "annotations" else self._relation_record(record_id, position)
+            )
+            detail = f"no image with id {int(image_ids[row])!r}"
+            report.drop(
+                reasons.BAD_RECORD, self.path, record, "image_id", detail, RecordRef(self.path, field, position)
+            )
+        return owners
+
+    def source_images(
+        self,
+        split: str | None,
+        image_index: ImageIndex,
+        classes: dict[int, str],
+        predicates: dict[int, str],
+        report: ImportReport,
+    ) -> Iterator[SourceImage]:
+        """The images with their objects and relations, in file order, the ids mapped to 0-based indices."""
+        path = self.path
+        objects, relations = self.objects.arrays(), self.relations.arrays()
+        self.objects = self.relations = _Columns()  # the arrays above are the only copies now
+
+        object_owner = self._owners(objects, "annotations", report)
+        class_index = {category_id: index for index, category_id in enumerate(sorted(classes))}
+        labels = np.fromiter((class_index.get(c, -1) for c in objects["category"].tolist()), np.int64)
+        for row in np.flatnonzero((labels < 0) & (object_owner >= 0)).tolist():
+            position, category = int(objects["position"][row]), int(objects["category"][row])
+            if category != _NOT_AN_ID:
+                self.object_drops[position] = (
+                    reasons.UNKNOWN_CLASS,
+                    "category_id",
+                    f"{category!r} is not in categories",
                 )
+        for row in np.flatnonzero((labels >= 0) & objects["crowd"].astype(bool)).tolist():
+            self.object_drops[int(objects["position"][row])] = (
+                reasons.CROWD_BOX,
+                "iscrowd",
+                "crowd boxes are not objects",
             )
-        for _ in range(relation_starts[index + 1] - relation_starts[index]):
-            relation_id, subject, obj, predicate, position = next(relation_rows)
-            record = relation_records.get(position) or f"rel_annotation id {relation_id}"
-            image.relations.append(
-                SourceRelation(subject, obj, predicate, record, RecordRef(path, "rel_annotations", position))
+
+        relation_owner = self._owners(relations, "rel_annotations", report)
+        predicate_index = {predicate_id: index for index, predicate_id in enumerate(sorted(predicates))}
+        predicate = np.fromiter((predicate_index.get(p, -1) for p in relations["predicate"].tolist()), np.int64)
+        for row in np.flatnonzero((predicate < 0) & (relation_owner >= 0)).tolist():
+            detail = f"{int(relations['predicate'][row])!r} is not in rel_categories"
+            position = int(relations["position"][row])
+            record = self._relation_record(int(relations["id"][row]), position)
+            ref = RecordRef(path, "rel_annotations", position)
+            report.drop(reasons.UNKNOWN_PREDICATE, path, record, "predicate_id", detail, ref)
+        relation_owner[predicate < 0] = -1
+
+        object_order, object_starts = _group(object_owner, len(self.image_records))
+        relation_order, relation_starts = _group(relation_owner, len(self.image_records))
+        object_columns = [objects[name][object_order] for name in ("id", "position", "x", "y", "w", "h")]
+        object_columns.insert(1, np.maximum(labels, 0)[object_order])
+        relation_columns = [relations[name][relation_order] for name in ("id", "subject", "object", "position")]
+        relation_columns.insert(3, predicate[relation_order])
+        del objects, relations, labels, predicate
+
+        for index, (image_id, image_position, file_name, width, height) in enumerate(self.image_records):
+            image = SourceImage(
+                source_file=path,
+                record=f"image id {image_id}",
+                source_id=str(image_id),
+                image_path=image_index.find(file_name),
+                file_name=file_name,
+                width=width,
+                height=height,
+                split=split,
+                native_id=image_id,
+                raw=RecordRef(path, "images", image_position),
             )
-        yield image
+            rows = slice(object_starts[index], object_starts[index + 1])
+            for key, label, position, x, y, w, h in zip(*(column[rows].tolist() for column in object_columns)):
+                image.objects.append(
+                    SourceObject(
+                        key,
+                        label,
+                        (x, y, w, h),
+                        f"annotation id {key}",
+                        RecordRef(path, "annotations", position),
+                        self.object_drops.get(position),
+                    )
+                )
+            rows = slice(relation_starts[index], relation_starts[index + 1])
+            for relation_id, subject, obj, predicate_label, position in zip(
+                *(column[rows].tolist() for column in relation_columns)
+            ):
+                record = self._relation_record(relation_id, position)
+                relation_ref = RecordRef(path, "rel_annotations", position)
+                image.relations.append(SourceRelation(subject, obj, predicate_label, record, relation_ref))
+            yield image
+
+
+def _group(owner: np.ndarray, num_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the kept records (owner >= 0) ordered by image, file order within an image, and each image's start."""
+    kept = np.flatnonzero(owner >= 0)
+    order = kept[np.argsort(owner[kept], kind="stable")]
+    starts = np.zeros(num_images + 1, dtype=np.int64)
+    np.cumsum(np.bincount(owner[kept], minlength=num_images), out=starts[1:])
+    return order, starts
+
+
+def _read_file(path: Path, report: ImportReport) -> _FileContents:
+    """One streaming pass over a file (`streaming.iter_fields`); records that cannot be read are reported."""
+    contents = _FileContents(path)
+    seen = dict.fromkeys(REQUIRED_FIELDS, 0)
+    add = {
+        "images": contents.add_image,
+        "annotations": contents.add_annotation,
+        "rel_annotations": contents.add_relation,
+    }
+    for field, position, item in iter_fields(path, REQUIRED_FIELDS):
+        if position < 0:  # the field is there but no list
+            raise _missing(path, field)
+        seen[field] += 1
+        if field in add:
+            add[field](position, item, report)
+        else:
+            contents.names[field].append(item)
+    for field, count in seen.items():
+        if not count:
+            raise _missing(path, field)
+    return contents

@@ -27,7 +27,7 @@ from egtr.data.importers.records import (
     is_int,
 )
 from egtr.data.importers.report import ImportReport
-from egtr.data.importers.streaming import iter_field, read_field, top_level_kind
+from egtr.data.importers.streaming import iter_field, read_fields, top_level_kind
 from egtr.errors import DataError
 
 _SUFFIXES = ("-merged", "-other")
@@ -43,9 +43,9 @@ def readable_names(names: list[str]) -> list[str]:
     return result
 
 
-def _name_list(path: Path, field: str) -> list[str]:
-    names = read_field(path, field)
-    if not names or not all(isinstance(name, str) for name in names):
+def _name_list(fields: dict[str, Any], field: str, path: Path) -> list[str]:
+    names = fields.get(field)
+    if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
         raise DataError(f"{path}: field {field!r} must be a non-empty list of names")
     return names
 
@@ -59,9 +59,13 @@ def read_psg(source: Path, options: ImportOptions) -> SourceDataset:
     if top_level_kind(source) != "object":
         raise DataError(f"{source}: expected OpenPSG's psg.json (an object with a 'data' list)")
     # The name lists first (small; a malformed file raises DataError here), then `data` one item at a time.
-    classes = _name_list(source, "thing_classes") + _name_list(source, "stuff_classes")
-    predicates = _name_list(source, "predicate_classes")
-    test_ids = {str(image_id) for image_id in read_field(source, "test_image_ids")}
+    small = read_fields(source, ("thing_classes", "stuff_classes", "predicate_classes", "test_image_ids"))
+    classes = _name_list(small, "thing_classes", source) + _name_list(small, "stuff_classes", source)
+    predicates = _name_list(small, "predicate_classes", source)
+    test_ids = small.get("test_image_ids", [])
+    if not isinstance(test_ids, list):
+        raise DataError(f"{source}: field 'test_image_ids' must be a list of image ids")
+    test_ids = {str(image_id) for image_id in test_ids}
 
     def images(report: ImportReport) -> Iterator[SourceImage]:
         index = ImageIndex(options.images or source.parent)

@@ -1,23 +1,30 @@
 """Large JSON annotation files read one record at a time, and records pointed at instead of kept.
 
 A VG150-sized COCO-relations file holds 1.2M annotation objects: parsed whole with `json.load` they take about
-1 GB before anything is converted. The importers that meet such files read each top-level list item by item with
-ijson's C parser and keep only the fields they need; a dropped record is reported with a `RecordRef` (file, list,
-position), and the report quotes the records it points at in one more pass at the end.
+1.5 GB before anything is converted. The importers read such files here instead: the text is read in chunks of
+`CHUNK` characters and each record (an item of a top-level list, or a member of the top-level object) is decoded on
+its own by the json module's C scanner (`JSONDecoder.raw_decode`), so that memory holds one chunk and one record,
+at `json.load`'s speed. Only the structure around the records (the top-level braces, keys, commas) is walked here.
+
+A dropped record is reported with a `RecordRef` (file, list, position); the report quotes the records it points at
+in one more pass at the end (`resolve`).
 """
 
 from __future__ import annotations
 
-import ast
+import json
+import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import ijson
+from typing import IO, Any
 
 from egtr.errors import DataError
+
+CHUNK = 1 << 24  # characters per read: 16 Mi, several thousand records
+_DECODER = json.JSONDecoder()
+_NON_SPACE = re.compile(r"[^ \t\n\r]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,71 +36,202 @@ class RecordRef:
     position: int
 
 
-def iter_field(path: Path, field: str) -> Iterator[Any]:
-    """The items of the top-level list `field` of a JSON file, one at a time (none if it is missing or no list).
+class _Reader:
+    """A JSON text read chunk by chunk; `value()` decodes the next value, `take(char)` consumes punctuation."""
 
-    Raises:
-        DataError: the file is not valid JSON (named, with the parser's message); raised when the parser gets there.
-    """
+    def __init__(self, path: Path, handle: IO[str]) -> None:
+        self.path, self.handle = path, handle
+        self.buffer, self.start = "", 0  # unread text and where the next token starts in it
+        self.line = 1  # line number at buffer[0], for error messages
+        self.eof = False
+
+    def _fill(self) -> bool:
+        """Append the next chunk (dropping what was read); False at the end of the file."""
+        if self.eof:
+            return False
+        try:
+            chunk = self.handle.read(CHUNK)
+        except UnicodeDecodeError as error:
+            raise DataError(f"{self.path}: not UTF-8 text ({error})") from error
+        if not chunk:
+            self.eof = True
+            return False
+        self.line += self.buffer.count("\n", 0, self.start)
+        self.buffer = self.buffer[self.start :] + chunk
+        self.start = 0
+        return True
+
+    def peek(self) -> str:
+        """The next character that is not white space ("" at the end of the file); nothing is consumed."""
+        while True:
+            match = _NON_SPACE.search(self.buffer, self.start)
+            if match is not None:
+                self.start = match.start()
+                return self.buffer[self.start]
+            self.start = len(self.buffer)
+            if not self._fill():
+                return ""
+
+    def take(self, expected: str) -> str:
+        """Consume the next character, which must be one of `expected`."""
+        char = self.peek()
+        if not char or char not in expected:
+            wanted = " or ".join(repr(c) for c in expected)
+            raise self.error(f"expecting {wanted}", self.start)
+        self.start += 1
+        return char
+
+    def value(self) -> Any:
+        """Decode the next JSON value (reading more chunks while it continues past the buffer)."""
+        self.peek()
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self.buffer, self.start)
+            except json.JSONDecodeError as error:
+                if self._fill():  # the value may go on in the next chunk
+                    continue
+                raise self.error(error.msg, error.pos) from error
+            if end == len(self.buffer) and self._fill():
+                continue  # a number or literal cut by the chunk end would decode as a shorter value
+            self.start = end
+            return value
+
+    def skip(self) -> None:
+        """Skip the next value; a list is skipped item by item, so a large one is never held."""
+        if self.peek() == "[":
+            for _ in self.items():
+                pass
+        else:
+            self.value()
+
+    def items(self) -> Iterator[Any]:
+        """The items of the list that starts here, one at a time."""
+        self.take("[")
+        if self.peek() == "]":
+            self.start += 1
+            return
+        while True:
+            yield self.value()
+            if self.take(",]") == "]":
+                return
+
+    def members(self) -> Iterator[str]:
+        """The keys of the object that starts here; after each key the reader is at its value, which the caller
+        must read (`value`, `items` or `skip`) before asking for the next key."""
+        self.take("{")
+        if self.peek() == "}":
+            self.start += 1
+            return
+        while True:
+            key = self.value() if self.peek() == '"' else None
+            if not isinstance(key, str):
+                raise self.error("expecting a property name in double quotes", self.start)
+            self.take(":")
+            yield key
+            if self.take(",}") == "}":
+                return
+
+    def end(self) -> None:
+        if self.peek():
+            raise self.error("extra data after the JSON value", self.start)
+
+    def error(self, message: str, position: int) -> DataError:
+        line = self.line + self.buffer.count("\n", 0, position)
+        column = position - self.buffer.rfind("\n", 0, position)
+        return DataError(f"{self.path}: malformed JSON at line {line} column {column}: {message}")
+
+
+def _open(path: Path) -> IO[str]:
     try:
-        with open(path, "rb") as handle:
-            # use_float: numbers as float, not Decimal (ints stay int), as json.load gives them.
-            yield from ijson.items(handle, f"{field}.item" if field else "item", use_float=True)
-    except ijson.JSONError as error:
-        raise _malformed(path, error) from error
-
-
-def _malformed(path: Path, error: ijson.JSONError) -> DataError:
-    """One line from yajl's message: its first line and the text it points at (it spans three lines)."""
-    message: Any = error.args[0] if error.args else str(error)
-    if isinstance(message, str) and message[:2] in ("b'", 'b"'):  # yajl's bytes, as their repr (lexical errors)
-        message = ast.literal_eval(message)
-    if isinstance(message, bytes):
-        message = message.decode("utf-8", "backslashreplace")
-    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-    near = next((line for line in lines[1:] if "(right here)" not in line), "")
-    return DataError(
-        f"{path}: malformed JSON ({lines[0] if lines else 'parse error'}" + (f" near {near!r})" if near else ")")
-    )
-
-
-def iter_list(path: Path) -> Iterator[Any]:
-    """The items of a JSON file that is a list, one at a time (none if it is no list)."""
-    return iter_field(path, "")
-
-
-def iter_members(path: Path) -> Iterator[tuple[str, Any]]:
-    """The (key, value) members of a JSON file that is an object, one at a time (none if it is no object)."""
-    try:
-        with open(path, "rb") as handle:
-            yield from ijson.kvitems(handle, "", use_float=True)
-    except ijson.JSONError as error:
-        raise _malformed(path, error) from error
+        return open(path, encoding="utf-8")  # noqa: SIM115 (the callers close it)
+    except OSError as error:
+        raise DataError(f"{path}: cannot be read ({error.strerror})") from error
 
 
 def top_level_kind(path: Path) -> str:
     """ "list", "object" or "other": what the JSON file holds, from its first character (nothing else is read)."""
-    with open(path, "rb") as handle:
-        start = handle.read(4096).lstrip(b" \t\r\n")[:1]
-    return {b"[": "list", b"{": "object"}.get(start, "other")
+    with _open(path) as handle:
+        reader = _Reader(path, handle)
+        return {"[": "list", "{": "object"}.get(reader.peek(), "other")
 
 
-def read_field(path: Path, field: str) -> list[Any]:
-    """A small top-level list of a JSON file (e.g. `categories`), whole."""
-    return list(iter_field(path, field))
+def iter_fields(path: Path, fields: Collection[str]) -> Iterator[tuple[str, int, Any]]:
+    """(field, position, item) for every item of the top-level lists `fields` of a JSON object file, in file order,
+    in one pass; other members are skipped, and a wanted field that is not a list yields its value at position -1.
+
+    Raises:
+        DataError: the file is not valid JSON (file, line, column and what was expected), or not UTF-8.
+    """
+    with _open(path) as handle:
+        reader = _Reader(path, handle)
+        if reader.peek() != "{":
+            reader.skip()
+            reader.end()
+            return
+        for key in reader.members():
+            if key not in fields:
+                reader.skip()
+            elif reader.peek() == "[":
+                for position, item in enumerate(reader.items()):
+                    yield key, position, item
+            else:
+                yield key, -1, reader.value()
+        reader.end()
+
+
+def iter_field(path: Path, field: str) -> Iterator[Any]:
+    """The items of the top-level list `field` of a JSON object file, one at a time (none if it is no list)."""
+    for _, position, item in iter_fields(path, (field,)):
+        if position >= 0:
+            yield item
+
+
+def read_fields(path: Path, fields: Collection[str]) -> dict[str, Any]:
+    """Small top-level members of a JSON object file (e.g. name lists), whole, in one pass; missing ones absent."""
+    values: dict[str, Any] = {}
+    for key, position, item in iter_fields(path, fields):
+        if position < 0:
+            values[key] = item
+        else:
+            values.setdefault(key, []).append(item)
+    return values
+
+
+def iter_list(path: Path) -> Iterator[Any]:
+    """The items of a JSON file that is a list, one at a time (none if it is no list)."""
+    with _open(path) as handle:
+        reader = _Reader(path, handle)
+        if reader.peek() == "[":
+            yield from reader.items()
+        else:
+            reader.skip()
+        reader.end()
+
+
+def iter_members(path: Path) -> Iterator[tuple[str, Any]]:
+    """The (key, value) members of a JSON file that is an object, one at a time (none if it is no object)."""
+    with _open(path) as handle:
+        reader = _Reader(path, handle)
+        if reader.peek() == "{":
+            for key in reader.members():
+                yield key, reader.value()
+        else:
+            reader.skip()
+        reader.end()
 
 
 def resolve(refs: Iterable[RecordRef]) -> dict[RecordRef, Any]:
-    """The records `refs` point at, read in one pass per (file, list) that stops after the last one needed."""
-    wanted: dict[tuple[Path, str], set[int]] = defaultdict(set)
+    """The records `refs` point at: one pass per file, which stops after the last one needed."""
+    wanted: dict[Path, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
     for ref in refs:
-        wanted[(ref.path, ref.field)].add(ref.position)
+        wanted[ref.path][ref.field].add(ref.position)
     records: dict[RecordRef, Any] = {}
-    for (path, field), positions in wanted.items():
-        last = max(positions)
-        for position, record in enumerate(iter_field(path, field)):
-            if position in positions:
+    for path, positions in wanted.items():
+        remaining = sum(map(len, positions.values()))
+        for field, position, record in iter_fields(path, positions):
+            if position in positions[field]:
                 records[RecordRef(path, field, position)] = record
-            if position >= last:
-                break
+                remaining -= 1
+                if not remaining:
+                    break
     return records
