@@ -17,12 +17,22 @@ from egtr.training import TrainConfig, checkpoint_io, pretrain_detector, run_tra
 from egtr.training.module import EGTRLightningModule
 
 
-def test_two_passes_write_a_complete_run_directory(synthetic_root: Path, tmp_path: Path):
+def test_two_passes_write_a_complete_run_directory(synthetic_root: Path, tmp_path: Path, monkeypatch):
     run_dir = tmp_path / "run"
     config = tiny_train_config(synthetic_root, run_dir, max_epochs=1, finetune_epochs=1, evaluate_split="val")
+    training_modes = []
+    training_step = EGTRLightningModule.training_step
+
+    def recording_step(self, *args, **kwargs):
+        training_modes.append(all(module.training for module in self.model.modules()))
+        return training_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(EGTRLightningModule, "training_step", recording_step)
     result = train_egtr(config)
 
     assert [item.name for item in result.passes] == ["main", "finetune"]
+    # Every step of both passes trains every module (the finetune pass starts from a model loaded in eval mode).
+    assert training_modes == [True] * 4
     assert [item.global_step for item in result.passes] == [2, 2]
     assert TrainConfig.load(run_dir / "config.json") == config
     for pass_name in ("main", "finetune"):

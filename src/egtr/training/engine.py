@@ -427,6 +427,9 @@ def _run_pass(
         # The preprocessing first: a config.json present means the directory is complete.
         config.data.preprocessor().save(pass_dir)
         model.config.save(pass_dir / CONFIG_NAME)
+    # The model of an earlier pass comes back from its best checkpoint in eval mode, and Lightning keeps the
+    # modes it finds: without this the finetune pass trains with batch norms on their running statistics.
+    model.train()
     module = EGTRLightningModule(model, config, lr_factor, new_heads)
     trainer = build_trainer(config, pass_dir, max_epochs)
     logger.info(
