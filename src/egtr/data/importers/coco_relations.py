@@ -120,17 +120,20 @@ def _images(
 
 
 class _Columns:
-    """The kept fields of one list's records as flat columns (array typecodes), grouped by image at the end."""
+    """The kept fields of one list's records: integer fields and float fields, each record's values appended in
+    one call (`integers.extend((...))`: this runs 1.2M times for VG150), split into named columns at the end."""
 
-    def __init__(self, **typecodes: str) -> None:
-        self.columns: dict[str, array[Any]] = {name: array(typecode) for name, typecode in typecodes.items()}
-
-    def append(self, *values: float) -> None:
-        for column, value in zip(self.columns.values(), values, strict=True):
-            column.append(value)
+    def __init__(self, integer_fields: tuple[str, ...], float_fields: tuple[str, ...] = ()) -> None:
+        self.integer_fields, self.float_fields = integer_fields, float_fields
+        self.integers: array[int] = array("q")
+        self.floats: array[float] = array("d")
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {name: np.asarray(column) for name, column in self.columns.items()}
+        columns = {}
+        for fields, values in ((self.integer_fields, self.integers), (self.float_fields, self.floats)):
+            table = np.asarray(values).reshape(-1, len(fields)) if fields else None
+            columns.update({name: table[:, index] for index, name in enumerate(fields)} if table is not None else {})
+        return columns
 
 
 # A category or predicate id that is no integer (the record is reported when read; the object is kept as dropped).
@@ -145,8 +148,8 @@ class _FileContents:
         self.image_position: dict[int, int] = {}  # image id -> index in image_records
         # (id, position in the file, file name, width, height); None sizes are read from the image file
         self.image_records: list[tuple[int, int, str, int | None, int | None]] = []
-        self.objects = _Columns(id="q", image="q", category="q", crowd="b", position="q", x="d", y="d", w="d", h="d")
-        self.relations = _Columns(id="q", image="q", subject="q", object="q", predicate="q", position="q")
+        self.objects = _Columns(("id", "image", "category", "crowd", "position"), ("x", "y", "w", "h"))
+        self.relations = _Columns(("id", "image", "subject", "object", "predicate", "position"))
         self.relation_records: dict[int, str] = {}  # file position -> record name, for relations without an int id
         self.object_drops: dict[int, tuple[str, str, str]] = {}  # file position -> (reason, field, detail)
         self.names: dict[str, list[Any]] = {"categories": [], "rel_categories": []}
@@ -191,8 +194,9 @@ class _FileContents:
                     f"{category!r} is not in categories",
                 )
                 category = _NOT_AN_ID
-            crowd = bool(annotation.get("iscrowd"))
-            self.objects.append(annotation["id"], owner, category, crowd, position, *box)
+            crowd = 1 if annotation.get("iscrowd") else 0
+            self.objects.integers.extend((annotation["id"], owner, category, crowd, position))
+            self.objects.floats.extend(box)
             return
         report.drop(reasons.BAD_RECORD, self.path, record, *problem, annotation)
 
@@ -217,7 +221,8 @@ class _FileContents:
         else:
             if not is_int(relation_id):
                 self.relation_records[position] = record
-            self.relations.append(relation_id if is_int(relation_id) else 0, owner, subject, obj, predicate, position)
+            relation_key = relation_id if is_int(relation_id) else 0
+            self.relations.integers.extend((relation_key, owner, subject, obj, predicate, position))
 
     # ------------------------------------------------------------------ after reading
     def _relation_record(self, relation_id: int, position: int) -> str:
@@ -249,7 +254,7 @@ class _FileContents:
         """The images with their objects and relations, in file order, the ids mapped to 0-based indices."""
         path = self.path
         objects, relations = self.objects.arrays(), self.relations.arrays()
-        self.objects = self.relations = _Columns()  # the arrays above are the only copies now
+        self.objects = self.relations = _Columns(())  # the arrays above are the only copies now
 
         object_owner = self._owners(objects, "annotations", report)
         class_index = {category_id: index for index, category_id in enumerate(sorted(classes))}
