@@ -42,6 +42,7 @@ from egtr.video.evaluate import relation_metrics, track_metrics
 from egtr.video.pipeline import TemporalSceneGraphs, predict_video
 from egtr.video.synthetic_clip import ClipTruth, make_moving_clip, simulated_detections
 from egtr.video.temporal import SmoothingConfig
+from egtr.video.tracking import TrackingConfig
 from egtr.video.writers import MP4Writer
 
 
@@ -61,14 +62,16 @@ def _per_frame_numbering(records: list[dict]) -> list[dict]:
     return numbered
 
 
-def score_clip(predictor: Predictor | None, seed: int, frames: int, work: Path, annotate: bool) -> dict:
+def score_clip(
+    predictor: Predictor | None, seed: int, frames: int, work: Path, annotate: bool, tracking: TrackingConfig
+) -> dict:
     """Generate clip `seed`, predict it (or simulate the detector when `predictor` is None) and score it."""
     clip = work / f"clip{seed}.mp4"
     truth: ClipTruth = make_moving_clip(clip, num_frames=frames, seed=seed)
     started = time.perf_counter()
     outputs = {}
     if predictor is None:
-        temporal = TemporalSceneGraphs(frame_rate=truth.fps, predicate_names=PREDICATE_NAMES)
+        temporal = TemporalSceneGraphs(frame_rate=truth.fps, predicate_names=PREDICATE_NAMES, tracking=tracking)
         graphs = simulated_detections(truth, seed)
         records = [temporal.update(graph, frame, frame / truth.fps) for frame, graph in enumerate(graphs)]
         if annotate:  # what the annotated MP4 of such a detector looks like
@@ -78,7 +81,8 @@ def score_clip(predictor: Predictor | None, seed: int, frames: int, work: Path, 
                     boxes, lines = temporal.drawing_inputs(record)
                     writer.write(render_frame(frame.image, boxes, lines, time=frame.time))
     else:
-        report = predict_video(predictor, clip, work / f"out{seed}", annotate=annotate, progress=False)
+        out = work / f"out{seed}"
+        report = predict_video(predictor, clip, out, annotate=annotate, tracking=tracking, progress=False)
         records = _records(report.outputs["frames"])
         outputs = {key: str(value) for key, value in report.outputs.items()}
     seconds = time.perf_counter() - started
@@ -150,6 +154,7 @@ def main() -> None:
     parser.add_argument("--throughput", action="store_true", help="also time the demo and the VG model")
     parser.add_argument("--vg-frames", type=int, default=6, help="frames timed with the VG model")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--duplicate-iou", type=float, default=0.7, help="as `egtr predict`'s (1: off)")
     parser.add_argument("--out", default=None, help="write all numbers as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -162,10 +167,11 @@ def main() -> None:
     if args.seeds:
         predictor = None if args.simulated else Predictor.from_pretrained(args.model, device="cpu")
         source = "simulated detector" if args.simulated else f"model {args.model}"
+        tracking = TrackingConfig(duplicate_iou=None if args.duplicate_iou >= 1 else args.duplicate_iou)
         results = [
-            score_clip(predictor, seed, args.frames, work, annotate=seed == args.seeds[0]) for seed in args.seeds
+            score_clip(predictor, seed, args.frames, work, seed == args.seeds[0], tracking) for seed in args.seeds
         ]
-        summary |= {"source": source, "seeds": args.seeds, "clips": results}
+        summary |= {"source": source, "seeds": args.seeds, "tracking": tracking.to_dict(), "clips": results}
         print(f"{len(results)} clips x {args.frames} frames, {source}")
         print_scores(results)
     if args.throughput:

@@ -76,3 +76,43 @@ def test_killed_run_resumes_without_duplicates_or_truncation(tmp_path):
     assert records == read_records(clean)
     assert not list((killed / "shards").glob(".*"))  # no temporary file left visible
     assert json.loads((killed / "manifest.json").read_text())["counts"] == {"records": 24, "errors": 0, "shards": 12}
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+def test_one_killed_rank_stops_the_run_and_the_rerun_completes_it(single_process_run, corpus_files, tmp_path):
+    """kill -9 of rank 1 of a 2-process run: rank 0 stops too (it does not wait for ever), every visible shard is
+    whole, and the same command again finishes exactly the missing shards."""
+    out = tmp_path / "out"
+    inputs = [str(path) for path in corpus_files]
+    command = [*predict_command(inputs, out, "--devices", "2", "--shard-size", "4"), "--decode-workers", "0"]
+    process = subprocess.Popen(command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    victim = None
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            ranks = [
+                child for child in _children(process.pid) if "egtr.cli" in Path(f"/proc/{child}/cmdline").read_text()
+            ]
+            if ranks and len(list((out / "shards").glob("*.parquet"))) >= 2:
+                victim = ranks[0]  # Lightning starts rank 1 as a child of rank 0 (the command we ran)
+                os.kill(victim, signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        returncode = process.wait(timeout=180)  # rank 0 notices the lost peer
+    finally:
+        if process.poll() is None:
+            process.kill()
+    stderr = process.stderr.read().decode() if process.stderr else ""
+    assert victim is not None, stderr[-3000:]
+    assert returncode != 0 and not (out / "manifest.json").exists(), stderr[-3000:]
+    visible = read_records(out)  # every visible shard is complete and readable
+    assert len({record["key"] for record in visible}) == len(visible)
+
+    resumed = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 1, resumed.stderr[-3000:]  # 1: the broken file of the corpus was reported
+    assert read_records(out) == read_records(single_process_run)
+    assert not list((out / "shards").glob(".*"))  # no temporary file left visible

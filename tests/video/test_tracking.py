@@ -77,3 +77,20 @@ def test_frames_without_objects_keep_the_tracks():
     ids = [tracker.update(graph, frame / 10) for frame, graph in enumerate([empty, cup, cup, empty, empty, cup])]
     assert ids[0] == [] and ids[3] == [] and ids[1] == [None]  # confirmed from its second frame on
     assert ids[2] == ids[5] and ids[2][0] is not None  # the same id after two empty frames
+
+
+def test_a_duplicate_box_gets_no_track_of_its_own():
+    """Two boxes of one class on one object (a weak DETR's duplicate): one track, the duplicate without an id;
+    another class at the same place, or duplicate suppression off, is tracked."""
+    from egtr.scene_graph import SceneGraph, SceneObject
+    from egtr.video.tracking import SceneGraphTracker, TrackingConfig
+
+    cup, duplicate = SceneObject((10.0, 10.0, 40.0, 40.0), 1, "cup", 0.9), SceneObject((11, 10, 41, 41), 1, "cup", 0.8)
+    lid = SceneObject((11.0, 10.0, 41.0, 41.0), 2, "lid", 0.8)
+    graph = SceneGraph([duplicate, cup, lid], [], (100, 100))
+    tracker = SceneGraphTracker(frame_rate=10)
+    ids = [tracker.update(graph, frame / 10) for frame in range(4)][-1]
+    assert ids[0] is None and ids[1] is not None and ids[2] is not None and ids[1] != ids[2]
+    unsuppressed = SceneGraphTracker(frame_rate=10, config=TrackingConfig(duplicate_iou=None))
+    ids = [unsuppressed.update(graph, frame / 10) for frame in range(4)][-1]
+    assert None not in ids and len(set(ids)) == 3

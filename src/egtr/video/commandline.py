@@ -67,6 +67,13 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="T",
         help="least object score that starts a new track (default 0.5)",
     )
+    group.add_argument(
+        "--duplicate-iou",
+        type=float,
+        default=0.7,
+        metavar="IOU",
+        help="a box overlapping a higher-scoring box of its class this much gets no track (default 0.7; 1 = off)",
+    )
 
 
 def is_video_input(items: list[str]) -> bool:
@@ -94,7 +101,10 @@ def run_video_predict(args: argparse.Namespace, make_predictor: Callable[[argpar
         check_sampling(args.fps, args.stride, args.start, args.end)
     except ValueError as error:
         raise ConfigError(str(error)) from error
-    tracking = TrackingConfig(activation_threshold=args.track_threshold)
+    if not 0 < args.duplicate_iou <= 1:
+        raise ConfigError(f"--duplicate-iou must be in (0, 1], got {args.duplicate_iou}")
+    duplicate_iou = None if args.duplicate_iou >= 1 else args.duplicate_iou
+    tracking = TrackingConfig(activation_threshold=args.track_threshold, duplicate_iou=duplicate_iou)
     failures = []
     for source in args.images:  # unreadable videos are found before the model loads
         try:

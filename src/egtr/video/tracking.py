@@ -6,6 +6,11 @@ detections first, then the less confident ones, so that a frame in which an obje
 track. ByteTrack ignores classes; the class of a track is decided here, over the track: every frame adds the
 object's score to its class, and the track's class is the one with the largest sum so far (a causal vote, so a
 frame in which the detector confuses two classes does not flip the label).
+
+Before association, a box that overlaps a higher-scoring box of the same class by `duplicate_iou` or more is left
+out of tracking (it keeps its place in the frame's graph, without a track id): DETR-style models are trained to give
+one query per object, but a small or undertrained one gives some objects a second box, and each such duplicate
+would otherwise start a short track of its own (docs/video.md, "Measured").
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ class TrackingConfig:
         iou_threshold: least IoU between a track's predicted box and an object to associate them.
         lost_track_seconds: a track that finds no object is kept this long for re-association.
         min_track_frames: frames a new track must be seen in a row before it gets an id (before: no id).
+        duplicate_iou: a box overlapping a higher-scoring box of its class by this IoU is not tracked (None: all are).
     """
 
     activation_threshold: float = 0.5
@@ -33,8 +39,9 @@ class TrackingConfig:
     iou_threshold: float = 0.2
     lost_track_seconds: float = 1.0
     min_track_frames: int = 2
+    duplicate_iou: float | None = 0.7
 
-    def to_dict(self) -> dict[str, str | float]:
+    def to_dict(self) -> dict[str, str | float | None]:
         return {
             "tracker": "ByteTrack (trackers.ByteTrackTracker)",
             "activation_threshold": self.activation_threshold,
@@ -42,6 +49,7 @@ class TrackingConfig:
             "iou_threshold": self.iou_threshold,
             "lost_track_seconds": self.lost_track_seconds,
             "min_track_frames": self.min_track_frames,
+            "duplicate_iou": self.duplicate_iou,
         }
 
 
@@ -104,6 +112,8 @@ class SceneGraphTracker:
     def update(self, graph: SceneGraph, time: float) -> list[int | None]:
         """The track id of each object of `graph` (None: not (yet) a confirmed track), updating the votes."""
         detections = graph.to_detections()
+        if self.config.duplicate_iou is not None and len(detections) > 1:
+            detections = detections.with_nms(threshold=self.config.duplicate_iou, class_agnostic=False)
         tracked = self._tracker.update(detections)
         track_ids: list[int | None] = [None] * len(graph.objects)
         tracker_ids: Iterable[int] = tracked.tracker_id if tracked.tracker_id is not None else ()
