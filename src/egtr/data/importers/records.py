@@ -108,7 +108,8 @@ class SourceDataset:
     """What an importer reads from its source: names, the splits the source has, and its images.
 
     `images(report)` yields the images one at a time; records that cannot be read at all are reported to `report`
-    by the importer (with `report.drop`) and not yielded.
+    by the importer (with `report.drop`) and not yielded. A one-pass importer (coco-relations) learns the names with
+    the records: it fills `class_names` and `predicate_names` in while `images` runs, before its first image.
     """
 
     class_names: list[str]
