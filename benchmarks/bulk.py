@@ -38,7 +38,7 @@ from egtr import EGTR
 from egtr.bulk import BulkOptions, Corpus, predict_corpus
 from egtr.config import EGTRConfig
 from egtr.inference import Predictor
-from egtr.predict_files import predict_files
+from egtr.inference.files import predict_files
 
 REFERENCE = Path(__file__).parents[1] / "tests" / "fixtures" / "reference" / "artifact"
 # (width, height, share): what a photo collection looks like; 4:3 at three resolutions resizes to one size

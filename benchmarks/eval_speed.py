@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from egtr.inference.postprocess import DetectionPrediction, ScenePrediction
 from egtr.metrics import PredictionsWriter, SceneGroundTruth, evaluate_predictions_file, save_ground_truths
 from egtr.metrics.detection import STAT_NAMES
 from egtr.metrics.evaluate import EvaluationReport
-from egtr.postprocess import DetectionPrediction, ScenePrediction
 
 NUM_CLASSES, NUM_PREDICATES, NUM_QUERIES, TOP_K = 150, 50, 200, 100
 

@@ -1,7 +1,8 @@
 """Compare designs of the given-box protocol (PredCls / SGCls) on a trained model and its dataset split.
 
-For each assignment of the ground-truth boxes to the model's queries (`egtr.given_boxes.ASSIGNMENTS`: the training
-matcher's costs, or the IoU alone) it runs the model over the split once and reports, for SGCls and PredCls:
+For each assignment of the ground-truth boxes to the model's queries (`egtr.inference.given_boxes.ASSIGNMENTS`: the
+training matcher's costs, or the IoU alone) it runs the model over the split once and reports, for SGCls and
+PredCls:
 R@K / mR@K with and without graph constraint, and how often the query a box is given to predicts a box that
 overlaps it (IoU >= 0.5) and its class. SGDet is printed for reference. Not a test.
 
@@ -19,7 +20,7 @@ import torch
 from egtr.box_ops import box_cxcywh_to_xyxy, box_iou
 from egtr.data import DataConfig, build_dataset, collate_fn
 from egtr.evaluation import evaluate_model
-from egtr.given_boxes import ASSIGNMENTS, given_objects_of_ground_truths, postprocess_given_boxes
+from egtr.inference.given_boxes import ASSIGNMENTS, given_objects_of_ground_truths, postprocess_given_boxes
 from egtr.metrics import SceneGraphRecall, ground_truth_from_target
 from egtr.models import EGTR
 from egtr.preprocessing import resolve_preprocessing

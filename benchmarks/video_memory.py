@@ -25,7 +25,7 @@ import torch
 
 from egtr.data.synthetic import PREDICATE_NAMES
 from egtr.inference import Predictor
-from egtr.scene_graph import SceneGraph
+from egtr.inference.scene_graph import SceneGraph
 from egtr.video.pipeline import predict_video
 from egtr.video.synthetic_clip import make_moving_clip, simulated_detections
 

@@ -15,9 +15,9 @@ from egtr.config import LossConfig
 from egtr.data import DataConfig
 from egtr.data.synthetic import generate_synthetic_dataset
 from egtr.evaluation import evaluate_model
-from egtr.given_boxes import GivenBoxesError, GivenObjects, assign_queries, check_given_objects
 from egtr.inference import Predictor
-from egtr.postprocess import postprocess_scene_graphs
+from egtr.inference.given_boxes import GivenBoxesError, GivenObjects, assign_queries, check_given_objects
+from egtr.inference.postprocess import postprocess_scene_graphs
 from egtr.preprocessing import PreprocessorConfig
 
 # The learning test's recipe (tests/training/test_learning.py): a tiny model memorises four scenes.

@@ -16,8 +16,8 @@ from egtr import EGTR
 from egtr.errors import DataError
 from egtr.images import load_image
 from egtr.inference import Predictor
+from egtr.inference.scene_graph import SceneGraph
 from egtr.preprocessing import IMAGENET_MEAN, IMAGENET_STD, PREPROCESSOR_NAME, PreprocessorConfig
-from egtr.scene_graph import SceneGraph
 
 ASTRONAUT = Path(egtr.__file__).parent / "assets" / "astronaut.jpg"
 COFFEE = Path(egtr.__file__).parent / "assets" / "coffee.jpg"
@@ -245,7 +245,7 @@ def test_bad_device_and_dtype(reference_dir):
 
 # ---------------------------------------------------------------------------------------------- many files / CLI
 def test_expand_image_paths(tmp_path):
-    from egtr.predict_files import expand_image_paths
+    from egtr.inference.files import expand_image_paths
 
     (tmp_path / "sub").mkdir()
     for name in ("b.jpg", "a.PNG", "notes.txt", "sub/c.jpeg"):
@@ -259,7 +259,7 @@ def test_expand_image_paths(tmp_path):
 
 
 def test_output_names_are_unique():
-    from egtr.predict_files import _unique_stems
+    from egtr.inference.files import _unique_stems
 
     names = _unique_stems([Path("x/photo.jpg"), Path("y/photo.jpg"), Path("y/photo.png"), Path("z/other.jpg")])
     assert names[Path("z/other.jpg")] == "other"
@@ -373,7 +373,7 @@ def test_decoding_ahead_keeps_order_and_reports_failures(tmp_path):
     from PIL import Image as PILImage
 
     from egtr.inference import batched
-    from egtr.predict_files import _prepare_ahead
+    from egtr.inference.files import _prepare_ahead
 
     class RecordingPredictor:
         def prepare(self, path):

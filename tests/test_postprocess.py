@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from egtr.postprocess import (
+from egtr.inference.postprocess import (
     postprocess_detections,
     postprocess_open_images,
     postprocess_scene_graphs,

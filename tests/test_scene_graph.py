@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from egtr.scene_graph import SceneGraph, SceneObject, SceneRelation, scene_graph_from_arrays
+from egtr.inference.scene_graph import SceneGraph, SceneObject, SceneRelation, scene_graph_from_arrays
 
 
 def small_graph() -> SceneGraph:

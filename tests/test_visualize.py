@@ -10,8 +10,8 @@ from PIL import Image
 
 pytest.importorskip("matplotlib")
 
-from egtr.scene_graph import SceneGraph, SceneObject, SceneRelation
-from egtr.visualize import _layout, draw_scene_graph, object_colours, text_colour
+from egtr.inference.scene_graph import SceneGraph, SceneObject, SceneRelation
+from egtr.inference.visualize import _layout, draw_scene_graph, object_colours, text_colour
 
 NAMES = ["person", "helmet", "flag", "shirt", "hand", "arm", "face", "hair"]
 PREDICATES = ["wearing", "has", "on", "holding", "near"]

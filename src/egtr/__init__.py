@@ -5,10 +5,10 @@ from egtr.allocator import tune_cpu_allocator
 from egtr.config import EGTRConfig, LossConfig
 from egtr.errors import CheckpointError, DataError, EgtrError
 from egtr.inference import Predictor
+from egtr.inference.scene_graph import SceneGraph
 from egtr.models import EGTR, EGTROutput
-from egtr.scene_graph import SceneGraph
+from egtr.version import __version__
 
-__version__ = "0.1.0"
 __all__ = [
     "EGTR",
     "CheckpointError",

@@ -31,12 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from egtr.data.base import collate_fn
-from egtr.inference import Predictor, PreparedImage
-from egtr.models import EGTR, EGTROutput
+from egtr.inference import ModelInputs, ModelOutputs, ModelRuntime, Predictor, PreparedImage, TorchRuntime
+from egtr.inference.scene_graph import SceneGraph
+from egtr.models import EGTR
 from egtr.preprocessing import FPS_LONGEST_EDGE, FPS_SHORTEST_EDGE, PreprocessorConfig, resolve_preprocessing
-from egtr.runtime import resolve_device, resolve_dtype
-from egtr.scene_graph import SceneGraph
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +114,7 @@ def time_function(
 
 
 def run_benchmark(
-    model: EGTR,
+    model: EGTR | ModelRuntime,
     image: str | Path | None = None,
     *,
     preprocessor: PreprocessorConfig | None = None,
@@ -130,16 +128,18 @@ def run_benchmark(
     scopes: tuple[str, ...] = ("model", "end_to_end"),
     model_description: str = "",
 ) -> dict[str, Any]:
-    """Measure the inference speed of `model` (an `EGTR`) on one image file.
+    """Measure the inference speed of `model` on one image file.
 
     Args:
-        model: the network (its weights do not change the speed; random weights are fine).
+        model: the network (its weights do not change the speed; random weights are fine), or a `ModelRuntime`
+            (ONNX Runtime, OpenVINO, or a `TorchRuntime` already set up; `device`, `dtype` and the compile
+            settings are then the runtime's own).
         image: image file (decoded in every end-to-end iteration); default: the bundled coffee photo.
         preprocessor: the resize (default: the paper's FPS input, shorter side 600, longer side <= 1000).
         batch_size: images per forward pass (the paper: 1); the same image is repeated.
         device: "auto", "cpu", "cuda", ...
         dtype: "float32", "bfloat16" or "float16" (reduced precision runs under `torch.autocast`, like `Predictor`).
-        compile_model: wrap the model in `torch.compile` (compilation happens in the warm-up, reported apart).
+        compile_model: wrap the PyTorch model in `torch.compile` (compiled in the warm-up, reported apart).
         compile_mode: `torch.compile` mode: "default", "reduce-overhead" (CUDA graphs: one launch per forward,
             the lever at batch 1 where the GPU waits on kernel launches) or "max-autotune".
         warmup: untimed iterations per scope (at least 1).
@@ -157,27 +157,18 @@ def run_benchmark(
     if warmup < 1 or runs < 1:
         raise ValueError(f"warmup and runs must be >= 1, got warmup={warmup}, runs={runs}")
     image_path = Path(image) if image is not None else DEFAULT_IMAGE
-    torch_device = resolve_device(device)
     preprocessor = preprocessor or PreprocessorConfig(FPS_SHORTEST_EDGE, FPS_LONGEST_EDGE)
-    predictor = Predictor(
-        model,
-        preprocessor=preprocessor,
-        device=torch_device,
-        dtype=resolve_dtype(dtype),
-        batch_size=batch_size,
-        top_k=100,
-    )
-    parameters = {id(p): p.numel() for p in model.parameters()}  # shared tensors counted once
-    buffers = sum(buffer.numel() for buffer in model.buffers())
-    if compile_model:
-        # torch types compile()'s result as a plain callable; it is an OptimizedModule that behaves as the EGTR.
-        predictor.model = torch.compile(predictor.model, mode=compile_mode)  # type: ignore[assignment]
+    if isinstance(model, EGTR):
+        model = TorchRuntime(model, device, dtype, compile_mode if compile_model else None)
+    predictor = Predictor(model, preprocessor=preprocessor, batch_size=batch_size, top_k=100)
+    torch_device = predictor.device
+    parameters, buffers = _parameter_counts(model)
 
     prepared = predictor.prepare(image_path)  # raises DataError naming the file if unreadable
     batch = [prepared] * batch_size
     result: dict[str, Any] = {
         "model": model_description,
-        "parameters": sum(parameters.values()),
+        "parameters": parameters,
         "buffer_values": buffers,
         "settings": {
             "image": str(image_path),
@@ -186,10 +177,7 @@ def run_benchmark(
             "image_size": preprocessor.shortest_edge,
             "max_size": preprocessor.longest_edge,
             "batch_size": batch_size,
-            "device": str(torch_device),
-            "dtype": str(predictor.dtype).removeprefix("torch."),
-            "precision": "float32" if predictor.dtype == torch.float32 else "torch.autocast (weights float32)",
-            "compile": compile_mode if compile_model else False,
+            **model.describe(),
             "warmup": warmup,
             "runs": runs,
         },
@@ -216,18 +204,19 @@ def run_benchmark(
     return result
 
 
-def _model_only(predictor: Predictor, batch: list[PreparedImage]) -> Callable[[], EGTROutput]:
-    """The forward pass alone, on a padded batch already on the device."""
-    collated = collate_fn([(item.pixel_values, {}) for item in batch])
-    pixel_values = collated["pixel_values"].to(predictor.device)
-    pixel_mask = collated["pixel_mask"].to(predictor.device)
+def _parameter_counts(runtime: ModelRuntime) -> tuple[int | None, int | None]:
+    """Parameters (shared tensors counted once) and buffer values of a PyTorch model; None for an exported graph."""
+    if not isinstance(runtime, TorchRuntime):
+        return None, None
+    parameters = {id(parameter): parameter.numel() for parameter in runtime.model.parameters()}
+    return sum(parameters.values()), sum(buffer.numel() for buffer in runtime.model.buffers())
 
-    @torch.inference_mode()
-    def forward() -> EGTROutput:
-        with predictor.autocast_context():
-            return predictor.model(pixel_values, pixel_mask)
 
-    return forward
+def _model_only(predictor: Predictor, batch: list[PreparedImage]) -> Callable[[], ModelOutputs]:
+    """The forward pass alone, on a batch already padded (and, for PyTorch, already on the device)."""
+    inputs = predictor.processor.collate(batch, predictor.runtime.min_size)
+    inputs = ModelInputs(inputs.pixel_values.to(predictor.device), inputs.pixel_mask.to(predictor.device))
+    return lambda: predictor.runtime(inputs)
 
 
 def _end_to_end(predictor: Predictor, image_path: Path, batch_size: int) -> Callable[[], list[SceneGraph]]:
@@ -288,12 +277,13 @@ def format_result(result: dict[str, Any]) -> str:
     height, width = settings["input_size_hw"]
     environment_info = result["environment"]
     hardware = environment_info.get("gpu") or f"{environment_info['cpu']} ({environment_info['torch_threads']} threads)"
-    compiled = " + torch.compile" if settings["compile"] else ""
+    compiled = f" + torch.compile({settings['compile_mode']})" if settings.get("compile_mode") else ""
+    parameters = f"{result['parameters']:,} parameters" if result["parameters"] is not None else "exported graph"
     original_height, original_width = settings["original_size_hw"]
     lines = [
-        f"model: {result['model'] or 'EGTR'}; {result['parameters']:,} parameters",
-        f"device: {settings['device']} = {hardware}; torch {environment_info['torch']}; "
-        + f"dtype {settings['dtype']}{compiled}",
+        f"model: {result['model'] or 'EGTR'}; {parameters}",
+        f"runtime: {settings['runtime']}; device: {settings['device']} = {hardware}; "
+        + f"torch {environment_info['torch']}; dtype {settings['dtype']}{compiled}",
         f"input: {Path(settings['image']).name} {original_width}x{original_height} -> {width}x{height} "
         + f"(shorter side {settings['image_size']}, longer <= {settings['max_size']}), batch {settings['batch_size']}; "
         + f"{settings['warmup']} warm-up + {settings['runs']} timed runs",

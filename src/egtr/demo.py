@@ -391,7 +391,7 @@ class DemoRun:
     def draw(self) -> dict[str, Any]:
         """Step 5: predicted scene graphs of the first test images (image with boxes | graph), as PNG + JSON."""
         from egtr.inference import Predictor
-        from egtr.predict_files import predict_files
+        from egtr.inference.files import predict_files
 
         count = self.settings.num_drawings
         self._header("draw", f"drawing the predicted scene graphs of {count} test images -> {self.drawings_dir}")

@@ -30,3 +30,11 @@ class DataError(EgtrError, ValueError):
 class ImageError(DataError):
     """An image that cannot be used: missing, not an image, truncated, of an unsupported mode, or over the pixel
     limit."""
+
+
+class MissingExtraError(EgtrError, ImportError):
+    """An optional dependency is not installed; the message names the extra and the pip command."""
+
+    def __init__(self, what: str, extra: str) -> None:
+        super().__init__(f'{what} needs the {extra} extra: pip install "egtr[{extra}]"')
+        self.extra = extra

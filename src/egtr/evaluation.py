@@ -4,8 +4,8 @@
     >>> report = evaluate_model("path/to/model", DataConfig(kind="vg", root="data/visual_genome"), split="test")
     >>> print(report.format_table()); report.save_json("metrics.json")
 
-Per batch: forward pass (eval mode, no gradients), `egtr.postprocess` into ranked triplets (graph constraint and,
-by default, without it for VG; the Open Images candidates for OI) and detections, ground truth from the targets
+Per batch: forward pass (eval mode, no gradients), `egtr.inference.postprocess` into ranked triplets (graph constraint
+and, by default, without it for VG; the Open Images candidates for OI) and detections, ground truth from the targets
 (`ground_truth_from_target`, the original's float32 rescaling). Then `egtr.metrics.evaluate_predictions`.
 
 The predictions can be saved (`predictions_path`) together with the ground truth used, so that the numbers can be
@@ -26,12 +26,21 @@ import torch
 
 from egtr.data import DataConfig, SceneGraphDataset, build_dataset, collate_fn
 from egtr.errors import ConfigError, DataError
-from egtr.given_boxes import (
+from egtr.inference.given_boxes import (
     GIVEN_BOXES_PROTOCOL,
     TASKS,
     given_objects_of_ground_truths,
     postprocess_given_boxes,
 )
+from egtr.inference.loading import LoadedModel, load_runtime
+from egtr.inference.postprocess import (
+    ScenePrediction,
+    postprocess_detections,
+    postprocess_open_images,
+    postprocess_scene_graphs,
+)
+from egtr.inference.processor import ModelInputs, pad_to_min_size
+from egtr.inference.runtimes import ModelRuntime, TorchRuntime
 from egtr.metrics import (
     EvaluationReport,
     PredictionsWriter,
@@ -41,7 +50,6 @@ from egtr.metrics import (
     save_ground_truths,
 )
 from egtr.models import EGTR, Checkpoint, read_checkpoint
-from egtr.postprocess import ScenePrediction, postprocess_detections, postprocess_open_images, postprocess_scene_graphs
 from egtr.preprocessing import resolve_preprocessing
 from egtr.runtime import resolve_device
 
@@ -81,23 +89,31 @@ def seen_triplets_of(dataset: SceneGraphDataset) -> np.ndarray:
     return np.unique(np.concatenate(keys), axis=0) if keys else np.zeros((0, 3), np.int64)
 
 
-def _load_model(model: EGTR | Checkpoint | str | Path, device: torch.device) -> tuple[EGTR, dict[str, object]]:
-    """An `EGTR` in eval mode on `device`, and where it came from (the loader of `egtr.models.checkpoint`)."""
+def _load_model(
+    model: EGTR | ModelRuntime | LoadedModel | Checkpoint | str | Path, device: torch.device
+) -> tuple[ModelRuntime, dict[str, object]]:
+    """The model as a runtime (an `EGTR` or a checkpoint runs in PyTorch on `device`), and where it came from."""
     if isinstance(model, EGTR):
-        return model.to(device).eval(), {"model": "in-memory EGTR", "checkpoint_sha256": None}
-    checkpoint = model if isinstance(model, Checkpoint) else read_checkpoint(model)
-    provenance = checkpoint.provenance()
+        return TorchRuntime(model, device), {"model": "in-memory EGTR", "checkpoint_sha256": None}
+    if isinstance(model, ModelRuntime):
+        return model, {"model": f"in-memory {model.name} runtime", "checkpoint_sha256": None}
+    if isinstance(model, LoadedModel):
+        runtime, provenance = model.runtime, model.source
+    else:
+        checkpoint = model if isinstance(model, Checkpoint) else read_checkpoint(model)
+        runtime = TorchRuntime(EGTR.from_checkpoint(checkpoint, map_location=device), device)
+        provenance = checkpoint.provenance()
     settings: dict[str, object] = {
         "model": provenance["model"],
         "model_layout": provenance["layout"],
         "weights_file": provenance["weights_file"],
         "checkpoint_sha256": provenance["weights_sha256"],
     }
-    return EGTR.from_checkpoint(checkpoint, map_location=device), settings
+    return runtime, settings
 
 
 def evaluate_model(
-    model: EGTR | Checkpoint | str | Path,
+    model: EGTR | ModelRuntime | LoadedModel | Checkpoint | str | Path,
     data_config: DataConfig,
     split: str = "test",
     *,
@@ -118,7 +134,8 @@ def evaluate_model(
 
     Args:
         model: an `EGTR`, a `Checkpoint` already read, or a path in any layout `egtr.models.read_checkpoint` knows
-            (our directory, the official artifact or its `.ckpt`, an `egtr train` run, pass or Lightning checkpoint).
+            (our directory, the official artifact or its `.ckpt`, an `egtr train` run, pass or Lightning checkpoint);
+            or a `ModelRuntime` / `egtr.inference.loading.LoadedModel` (ONNX Runtime, OpenVINO).
         data_config: `egtr.data.DataConfig` (dataset kind, root, evaluation resize).
         split: "train", "val" or "test".
         batch_size, num_workers: DataLoader settings (the original evaluates with batch size 1).
@@ -128,7 +145,7 @@ def evaluate_model(
             both graph modes for VG, the graph constraint and the Open Images metrics for OI.
         detection: also compute the detection AP (SGDet only: with given boxes there is nothing to detect).
         task: "sgdet" (detect the objects), "sgcls" (the ground-truth boxes are given) or "predcls" (boxes and
-            labels are given); see `egtr.given_boxes`. The given-box tasks rank the graph modes only.
+            labels are given); see `egtr.inference.given_boxes`. The given-box tasks rank the graph modes only.
         coco_ground_truth: VG detection ground truth: "auto" = the split's COCO json `<root>/<split>.json` when it
             exists (what the original uses), a path, or None to build it from the targets.
         seen_triplets: for zero-shot recall: an (S, 3) array, "train" (read from the train split), or None.
@@ -145,8 +162,10 @@ def evaluate_model(
 
     started = time.perf_counter()
     device = resolve_device(device)
-    model, model_settings = _load_model(model, device)
-    dataset = build_dataset(data_config, split, train=False, num_queries=model.config.num_queries)
+    runtime, model_settings = _load_model(model, device)
+    model_settings["runtime"] = runtime.describe()
+    config = runtime.config
+    dataset = build_dataset(data_config, split, train=False, num_queries=config.num_queries)
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     given_boxes = task != "sgdet"
@@ -154,15 +173,15 @@ def evaluate_model(
     if given_boxes and "open_images" in modes:
         raise ValueError(f"the Open Images candidates are not defined for {task} (given boxes): use the graph modes")
     detection = detection and not given_boxes
-    if dataset.num_rel_labels != model.config.num_rel_labels or dataset.num_labels != model.config.num_labels:
+    if dataset.num_rel_labels != config.num_rel_labels or dataset.num_labels != config.num_labels:
         raise DataError(
-            f"the model predicts {model.config.num_labels} classes / {model.config.num_rel_labels} predicates but "
+            f"the model predicts {config.num_labels} classes / {config.num_rel_labels} predicates but "
             f"{data_config.root} ({split}) has {dataset.num_labels} / {dataset.num_rel_labels}"
         )
     if isinstance(seen_triplets, str):
         if seen_triplets != "train":
             raise ValueError(f"seen_triplets must be an array, 'train' or None, got {seen_triplets!r}")
-        train_split = build_dataset(data_config, "train", train=False, num_queries=model.config.num_queries)
+        train_split = build_dataset(data_config, "train", train=False, num_queries=config.num_queries)
         seen_triplets = seen_triplets_of(train_split)
     if coco_ground_truth == "auto":
         candidate = Path(data_config.root) / f"{split}.json"
@@ -175,13 +194,14 @@ def evaluate_model(
     inference_started = time.perf_counter()
     with torch.inference_mode():
         for batch in tqdm(loader, desc=f"evaluate {split}", unit="batch", disable=not progress):
-            outputs = model(batch["pixel_values"].to(device), batch["pixel_mask"].to(device))
-            sizes = torch.stack([target["orig_size"] for target in batch["labels"]]).to(device)
+            inputs = pad_to_min_size(ModelInputs(batch["pixel_values"], batch["pixel_mask"]), runtime.min_size)
+            outputs = runtime(inputs)
+            sizes = torch.stack([target["orig_size"] for target in batch["labels"]]).to(outputs.logits.device)
             raw = (outputs.logits, outputs.pred_boxes, outputs.pred_rel, outputs.pred_connectivity, sizes)
             truths = [ground_truth_from_target(target) for target in batch["labels"]]
             if given_boxes:
                 given = given_objects_of_ground_truths(
-                    truths, sizes.tolist(), task, model.config.num_labels, model.config.num_queries
+                    truths, sizes.tolist(), task, config.num_labels, config.num_queries
                 )
             scene_graphs: dict[str, Sequence[ScenePrediction]] = {}
             for mode in modes:
@@ -223,8 +243,8 @@ def evaluate_model(
         "task": task,
         "given_boxes": GIVEN_BOXES_PROTOCOL if given_boxes else None,
         "modes": list(modes),
-        "num_labels": model.config.num_labels,
-        "num_rel_labels": model.config.num_rel_labels,
+        "num_labels": config.num_labels,
+        "num_rel_labels": config.num_rel_labels,
         "predicate_names": list(dataset.predicate_names),
     }
     writer.metadata = settings
@@ -238,8 +258,8 @@ def evaluate_model(
     report = evaluate_predictions(
         saved,
         ground_truths,
-        model.config.num_rel_labels,
-        model.config.num_labels,
+        config.num_rel_labels,
+        config.num_labels,
         seen_triplets=seen_triplets,
         coco_ground_truth=coco_ground_truth,
         detection=detection,
@@ -295,6 +315,7 @@ def run_evaluation(
     batch_size: int = 1,
     num_workers: int = 0,
     device: str = "auto",
+    runtime: str | None = None,
     top_k: int = 100,
     modes: Sequence[str] | None = None,
     detection: bool = True,
@@ -317,16 +338,17 @@ def run_evaluation(
 
     if (model is None) == (predictions is None):
         raise ConfigError("give exactly one of a model or a predictions file")
-    checkpoint = read_checkpoint(model) if model is not None else None  # read once: preprocessing + weights
-    preprocessor = resolve_preprocessing(checkpoint.preprocessor if checkpoint else None, size, max_size)
+    # read once: preprocessing + weights (`runtime`: torch, onnxruntime, openvino; None: the model's own)
+    loaded = load_runtime(model, runtime, device=device) if model is not None else None
+    preprocessor = resolve_preprocessing(loaded.preprocessor if loaded else None, size, max_size)
     data_config = None
     if data_root is not None:
         data_config = DataConfig.for_evaluation(preprocessor, kind=kind, root=str(data_root))
-    if checkpoint is not None:
+    if loaded is not None:
         if data_config is None:
             raise ConfigError("evaluating a model needs the dataset folder (--data-root)")
         report = evaluate_model(
-            checkpoint,
+            loaded,
             data_config,
             split,
             batch_size=batch_size,

@@ -11,7 +11,7 @@ from tests.training.conftest import tiny_train_config
 from egtr import EGTR, EGTRConfig, Predictor
 from egtr.cli import main
 from egtr.data.validate import validate_dataset
-from egtr.predict_files import predict_files
+from egtr.inference.files import predict_files
 from egtr.preprocessing import PreprocessorConfig
 from egtr.training import run_training
 from egtr.training.data_checks import DatasetCheckError

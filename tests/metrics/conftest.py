@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from egtr.inference.postprocess import ScenePrediction, select_open_images_candidates
 from egtr.metrics import SceneGroundTruth
-from egtr.postprocess import ScenePrediction, select_open_images_candidates
 
 REFERENCE = Path(__file__).parents[1] / "fixtures" / "reference"
 

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
+from egtr.inference.postprocess import DetectionPrediction, postprocess_detections, postprocess_open_images
 from egtr.metrics import DetectionAP, SceneGroundTruth
 from egtr.metrics.detection import BACKENDS
-from egtr.postprocess import DetectionPrediction, postprocess_detections, postprocess_open_images
 
 from .conftest import REFERENCE
 

@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
+from egtr.inference.postprocess import ScenePrediction, postprocess_open_images
 from egtr.metrics import OpenImagesRelationMetrics, SceneGroundTruth
 from egtr.metrics.open_images import voc_average_precision
-from egtr.postprocess import ScenePrediction, postprocess_open_images
 
 from .conftest import REFERENCE
 

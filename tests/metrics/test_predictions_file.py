@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from egtr.inference.postprocess import postprocess_detections, postprocess_open_images, postprocess_scene_graphs
 from egtr.metrics import (
     PredictionsWriter,
     evaluate_predictions_file,
@@ -12,7 +13,6 @@ from egtr.metrics import (
     load_predictions,
     save_ground_truths,
 )
-from egtr.postprocess import postprocess_detections, postprocess_open_images, postprocess_scene_graphs
 
 from .conftest import REFERENCE
 

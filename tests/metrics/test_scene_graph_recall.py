@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
+from egtr.inference.postprocess import ScenePrediction, postprocess_scene_graphs
 from egtr.metrics import SceneGraphRecall, SceneGroundTruth
 from egtr.metrics.matching import flatten_ground_truths, flatten_predictions, predictions_to_ground_truth
-from egtr.postprocess import ScenePrediction, postprocess_scene_graphs
 
 KS = (20, 50, 100)
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from tests.serve.conftest import ASTRONAUT, COFFEE
 
-from egtr.predict_files import predict_files
+from egtr.inference.files import predict_files
 from egtr.schemas import scene_graph_schema
 from egtr.serve.settings import is_loopback
 

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("av")
 pytest.importorskip("trackers")
 
-from egtr.scene_graph import SceneGraph  # noqa: E402
+from egtr.inference.scene_graph import SceneGraph  # noqa: E402
 from egtr.video.synthetic_clip import ClipTruth, make_moving_clip, simulated_detections  # noqa: E402
 
 

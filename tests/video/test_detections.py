@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import supervision as sv
 
-from egtr.scene_graph import SceneGraph, SceneObject, SceneRelation
+from egtr.inference.scene_graph import SceneGraph, SceneObject, SceneRelation
 
 
 def graph():

@@ -68,7 +68,7 @@ def test_events_list_intervals_and_changes_between_tracks(clip, noisy_graphs):
 
 
 def test_frames_without_objects_keep_the_tracks():
-    from egtr.scene_graph import SceneGraph, SceneObject
+    from egtr.inference.scene_graph import SceneGraph, SceneObject
     from egtr.video.tracking import SceneGraphTracker
 
     tracker = SceneGraphTracker(frame_rate=10)
@@ -82,7 +82,7 @@ def test_frames_without_objects_keep_the_tracks():
 def test_a_duplicate_box_gets_no_track_of_its_own():
     """Two boxes of one class on one object (a weak DETR's duplicate): one track, the duplicate without an id;
     another class at the same place, or duplicate suppression off, is tracked."""
-    from egtr.scene_graph import SceneGraph, SceneObject
+    from egtr.inference.scene_graph import SceneGraph, SceneObject
     from egtr.video.tracking import SceneGraphTracker, TrackingConfig
 
     cup, duplicate = SceneObject((10.0, 10.0, 40.0, 40.0), 1, "cup", 0.9), SceneObject((11, 10, 41, 41), 1, "cup", 0.8)

@@ -1,7 +1,7 @@
 """The DataLoader side of bulk prediction: a rank's share of the corpus, decoded, resized and batched in workers.
 
 Each worker takes its units (see `egtr.bulk.sources`), decodes and prepares every image exactly as
-`Predictor.prepare` does (it calls it, on a copy of the predictor without the model) and groups the images into
+`Predictor.prepare` does (it calls the predictor's `ImageProcessor`, which holds no model) and groups the images into
 batches:
 
 * exact (default): only images whose resized size is identical share a batch, so nothing is padded and every
@@ -15,7 +15,6 @@ sent, so that the writer in the main process can close (commit) a unit's shard a
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
@@ -26,7 +25,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from egtr.bulk.sources import TAR_UNIT, Corpus, Entry, unit_name
 from egtr.errors import DataError
-from egtr.inference import Predictor, PreparedImage
+from egtr.inference import ImageProcessor, PreparedImage
 
 # Images kept waiting for batch partners per worker, in batches: bounds worker memory on corpora of many sizes.
 _BUFFERED_BATCHES = 4
@@ -59,20 +58,12 @@ class BulkBatch:
     completed: list[UnitDone] = field(default_factory=list)
 
 
-def model_free_copy(predictor: Predictor) -> Predictor:
-    """The predictor without its model: what DataLoader workers need to call `prepare` (which never touches the
-    model), cheap to send to worker processes however they are started."""
-    preparer = copy.copy(predictor)
-    preparer.model = None  # type: ignore[assignment]
-    return preparer
-
-
 class CorpusDataset(IterableDataset):
     """The units of one rank, split further between its DataLoader workers, as `BulkBatch`es.
 
     Args:
         corpus: the inputs.
-        preparer: a `model_free_copy` of the predictor (resize and normalisation).
+        preparer: the predictor's `ImageProcessor` (decoding, resize and normalisation; no model).
         batch_size: images per batch at most.
         bucket: batch by aspect ratio with padding (see the module docstring) instead of by identical size.
         rank, world_size: this process among all (Lightning's global rank and world size).
@@ -83,7 +74,7 @@ class CorpusDataset(IterableDataset):
     def __init__(
         self,
         corpus: Corpus,
-        preparer: Predictor,
+        preparer: ImageProcessor,
         *,
         batch_size: int,
         bucket: bool,

@@ -21,11 +21,11 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from egtr.bulk.dataset import BulkBatch, CorpusDataset, collate_bulk, model_free_copy
+from egtr.bulk.dataset import BulkBatch, CorpusDataset, collate_bulk
 from egtr.bulk.progress import RankProgress, format_duration
 from egtr.bulk.sources import BulkInputError, Corpus
 from egtr.bulk.writers import OutputFolder
-from egtr.inference import Predictor
+from egtr.inference import Predictor, TorchRuntime
 from egtr.runtime import dtype_name, resolve_device
 
 logger = logging.getLogger("egtr.bulk")
@@ -106,6 +106,7 @@ def bulk_settings(predictor: Predictor, corpus: Corpus, options: BulkOptions) ->
         "image_mean": list(preprocessor.image_mean),
         "image_std": list(preprocessor.image_std),
         "max_pixels": predictor.max_pixels,
+        "runtime": predictor.runtime.name,
         "dtype": dtype_name(predictor.dtype),
         "bucket": options.bucket,
         # exact batching does not change the records; padded buckets depend on the batch size
@@ -170,7 +171,8 @@ class _BulkModule(pl.LightningModule):
         self, predictor: Predictor, corpus: Corpus, folder: OutputFolder, settings: dict, options: BulkOptions
     ) -> None:
         super().__init__()
-        self.model = predictor.model
+        # Lightning moves a PyTorch network to this process's device; an exported graph has no module to move
+        self.model = predictor.model if isinstance(predictor.runtime, TorchRuntime) else None
         self.predictor = predictor
         self.corpus, self.folder, self.settings, self.options = corpus, folder, settings, options
         self.dataset: CorpusDataset | None = None
@@ -184,12 +186,13 @@ class _BulkModule(pl.LightningModule):
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, self.trainer.num_devices)))
 
     def on_predict_start(self) -> None:
-        self.predictor.device = self.device  # Lightning chose this rank's device and moved the model there
+        if isinstance(self.predictor.runtime, TorchRuntime):
+            self.predictor.runtime.to(self.device)  # Lightning chose this rank's device (and moved the model there)
 
     def predict_dataloader(self) -> torch.utils.data.DataLoader:
         self.dataset = CorpusDataset(
             self.corpus,
-            model_free_copy(self.predictor),
+            self.predictor.processor,
             batch_size=self.predictor.batch_size,
             bucket=self.options.bucket,
             rank=self.global_rank,

@@ -25,10 +25,10 @@ from collections.abc import Sequence
 
 import egtr
 from egtr.allocator import tune_cpu_allocator
-from egtr.cli import benchmark, data, demo, evaluate, info, predict, serve, train
+from egtr.cli import benchmark, data, demo, evaluate, export, info, predict, serve, train
 from egtr.errors import EgtrError
 
-COMMANDS = (info, data, predict, benchmark, evaluate, train, demo, serve)
+COMMANDS = (info, data, predict, benchmark, evaluate, export, train, demo, serve)
 # Libraries whose INFO lines are noise at the default verbosity.
 _QUIET_LIBRARIES = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "torch", "PIL")
 # Messages nobody can act on: third-party advertisements and deprecations inside a library's own code.

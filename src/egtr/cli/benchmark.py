@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from egtr.cli.options import Subparsers, add_deprecated, add_device, add_dtype, add_model, add_sizes, positive_int
+from egtr.cli.options import (
+    Subparsers,
+    add_deprecated,
+    add_device,
+    add_dtype,
+    add_model,
+    add_runtime,
+    add_sizes,
+    positive_int,
+)
 from egtr.preprocessing import FPS_LONGEST_EDGE, FPS_SHORTEST_EDGE
 
 
@@ -27,6 +36,7 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
     parser.add_argument("--batch-size", type=positive_int, default=1)
     add_device(parser)
     add_dtype(parser)
+    add_runtime(parser)
     parser.add_argument(
         "--compile",
         nargs="?",
@@ -41,7 +51,7 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
     parser.add_argument(
         "--scope", choices=("model", "end-to-end", "both"), default="both", help="what to time (default both)"
     )
-    parser.add_argument("--threads", type=positive_int, default=None, help="torch intra-op CPU threads")
+    parser.add_argument("--threads", type=positive_int, default=None, help="the runtime's CPU threads")
     parser.add_argument("--out", default=None, help="write the full result as JSON here")
     parser.set_defaults(run=run)
 
@@ -51,17 +61,31 @@ def run(args: argparse.Namespace) -> int:
 
     from egtr.benchmark import format_result, fps_preprocessing, run_benchmark, write_result
     from egtr.config import EGTRConfig
-    from egtr.models import EGTR, read_checkpoint
+    from egtr.inference.loading import load_runtime
+    from egtr.inference.runtimes import ModelRuntime
+    from egtr.models import EGTR
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     if args.model and args.model_config:
         raise argparse.ArgumentTypeError("give --model or --model-config, not both")
+    if args.runtime not in (None, "torch") and not args.model:
+        raise argparse.ArgumentTypeError(f"--runtime {args.runtime} needs --model (a model or an `egtr export` folder)")
+    if args.compile is not None and args.runtime not in (None, "torch"):
+        raise argparse.ArgumentTypeError("--compile is torch.compile: it needs --runtime torch")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     scopes = {"model": ("model",), "end-to-end": ("end_to_end",), "both": ("model", "end_to_end")}[args.scope]
     recorded = None
+    model: EGTR | ModelRuntime
     if args.model:
-        checkpoint = read_checkpoint(args.model)
-        model, description, recorded = EGTR.from_checkpoint(checkpoint), str(args.model), checkpoint.preprocessor
+        loaded = load_runtime(
+            args.model,
+            args.runtime,
+            device=args.device,
+            dtype=args.dtype or "float32",
+            threads=args.threads,
+            compile_mode=args.compile,
+        )
+        model, description, recorded = loaded.runtime, str(args.model), loaded.preprocessor
     else:
         config = EGTRConfig.from_json(args.model_config) if args.model_config else EGTRConfig()
         model = EGTR(config).eval()

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace, make_predictor: Callable[[argparse.Namespace],
     """`egtr predict --output-format jsonl|jsonl.gz|parquet`; `make_predictor` is predict's (from the options)."""
     adopt_lightning_logging()
     from egtr.bulk import BulkInputError, BulkOptions, Corpus, lightning_devices, predict_corpus, split_inputs
-    from egtr.predict_files import expand_image_paths
+    from egtr.inference.files import expand_image_paths
     from egtr.video.commandline import is_video_input
 
     if args.images and is_video_input(args.images):

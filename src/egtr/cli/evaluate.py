@@ -11,6 +11,7 @@ from egtr.cli.options import (
     add_deprecated,
     add_device,
     add_progress,
+    add_runtime,
     add_sizes,
     non_negative_int,
     positive_int,
@@ -32,7 +33,9 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
-        "--model", help="model: our directory, the official artifact or a .ckpt, an `egtr train` run or pass folder"
+        "--model",
+        help="model: our directory, the official artifact or a .ckpt, an `egtr train` run or pass folder, or an "
+        "`egtr export` folder",
     )
     source.add_argument("--predictions", help="a predictions .npz written by --save-predictions (no model needed)")
     add_data_root(parser)
@@ -47,6 +50,7 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
     parser.add_argument("--batch-size", type=positive_int, default=1)
     parser.add_argument("--num-workers", type=non_negative_int, default=0, help="DataLoader workers")
     add_device(parser)
+    add_runtime(parser)
     parser.add_argument("--top-k", type=positive_int, default=100, help="triplets kept per image (default 100)")
     parser.add_argument(
         "--modes",
@@ -100,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         device=args.device,
+        runtime=args.runtime,
         top_k=args.top_k,
         modes=_modes(args.modes),
         detection=not args.no_detection,

@@ -2,7 +2,8 @@ r"""Options that several sub-commands share: one spelling, one help text and one
 
 | option                   | meaning                                                                     |
 |--------------------------|-----------------------------------------------------------------------------|
-| `--model M`              | a model in any layout `egtr.models.read_checkpoint` knows                   |
+| `--model M`              | a model in any layout `egtr.models.read_checkpoint` knows, or an export     |
+| `--runtime R`            | torch, onnxruntime or openvino (default: torch; an export's own runtime)    |
 | `--data-root D`          | a dataset folder                                                            |
 | `--dataset vg\|oi`       | its layout: Visual Genome (RelTR, native) or Open Images (SGTR)             |
 | `--split S`              | train, val or test                                                          |
@@ -68,7 +69,20 @@ def add_model(parser: argparse.ArgumentParser, required: bool = True, extra: str
         "--model",
         required=required,
         default=None,
-        help="model: our directory, the official artifact or a .ckpt, an `egtr train` run or pass folder" + extra,
+        help="model: our directory, the official artifact or a .ckpt, an `egtr train` run or pass folder, or an "
+        "`egtr export` folder" + extra,
+    )
+
+
+def add_runtime(parser: argparse.ArgumentParser) -> None:
+    from egtr.inference.runtimes import RUNTIMES
+
+    parser.add_argument(
+        "--runtime",
+        default=None,
+        choices=RUNTIMES,
+        help="what runs the network: torch (default for a checkpoint), onnxruntime or openvino (default for an "
+        "`egtr export` folder: its own; a checkpoint is exported once into the cache; docs/deploy.md)",
     )
 
 
@@ -109,8 +123,8 @@ def add_prediction_options(parser: argparse.ArgumentParser) -> None:
 
 
 def load_predictor(args: argparse.Namespace, **options: int) -> Predictor:
-    """`Predictor.from_pretrained` with `--model`, `--size`, `--max-size`, `--device`, `--dtype`, `--max-pixels` and
-    the options of `add_prediction_options`; `options` adds others (batch_size=...)."""
+    """`Predictor.from_pretrained` with `--model`, `--runtime`, `--size`, `--max-size`, `--device`, `--dtype`,
+    `--max-pixels` and the options of `add_prediction_options`; `options` adds others (batch_size=...)."""
     from egtr.inference import Predictor
 
     return Predictor.from_pretrained(
@@ -119,6 +133,8 @@ def load_predictor(args: argparse.Namespace, **options: int) -> Predictor:
         max_size=args.max_size,
         device=args.device,
         dtype=args.dtype or "float32",
+        runtime=getattr(args, "runtime", None),
+        threads=getattr(args, "threads", None),
         top_k=args.top_k,
         score_threshold=args.score_threshold,
         graph_constraint=not args.no_graph_constraint,

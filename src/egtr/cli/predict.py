@@ -17,6 +17,7 @@ from egtr.cli.options import (
     add_model,
     add_prediction_options,
     add_progress,
+    add_runtime,
     add_sizes,
     load_predictor,
     non_negative_int,
@@ -45,6 +46,7 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
         "images", nargs="*", help="image files, folders (their image files), glob patterns or WebDataset .tar shards"
     )
     add_model(parser)
+    add_runtime(parser)
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
     add_prediction_options(parser)
     add_sizes(parser, PAPER_SHORTEST_EDGE, PAPER_LONGEST_EDGE, "the paper's evaluation")
@@ -84,7 +86,7 @@ def make_predictor(args: argparse.Namespace) -> Predictor:
 
 
 def run(args: argparse.Namespace) -> int:
-    from egtr.predict_files import expand_image_paths, predict_files
+    from egtr.inference.files import expand_image_paths, predict_files
     from egtr.video.commandline import is_video_input, run_video_predict
 
     if args.boxes is not None and (args.output_format != "files" or is_video_input(args.images)):
@@ -102,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = make_predictor(args)
     given_boxes = None
     if args.boxes is not None:
-        from egtr.boxes_file import boxes_for_images, read_boxes_file
+        from egtr.inference.boxes_file import boxes_for_images, read_boxes_file
 
         given_boxes, unused = boxes_for_images(read_boxes_file(args.boxes, predictor.class_names), paths, args.boxes)
         for key in unused:

@@ -12,6 +12,7 @@ from egtr.cli.options import (
     add_max_pixels,
     add_model,
     add_prediction_options,
+    add_runtime,
     add_sizes,
     load_predictor,
     positive_int,
@@ -29,6 +30,7 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
         "holds one model and batches requests that arrive together; run several behind a proxy for more.",
     )
     add_model(parser)
+    add_runtime(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
     add_prediction_options(parser)

@@ -1,4 +1,4 @@
-"""Shared pieces of the evaluators: the `Metric` interface, the ground-truth record and the box overlaps.
+"""Shared pieces of the evaluators: the `Metric` interface, the prediction and ground-truth records, box overlaps.
 
 The overlaps are plain numpy (float64), replacing the Cython `bbox_overlaps` of the original `lib/fpn` (which no
 longer imports with numpy >= 1.24, quirk Q21) with the same arithmetic.
@@ -31,6 +31,44 @@ class Metric(ABC):
     @abstractmethod
     def compute(self) -> Any:
         """Return a result dataclass for everything added since the last reset."""
+
+
+@dataclass
+class ScenePrediction:
+    """The scene graph predicted for one image (`egtr.inference.postprocess` makes it, the evaluators read it).
+
+    Attributes:
+        boxes: (N, 4) float32 xyxy boxes in original-image pixels, one per object query.
+        labels: (N,) int64 object classes (0-based).
+        scores: (N,) float32 object scores (softmax max).
+        relations: (K, 3) int64 [subject index, object index, predicate], ranked best first.
+        relation_scores: (K,) float32 triplet score `rel * (s_subject * s_object)` used for the ranking.
+        predicate_scores: (K,) float32 predicate score `rel` alone (clamped relation x connectivity).
+        pair_predicate_scores: (K, R) float32 full `rel[i, j, :]` of each kept pair (graph-constraint mode only).
+    """
+
+    boxes: np.ndarray
+    labels: np.ndarray
+    scores: np.ndarray
+    relations: np.ndarray
+    relation_scores: np.ndarray
+    predicate_scores: np.ndarray
+    pair_predicate_scores: np.ndarray | None = None
+
+
+@dataclass
+class DetectionPrediction:
+    """Object detections of one image (COCO-style evaluation).
+
+    Attributes:
+        boxes: (D, 4) float32 xyxy pixels.
+        labels: (D,) int64 0-based classes.
+        scores: (D,) float32 scores, best first.
+    """
+
+    boxes: np.ndarray
+    labels: np.ndarray
+    scores: np.ndarray
 
 
 @dataclass

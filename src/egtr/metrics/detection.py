@@ -7,7 +7,8 @@ to pycocotools, seconds instead of minutes on a full split) or `pycocotools` (th
 Two styles, each reproducing one code path of the original:
 
 * `style="coco"` (Visual Genome, `lib/evaluation/coco_eval.py`, DETR's `CocoEvaluator`): the detections of
-  `egtr.postprocess.postprocess_detections` (sigmoid top-100 over N x C), boxes as `[x1, y1, x2 - x1, y2 - y1]`,
+  `egtr.inference.postprocess.postprocess_detections` (sigmoid top-100 over N x C), boxes as
+  `[x1, y1, x2 - x1, y2 - y1]`,
   `category_id = label + 1`, against the split's COCO json (or, without one, a COCO ground truth built from the
   updates: `[x1, y1, w, h]`, area `w * h`, category ids `1..C`, annotation ids from 1). The paper's AP50 is
   `stats[1]` (IoU 0.5, all areas, 100 detections).

@@ -23,12 +23,11 @@ from typing import Any
 import numpy as np
 
 from egtr.fileio import write_json
-from egtr.metrics.core import Metric, SceneGroundTruth
+from egtr.metrics.core import Metric, SceneGroundTruth, ScenePrediction
 from egtr.metrics.detection import DetectionAP, DetectionAPResult
 from egtr.metrics.open_images import OpenImagesRelationMetrics, OpenImagesRelationResult
 from egtr.metrics.predictions_file import SavedPredictions, load_ground_truths, load_predictions
 from egtr.metrics.scene_graph_recall import DEFAULT_KS, SceneGraphRecall, SceneGraphRecallResult
-from egtr.postprocess import ScenePrediction
 
 # Images per update: large enough to vectorise well, small enough to bound the memory of the matching.
 DEFAULT_CHUNK_SIZE = 4096

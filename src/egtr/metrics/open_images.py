@@ -3,7 +3,7 @@
 Reproduces `eval_rel_results` and `ap_eval_rel.py` of the original (from PySGG, after Ji Zhang et al.,
 "Graphical Contrastive Losses for Scene Graph Parsing", CVPR 2019, and the VOC AP code of Fast R-CNN):
 
-* candidates: the top-100 triplets of `egtr.postprocess.postprocess_open_images` (top-2 predicates per pair,
+* candidates: the top-100 triplets of `egtr.inference.postprocess.postprocess_open_images` (top-2 predicates per pair,
   score > 1e-5), ranked best first;
 * micro R@K = (sum over images of ground truths matched by the top-K) / (total ground truths + 1e-12), matching
   as in `egtr.metrics.matching` (labels equal, IoU >= 0.5 for both boxes, +1-pixel IoU). "microR@50" is the

@@ -38,8 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from egtr.metrics.core import SceneGroundTruth
-from egtr.postprocess import DetectionPrediction, ScenePrediction
+from egtr.metrics.core import DetectionPrediction, SceneGroundTruth, ScenePrediction
 
 FORMAT_VERSION = 1
 RELATION_SETS = ("graph_constraint", "no_graph_constraint", "open_images")

@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from egtr.metrics.core import Metric, SceneGroundTruth, unique_relations
+from egtr.metrics.core import Metric, SceneGroundTruth, ScenePrediction, unique_relations
 from egtr.metrics.matching import first_match_ranks, flatten_ground_truths, flatten_predictions
-from egtr.postprocess import ScenePrediction
 
 DEFAULT_KS = (20, 50, 100)
 

@@ -121,10 +121,18 @@ def multi_scale_deformable_attention_gather(
 
 
 class MultiscaleDeformableAttention(nn.Module):
-    """Deformable attention: each query samples `n_points` locations around its reference point on every level."""
+    """Deformable attention: each query samples `n_points` locations around its reference point on every level.
+
+    `form` picks the implementation of the sampling (the same function): "auto" = the gather form on CPU (5x faster
+    there) and grid_sample elsewhere; "grid_sample" = `F.grid_sample` per level, which exports to ONNX's standard
+    GridSample operator with symbolic sizes (`egtr.inference.export` sets it); "gather" = the gather form.
+    """
+
+    FORMS = ("auto", "grid_sample", "gather")
 
     def __init__(self, d_model: int, n_heads: int, n_levels: int, n_points: int):
         super().__init__()
+        self.form = "auto"
         self.d_model, self.n_heads, self.n_levels, self.n_points = d_model, n_heads, n_levels, n_points
         self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
         self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
@@ -188,9 +196,8 @@ class MultiscaleDeformableAttention(nn.Module):
         )
         locations = reference_points[:, :, None, :, None, :] + offsets / offset_normalizer[None, None, None, :, None, :]
         # The gather form is 5x faster on CPU (benchmarks/deformable_attention.py); CUDA keeps grid_sample, unmeasured.
-        attend = (
-            multi_scale_deformable_attention_gather if value.device.type == "cpu" else multi_scale_deformable_attention
-        )
+        gather = self.form == "gather" or (self.form == "auto" and value.device.type == "cpu")
+        attend = multi_scale_deformable_attention_gather if gather else multi_scale_deformable_attention
         output = attend(value, spatial_shapes, locations, weights)
         return self.output_proj(output)
 
@@ -346,13 +353,25 @@ class TransformerOutput:
     encoder_last_hidden_state: torch.Tensor  # (B, S, D)
 
 
+def sizes_tensor(spatial_shapes: list[tuple[int, int]], device: torch.device) -> torch.Tensor:
+    """[(H_l, W_l)] as a (levels, 2) int64 tensor. Built with `torch.full`, not `torch.tensor`: under
+    `torch.export` the sizes are symbolic, and `torch.tensor` would freeze them to the example's (no dynamic H, W)."""
+    return torch.stack(
+        [
+            torch.stack([torch.full((), size, dtype=torch.long, device=device) for size in shape])
+            for shape in spatial_shapes
+        ]
+    )
+
+
 def encoder_reference_points(spatial_shapes: list[tuple[int, int]], valid_ratios: torch.Tensor) -> torch.Tensor:
     """Pixel centres of every level, normalised by the valid (unpadded) extent -> (B, S, levels, 2) as (x, y)."""
     points = []
     for level, (height, width) in enumerate(spatial_shapes):
+        # arange + 0.5 equals linspace(0.5, size - 0.5, size) exactly, and keeps the size symbolic under torch.export.
         ref_y, ref_x = torch.meshgrid(
-            torch.linspace(0.5, height - 0.5, height, dtype=valid_ratios.dtype, device=valid_ratios.device),
-            torch.linspace(0.5, width - 0.5, width, dtype=valid_ratios.dtype, device=valid_ratios.device),
+            torch.arange(height, dtype=valid_ratios.dtype, device=valid_ratios.device) + 0.5,
+            torch.arange(width, dtype=valid_ratios.dtype, device=valid_ratios.device) + 0.5,
             indexing="ij",
         )
         ref_y = ref_y.reshape(-1)[None] / (valid_ratios[:, None, level, 1] * height)
@@ -416,7 +435,7 @@ class DeformableDetrModel(nn.Module):
     def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor) -> TransformerOutput:
         levels = self._multi_level_inputs(pixel_values, pixel_mask)
         spatial_shapes = [(source.shape[-2], source.shape[-1]) for source, _, _ in levels]  # [(H_l, W_l)]
-        spatial_shapes_tensor = torch.as_tensor(spatial_shapes, dtype=torch.long, device=pixel_values.device)
+        spatial_shapes_tensor = sizes_tensor(spatial_shapes, pixel_values.device)
         # Flatten every level to (B, H_l*W_l, D) and concatenate: the encoder sequence.
         sources = torch.cat([source.flatten(2).transpose(1, 2) for source, _, _ in levels], 1)
         masks = torch.cat([mask.flatten(1) for _, mask, _ in levels], 1)

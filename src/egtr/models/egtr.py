@@ -167,6 +167,16 @@ class EGTR(nn.Module):
             if not any(stage in name for stage in ("layer2", "layer3", "layer4")):
                 parameter.requires_grad_(False)
 
+    def set_attention_form(self, form: str) -> EGTR:
+        """Pick the deformable attention implementation of every layer (`MultiscaleDeformableAttention.form`:
+        "auto", "grid_sample" or "gather"); the function is the same, float rounding aside. Returns self."""
+        if form not in MultiscaleDeformableAttention.FORMS:
+            raise ValueError(f"attention form must be one of {MultiscaleDeformableAttention.FORMS}, got {form!r}")
+        for module in self.modules():
+            if isinstance(module, MultiscaleDeformableAttention):
+                module.form = form
+        return self
+
     def set_frequency_tables(self, triplet_dist: torch.Tensor, rel_dist: torch.Tensor) -> None:
         """Install the frequency-bias table (C+1, C+1, R) and predicate prior (R,) computed from training data."""
         if triplet_dist.shape != self.triplet_dist.shape or rel_dist.shape != self.rel_dist.shape:

@@ -8,6 +8,7 @@ in the package). Every error is a JSON body `{"error": code, "message": text}` w
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import io
 import logging
@@ -27,8 +28,8 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import egtr
-from egtr.inference import Predictor, PreparedImage
-from egtr.scene_graph import SceneGraph
+from egtr.inference import PredictionOptions, Predictor, PreparedImage
+from egtr.inference.scene_graph import SceneGraph
 from egtr.schemas import scene_graph_schema
 from egtr.serve.batching import MicroBatcher, QueueFull, Result
 from egtr.serve.images import ImageRejected, decode_image_bytes
@@ -41,7 +42,7 @@ STATIC = resources.files("egtr.serve") / "static"
 ASSETS = resources.files("egtr") / "assets"
 EXAMPLES = ("astronaut.jpg", "coffee.jpg")  # the only files /examples/ serves: no path is taken from a request
 MAX_TOP_K = 1000
-PREDICTION_OPTIONS = ("top_k", "score_threshold", "graph_constraint", "object_threshold")
+PREDICTION_OPTIONS = tuple(field.name for field in dataclasses.fields(PredictionOptions))
 
 
 class ApiError(Exception):

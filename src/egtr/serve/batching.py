@@ -14,7 +14,6 @@ batching delay.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import queue
 import threading
@@ -25,8 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from egtr.inference import Predictor, PreparedImage
-from egtr.models.egtr import EGTROutput
-from egtr.scene_graph import SceneGraph
+from egtr.inference.scene_graph import SceneGraph
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +129,9 @@ class MicroBatcher:
         Raises:
             QueueFull: `max_queue` images are already waiting.
         """
-        self.predictor._settings(**options)  # a misspelt option fails here, in the caller, not in the model thread
+        self.predictor.options.replace(
+            **options
+        )  # a misspelt option fails here, in the caller, not in the model thread
         job = _Job(prepared, options, Future(), time.perf_counter())
         try:
             self._queue.put_nowait(job)
@@ -186,7 +186,7 @@ class MicroBatcher:
                 forward_s = time.perf_counter() - started
                 for index, job in enumerate(group):
                     begin = time.perf_counter()
-                    graph = self.predictor.postprocess(_one_image(output, index), [job.prepared], **job.options)[0]
+                    graph = self.predictor.postprocess(output.image(index), [job.prepared], **job.options)[0]
                     model_s = forward_s + time.perf_counter() - begin
                     job.future.set_result(Result(graph, started - job.submitted, model_s, len(group)))
             except Exception as error:  # the model failed: every waiting request gets the error, none hangs
@@ -198,20 +198,3 @@ class MicroBatcher:
             self._seconds_per_image = 0.8 * self._seconds_per_image + 0.2 * elapsed / len(group)
             self.batches += 1
             self.images += len(group)
-
-
-def _one_image(output: EGTROutput, index: int) -> EGTROutput:
-    """The outputs of image `index` of a batch, as a batch of one (what `Predictor.postprocess` needs)."""
-    part = slice(index, index + 1)
-    return dataclasses.replace(
-        output,
-        logits=output.logits[part],
-        pred_boxes=output.pred_boxes[part],
-        pred_rel=output.pred_rel[part],
-        pred_connectivity=output.pred_connectivity[part],
-        rel_logits=output.rel_logits[part],
-        connectivity_logits=output.connectivity_logits[part],
-        aux_logits=[],
-        aux_pred_boxes=[],
-        decoder_hidden_states=None,
-    )

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from egtr.inference import Predictor
+from egtr.inference import Predictor, TorchRuntime
 from egtr.serve.images import DEFAULT_MAX_PIXELS
 
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -104,7 +104,8 @@ def model_info(predictor: Predictor, settings: ServeSettings) -> dict[str, Any]:
             "num_rel_labels": config.num_rel_labels,
             "use_freq_bias": config.use_freq_bias,
             "logit_adjustment": config.logit_adjustment,
-            "parameters": sum(parameter.numel() for parameter in predictor.model.parameters()),
+            # an exported graph carries no module to count (None); its config and weights hash are the source's
+            "parameters": _parameter_count(predictor),
         },
         "class_names": predictor.class_names,
         "predicate_names": predictor.predicate_names,
@@ -116,10 +117,9 @@ def model_info(predictor: Predictor, settings: ServeSettings) -> dict[str, Any]:
             "image_std": list(predictor.preprocessor.image_std),
             "resample": "bilinear",
         },
-        "defaults": predictor._settings(),
+        "defaults": predictor.options.to_dict(),
         "runtime": {
-            "device": str(predictor.device),
-            "dtype": str(predictor.dtype).removeprefix("torch."),
+            **predictor.runtime.describe(),
             "max_batch": resolve_max_batch(settings.max_batch, predictor.device),
             "max_wait_ms": settings.max_wait_ms,
             "max_queue": settings.max_queue,
@@ -128,3 +128,9 @@ def model_info(predictor: Predictor, settings: ServeSettings) -> dict[str, Any]:
         },
         "versions": {"egtr": egtr.__version__, "torch": torch.__version__, "python": platform.python_version()},
     }
+
+
+def _parameter_count(predictor: Predictor) -> int | None:
+    if not isinstance(predictor.runtime, TorchRuntime):
+        return None
+    return sum(parameter.numel() for parameter in predictor.model.parameters())

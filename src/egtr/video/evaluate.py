@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from egtr.scene_graph import SceneGraph
+from egtr.inference.scene_graph import SceneGraph
 from egtr.video.pipeline import relation_observations
 from egtr.video.synthetic_clip import ClipTruth, truth_intervals
 from egtr.video.temporal import RelationSmoother, SmoothingConfig

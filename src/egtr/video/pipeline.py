@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from egtr.fileio import write_json
-from egtr.scene_graph import SceneGraph
+from egtr.inference.scene_graph import SceneGraph
 from egtr.video.annotate import RelationLine, TrackBox, render_frame
 from egtr.video.decode import VideoFrame, check_sampling, iter_frames, video_info
 from egtr.video.temporal import RelationSmoother, SmoothingConfig, TripletKey

@@ -32,8 +32,8 @@ from egtr.data.synthetic import (
     scene_relations,
 )
 from egtr.fileio import write_json
-from egtr.scene_graph import SceneGraph, SceneRelation
-from egtr.scene_graph import SceneObject as DetectedObject
+from egtr.inference.scene_graph import SceneGraph, SceneRelation
+from egtr.inference.scene_graph import SceneObject as DetectedObject
 from egtr.video.writers import MP4Writer
 
 CONTACT_PREDICATES = (INSIDE, ON, TOUCHING)

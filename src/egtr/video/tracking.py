@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from egtr.scene_graph import SceneGraph
+from egtr.inference.scene_graph import SceneGraph
 
 
 @dataclass(frozen=True)
