@@ -109,3 +109,22 @@ def reference_outputs() -> dict[str, np.ndarray]:
 @pytest.fixture(scope="session")
 def reference_inputs() -> dict[str, np.ndarray]:
     return dict(np.load(REFERENCE / "inputs.npz"))
+
+
+@pytest.fixture(scope="session")
+def exported_reference(tmp_path_factory) -> Path:
+    """The reference artifact exported to ONNX once per session (`egtr export`; about 40 s on 2 cores)."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install 'egtr[onnx]'")
+    from egtr.inference.export import export_model
+
+    return export_model(REFERENCE / "artifact", tmp_path_factory.mktemp("export") / "reference_onnx").directory
+
+
+@pytest.fixture(scope="session")
+def exported_reference_openvino(exported_reference, tmp_path_factory) -> Path:
+    """The ONNX export converted to OpenVINO IR (no second trace)."""
+    pytest.importorskip("openvino", reason="the openvino extra is not installed: pip install 'egtr[openvino]'")
+    from egtr.inference.export import export_model
+
+    out = tmp_path_factory.mktemp("export") / "reference_openvino"
+    return export_model(exported_reference, out, format="openvino").directory

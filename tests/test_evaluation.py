@@ -221,3 +221,32 @@ def test_a_lightning_checkpoint_of_egtr_train(world, tmp_path):
         model_dir, DataConfig.for_synthetic(str(root), image_size=96), "val", detection=False, progress=False
     )
     assert report.metrics == reference.metrics
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_cli_evaluate_through_an_exported_model_gives_the_torch_metrics(world, tmp_path, runtime, monkeypatch):
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install 'egtr[onnx]'")
+    pytest.importorskip("openvino", reason="the openvino extra is not installed: pip install 'egtr[openvino]'")
+    root, model_dir = world
+    monkeypatch.setenv("EGTR_CACHE", str(root / "cache"))  # the export is made once for both runtimes
+    common = ["evaluate", "--model", str(model_dir), "--data-root", str(root), "--size", "96", "--max-size", "192"]
+    common += ["--no-progress", "--save-predictions"]
+    assert main([*common, str(tmp_path / "torch.npz"), "--out", str(tmp_path / "torch.json")]) == 0
+    arguments = [str(tmp_path / "exported.npz"), "--out", str(tmp_path / "exported.json"), "--runtime", runtime]
+    assert main([*common, *arguments]) == 0
+    torch_report, exported_report = (
+        json.loads((tmp_path / f"{name}.json").read_text()) for name in ("torch", "exported")
+    )
+    assert exported_report["settings"]["runtime"]["runtime"] == runtime
+    assert exported_report["settings"]["checkpoint_sha256"] == torch_report["settings"]["checkpoint_sha256"]
+    for key, value in torch_report["metrics"].items():
+        assert exported_report["metrics"][key] == pytest.approx(value, abs=1e-6), key
+    torch_predictions, exported_predictions = np.load(tmp_path / "torch.npz"), np.load(tmp_path / "exported.npz")
+    for key in torch_predictions.files:
+        expected, got = torch_predictions[key], exported_predictions[key]
+        if expected.dtype.kind == "f":
+            np.testing.assert_allclose(got, expected, atol=1e-4)
+        elif (
+            expected.dtype.kind in "iub"
+        ):  # the untrained model has near-ties (1e-7 apart) that float reordering may swap: a handful at most
+            assert expected.shape == got.shape and (got == expected).mean() >= 0.99, key

@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,10 @@ import torch
 from egtr.config import EGTRConfig
 from egtr.errors import CheckpointError, ConfigError, MissingExtraError
 from egtr.fileio import read_json, write_json
-from egtr.inference.runtimes import OUTPUT_NAMES
+from egtr.inference.processor import ModelInputs
+from egtr.inference.runtimes import OUTPUT_NAMES, ModelRuntime
 from egtr.models import EGTR, Checkpoint, read_checkpoint
-from egtr.preprocessing import PreprocessorConfig, load_preprocessor_config
+from egtr.preprocessing import PREPROCESSOR_NAME, PreprocessorConfig, load_preprocessor_config
 from egtr.version import __version__
 
 __all__ = ["EXPORT_FORMATS", "ExportedModel", "export_model", "is_exported_folder"]
@@ -47,7 +49,7 @@ GRAPH_FILES = {"onnx": "model.onnx", "openvino": "model.xml"}
 RUNTIMES_OF_FORMAT = {"onnx": ("onnxruntime", "openvino"), "openvino": ("openvino",)}
 DEFAULT_OPSET = 18
 # A forward pass on this many images of these sizes traces the graph (not 1: torch.export would fix a size of 1).
-EXAMPLE_BATCH, EXAMPLE_HEIGHT, EXAMPLE_WIDTH = 2, 160, 224
+EXAMPLE_BATCH, EXAMPLE_HEIGHT, EXAMPLE_WIDTH = 2, 176, 240
 # The largest batch and side the graph is declared for (a bound torch.export needs; not a limit in practice).
 MAX_BATCH, MAX_SIDE = 1024, 8192
 # An export is checked against PyTorch on an input of another size than the example; outputs are probabilities
@@ -140,11 +142,13 @@ def export_model(
     opset: int = DEFAULT_OPSET,
     verify: bool = True,
 ) -> ExportedModel:
-    """Export a model (any layout `egtr.models.read_checkpoint` knows) into the folder `out`.
+    """Export a model (any layout `egtr.models.read_checkpoint` knows) into the folder `out`; an ONNX export folder
+    given as `model` with `format="openvino"` is converted without tracing the model again.
 
     The folder is built beside `out` and renamed into place when complete, so an interrupted export leaves no
     half-written folder. With `verify`, the graph is run in ONNX Runtime (or OpenVINO) on an input of another size
-    than the traced example and compared with PyTorch: a difference above 1e-4 fails the export.
+    than the traced example and compared with PyTorch (a converted folder: with the ONNX graph it came from): a
+    difference above 1e-4 fails the export.
 
     Raises:
         ConfigError: an unknown format, an opset below 17, or an `out` that is a file or a non-empty folder.
@@ -157,31 +161,79 @@ def export_model(
     out = Path(out)
     if out.is_file() or (out.is_dir() and any(out.iterdir())):
         raise ConfigError(f"{out}: already exists and is not an empty folder; give a new --out")
+    if not isinstance(model, Checkpoint) and is_exported_folder(Path(model)):
+        source = ExportedModel.read(model)
+        if source.format != "onnx" or format != "openvino":
+            raise ConfigError(
+                f"{model}: already an exported {source.format} folder; only an ONNX folder converts (to openvino)"
+            )
+        _require_exporters("openvino")
+        return _build_folder(out, lambda folder: _convert_export(source, folder, verify))
     _require_exporters(format)
     checkpoint = model if isinstance(model, Checkpoint) else read_checkpoint(model)
-    network = EGTR.from_checkpoint(checkpoint).eval().set_attention_form("grid_sample")
+    return _build_folder(out, lambda folder: _export_checkpoint(checkpoint, folder, format, opset, verify))
+
+
+def _build_folder(out: Path, build: Callable[[Path], dict[str, Any]]) -> ExportedModel:
+    """Run `build` in a temporary folder beside `out` (it returns the manifest), then move it into place."""
     out.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        started = time.perf_counter()
-        _export_onnx(network, building / GRAPH_FILES["onnx"], opset)
-        if format == "openvino":
-            _convert_to_openvino(building)
-        manifest = _manifest(checkpoint, format, opset, network.config, time.perf_counter() - started)
-        checkpoint.config.save(building / "config.json")
-        (checkpoint.preprocessor or PreprocessorConfig()).save(building)
-        exported = ExportedModel(building, network.config, checkpoint.preprocessor, manifest)
-        if verify:
-            manifest["verification"] = _verify(exported, network.set_attention_form("auto"))
+        manifest = build(building)
         manifest["size_bytes"] = sum(path.stat().st_size for path in building.iterdir())
-        write_json(building / MANIFEST_NAME, manifest)
+        write_json(building / MANIFEST_NAME, manifest)  # last: its presence means the folder is complete
+        building.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700; a folder of a plain mkdir is wanted
         if out.is_dir():
-            out.rmdir()  # empty, checked above
+            out.rmdir()  # empty, checked by the caller
         os.replace(building, out)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
     return ExportedModel.read(out)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _export_checkpoint(checkpoint: Checkpoint, folder: Path, format: str, opset: int, verify: bool) -> dict[str, Any]:
+    network = EGTR.from_checkpoint(checkpoint).eval().set_attention_form("grid_sample")
+    started = time.perf_counter()
+    _export_onnx(network, folder / GRAPH_FILES["onnx"], opset)
+    if format == "openvino":
+        _convert_to_openvino(folder)
+    manifest = _manifest(format, opset, network.config, checkpoint.provenance(), time.perf_counter() - started)
+    checkpoint.config.save(folder / "config.json")
+    (checkpoint.preprocessor or PreprocessorConfig()).save(folder)
+    if verify:
+        exported = ExportedModel(folder, network.config, checkpoint.preprocessor, manifest)
+        manifest["verification"] = _verify(exported, _torch_reference(network.set_attention_form("auto")), "torch")
+    return manifest
+
+
+def _convert_export(source: ExportedModel, folder: Path, verify: bool) -> dict[str, Any]:
+    started = time.perf_counter()
+    shutil.copy2(source.graph_file("openvino"), folder / GRAPH_FILES["onnx"])
+    _convert_to_openvino(folder)
+    manifest = _manifest(
+        "openvino",
+        int(source.manifest["opset"]),
+        source.config,
+        source.manifest["source"],
+        time.perf_counter() - started,
+    )
+    manifest["converted_from"] = str(source.directory)
+    for name in ("config.json", PREPROCESSOR_NAME):
+        if (source.directory / name).is_file():
+            shutil.copy2(source.directory / name, folder / name)
+    if verify:
+        from egtr.inference.runtimes import OnnxRuntimeModel
+
+        exported = ExportedModel(folder, source.config, source.preprocessor, manifest)
+        manifest["verification"] = _verify(exported, OnnxRuntimeModel(source), "onnxruntime")
+    return manifest
 
 
 def _require_exporters(format: str) -> None:
@@ -209,7 +261,7 @@ def _export_onnx(network: EGTR, path: Path, opset: int) -> None:
         torch.ones(EXAMPLE_BATCH, example_height, example_width, dtype=torch.int64),
     )
     torch.onnx.export(
-        _GraphOutputs(network),
+        _GraphOutputs(network).eval(),
         example,
         str(path),
         dynamo=True,
@@ -231,7 +283,7 @@ def _convert_to_openvino(folder: Path) -> None:
     onnx_path.unlink()
 
 
-def _manifest(checkpoint: Checkpoint, format: str, opset: int, config: EGTRConfig, seconds: float) -> dict[str, Any]:
+def _manifest(format: str, opset: int, config: EGTRConfig, source: dict[str, str], seconds: float) -> dict[str, Any]:
     versions = {"egtr": __version__, "torch": torch.__version__}
     for name in ("onnx", "onnxscript", "onnxruntime", "openvino"):
         try:
@@ -247,15 +299,23 @@ def _manifest(checkpoint: Checkpoint, format: str, opset: int, config: EGTRConfi
         "dynamic": ["batch", "height", "width"],
         "min_size": min_input_size(config),
         "deformable_attention": "grid_sample",
-        "source": checkpoint.provenance(),
+        "source": source,
         "versions": versions,
         "export_seconds": round(seconds, 1),
     }
 
 
-def _verify(exported: ExportedModel, network: EGTR) -> dict[str, Any]:
-    """Run the exported graph and PyTorch on one input of another size than the example; compare every output."""
-    from egtr.inference.processor import ModelInputs
+def _torch_reference(network: EGTR) -> Callable[[ModelInputs], Any]:
+    def run(inputs: ModelInputs) -> Any:
+        with torch.inference_mode():
+            return network(inputs.pixel_values, inputs.pixel_mask)
+
+    return run
+
+
+def _verify(exported: ExportedModel, reference: Callable[[ModelInputs], Any], reference_name: str) -> dict[str, Any]:
+    """Run the exported graph and `reference` on one input of another size than the traced example (padding
+    included); compare every output."""
     from egtr.inference.runtimes import OnnxRuntimeModel, OpenVinoModel
 
     generator = torch.Generator().manual_seed(0)
@@ -266,19 +326,20 @@ def _verify(exported: ExportedModel, network: EGTR) -> dict[str, Any]:
     pixel_values[:, :, :, width - 24 :] = 0
     inputs = ModelInputs(pixel_values, pixel_mask)
     try:
-        runtime = OnnxRuntimeModel(exported) if exported.format == "onnx" else OpenVinoModel(exported)
+        runtime: ModelRuntime = OnnxRuntimeModel(exported) if exported.format == "onnx" else OpenVinoModel(exported)
     except MissingExtraError:
         runtime = OpenVinoModel(exported)  # the openvino extra alone runs ONNX files too
-    with torch.inference_mode():
-        reference = network(pixel_values, pixel_mask)
-    outputs = runtime(inputs)
-    differences = {
-        name: float((getattr(outputs, name) - getattr(reference, name)).abs().max()) for name in OUTPUT_NAMES
-    }
+    expected, outputs = reference(inputs), runtime(inputs)
+    differences = {name: float((getattr(outputs, name) - getattr(expected, name)).abs().max()) for name in OUTPUT_NAMES}
     worst = max(differences.values())
     if not worst <= VERIFY_TOLERANCE:
         raise RuntimeError(
-            f"the exported graph differs from PyTorch by {worst:.3g} (> {VERIFY_TOLERANCE}) on a {height}x{width} "
-            f"input: {differences}"
+            f"the exported graph differs from {reference_name} by {worst:.3g} (> {VERIFY_TOLERANCE}) on a "
+            f"{height}x{width} input: {differences}"
         )
-    return {"runtime": runtime.name, "input_hw": [height, width], "max_abs_difference": differences}
+    return {
+        "runtime": runtime.name,
+        "against": reference_name,
+        "input_hw": [height, width],
+        "max_abs_difference": differences,
+    }
