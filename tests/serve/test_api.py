@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from tests.serve.conftest import ASTRONAUT, COFFEE, sibling, wait_until_ready
+from tests.test_inputs import _png_header_only
 
 from egtr.images import load_image
 from egtr.serve import ServeSettings, create_app, running_server
@@ -139,8 +140,24 @@ def test_limits_body_size_and_pixels(predictor):
         # a small file of too many pixels (decompression bomb): refused from the header, before decoding
         answer = client.post("/v1/scene-graphs", content=png_bytes(101, 100))
         assert answer.status_code == 413 and answer.json()["error"] == "too_many_pixels"
-        assert "10,100 pixels" in answer.json()["message"]
+        assert answer.json()["message"].startswith("upload: 101x100 = 0.0101 megapixels, above the limit of 0.01")
         assert client.post("/v1/scene-graphs", content=png_bytes(100, 100)).status_code == 200
+
+
+def test_max_pixels_above_pillows_own_limit_governs_uploads(predictor, client, tmp_path):
+    huge = tmp_path / "huge.png"
+    _png_header_only(huge, 18_000, 10_000)  # 180 megapixels, above Pillow's own 178,956,970; truncated pixel data
+    answer = client.post("/v1/scene-graphs", content=huge.read_bytes())  # the default --max-pixels: 100 megapixels
+    assert answer.status_code == 413 and answer.json()["error"] == "too_many_pixels"
+    assert answer.json()["message"] == (
+        "upload: 18000x10000 = 180.0 megapixels, above the limit of 100 megapixels "
+        "(raise it with --max-pixels / max_pixels=)"
+    )
+    settings = ServeSettings(max_pixels=200_000_000, warmup=False)
+    with running_server(create_app(predictor, settings)) as url, httpx.Client(base_url=url, timeout=60) as raised:
+        answer = raised.post("/v1/scene-graphs", content=huge.read_bytes())
+    # decoded under the raised limit (and found truncated), not refused by Pillow's
+    assert answer.status_code == 400 and answer.json()["error"] == "corrupt_image", answer.text
 
 
 def test_drawing_png_and_svg(client):
