@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from tests.serve.conftest import ASTRONAUT, COFFEE, sibling, wait_until_ready
+from tests.serve.conftest import ASTRONAUT, COFFEE, raw_request, read_answer, sibling, wait_until_ready
 from tests.test_inputs import _png_header_only
 
 from egtr.images import load_image
@@ -158,6 +158,20 @@ def test_max_pixels_above_pillows_own_limit_governs_uploads(predictor, client, t
         answer = raised.post("/v1/scene-graphs", content=huge.read_bytes())
     # decoded under the raised limit (and found truncated), not refused by Pillow's
     assert answer.status_code == 400 and answer.json()["error"] == "corrupt_image", answer.text
+
+
+def test_a_stalled_upload_is_cut_with_408(predictor):
+    settings = ServeSettings(body_timeout_s=0.5, warmup=False)
+    head = "POST /v1/scene-graphs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000"
+    with running_server(create_app(predictor, settings)) as url:
+        with raw_request(url, head, ASTRONAUT.read_bytes()[:1000]) as connection:  # and then nothing more
+            answer = read_answer(connection)  # until the server closes the connection
+    head_lines, _, body = answer.partition(b"\r\n\r\n")
+    assert head_lines.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert json.loads(body) == {
+        "error": "body_timeout",
+        "message": "the request body did not arrive in full within 0.5 s (1,000 bytes came)",
+    }
 
 
 def test_drawing_png_and_svg(client):

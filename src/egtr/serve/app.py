@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Annotated, Any
@@ -25,6 +25,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 import egtr
 from egtr.inference import Predictor, PreparedImage
@@ -32,7 +33,7 @@ from egtr.scene_graph import SceneGraph
 from egtr.schemas import scene_graph_schema
 from egtr.serve.batching import MicroBatcher, QueueFull, Result
 from egtr.serve.images import ImageRejected, decode_image_bytes
-from egtr.serve.limits import BodySizeLimit, BodyTooLarge
+from egtr.serve.limits import BodyLimits, BodyTimeout, BodyTooLarge
 from egtr.serve.settings import ServeSettings, model_info, resolve_max_batch
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         redoc_url=None,
     )
     app.state.batcher = batcher
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodyLimits, max_bytes=settings.max_upload_bytes, timeout_s=settings.body_timeout_s)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -127,6 +128,16 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, error: BodyTooLarge) -> JSONResponse:
         return error_response(413, "body_too_large", str(error))
+
+    @app.exception_handler(BodyTimeout)
+    async def _too_slow(request: Request, error: BodyTimeout) -> JSONResponse:
+        # the rest of the body is never read: the connection goes
+        return error_response(408, "body_timeout", str(error), {"Connection": "close"})
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, error: ClientDisconnect) -> JSONResponse:
+        logger.info("%s %s: the client went away before its upload was complete", request.method, request.url.path)
+        return error_response(499, "client_closed_request", "the client closed the connection")
 
     @app.exception_handler(RequestValidationError)
     async def _bad_option(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -181,7 +192,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
             raise ApiError(
                 503, "queue_full", f"{error}; retry later", {"Retry-After": str(error.retry_after_s)}
             ) from None
-        result: Result = await asyncio.wrap_future(future)
+        result = await result_unless_abandoned(request, batcher, future)
         timings = {"read": read - received, "decode": decoded - read, "queue": result.queue_s, "model": result.model_s}
         return prepared, result, timings
 
@@ -229,7 +240,8 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
 
     @app.get("/healthz", summary="liveness: the process answers")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "queued": batcher.queued, "batches": batcher.batches, "images": batcher.images}
+        counts = {"queued": batcher.queued, "batches": batcher.batches, "images": batcher.images}
+        return {"status": "ok", **counts, "abandoned": batcher.abandoned}
 
     @app.get("/readyz", summary="readiness: the model is loaded and warmed up")
     async def readyz() -> JSONResponse:
@@ -256,6 +268,28 @@ def server_timing(timings: dict[str, float], batch_size: int) -> str:
     """A `Server-Timing` header (milliseconds; browsers' developer tools show it): where a request's time went."""
     parts = [f"{name};dur={1000 * seconds:.2f}" for name, seconds in timings.items()]
     return ", ".join([*parts, f'batch;desc="{batch_size} image(s)"'])
+
+
+async def result_unless_abandoned(request: Request, batcher: MicroBatcher, future: Future) -> Result:
+    """The model's result for a queued image; if the client goes away first, the image is dropped from the queue
+    (the model thread skips it: nobody would read the answer) and the request ends with 499."""
+    result = asyncio.wrap_future(future)
+    gone = asyncio.ensure_future(client_gone(request))
+    try:
+        await asyncio.wait((result, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if result.done():
+        return result.result()
+    batcher.abandon(future)  # too late if the model has it already: then its answer is simply not sent
+    result.cancel()  # nobody waits for it any more
+    raise ApiError(499, "client_closed_request", "the client closed the connection before the answer")
+
+
+async def client_gone(request: Request) -> None:
+    """Return once the client has closed the connection (the body is read already: `receive` only says that)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def check_query(request: Request, allowed: tuple[str, ...]) -> None:

@@ -26,6 +26,7 @@ class ServeSettings:
         max_wait_ms: longest wait for more images to join a batch (only while more requests are being decoded).
         max_queue: most images waiting for the model; beyond it requests get 503 with Retry-After.
         max_upload_bytes: largest request body (413 beyond it).
+        body_timeout_s: longest time for a request body to arrive in full (408 beyond it; stalled uploads).
         max_pixels: largest image (width x height) decoded (413 beyond it; decompression bombs).
         decode_workers: threads decoding uploads and drawing answers.
         api_key: when set, every /v1 request needs `Authorization: Bearer <api_key>`.
@@ -38,6 +39,7 @@ class ServeSettings:
     max_wait_ms: float = 10.0
     max_queue: int = 32
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    body_timeout_s: float = 30.0
     max_pixels: int = DEFAULT_MAX_PIXELS
     decode_workers: int = 2
     api_key: str | None = None
@@ -51,6 +53,8 @@ class ServeSettings:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if not self.body_timeout_s > 0:
+            raise ValueError(f"body_timeout_s must be > 0, got {self.body_timeout_s}")
         if self.api_key is not None and len(self.api_key) < 16:
             raise ValueError("the API key must be at least 16 characters long")
 
@@ -124,6 +128,7 @@ def model_info(predictor: Predictor, settings: ServeSettings) -> dict[str, Any]:
             "max_wait_ms": settings.max_wait_ms,
             "max_queue": settings.max_queue,
             "max_upload_bytes": settings.max_upload_bytes,
+            "body_timeout_s": settings.body_timeout_s,
             "max_pixels": settings.max_pixels,
         },
         "versions": {"egtr": egtr.__version__, "torch": torch.__version__, "python": platform.python_version()},
