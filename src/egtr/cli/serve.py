@@ -44,6 +44,12 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
     parser.add_argument("--max-wait-ms", type=float, default=10.0, help="wait for a batch to fill (default 10 ms)")
     parser.add_argument("--max-queue", type=positive_int, default=32, help="images waiting; beyond: 503 (default 32)")
     parser.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body in MiB (default 20)")
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        help="seconds for a request body to arrive in full; beyond: 408 (default 30; stalled uploads)",
+    )
     add_max_pixels(parser, "refuse (413)")
     parser.add_argument("--decode-workers", type=positive_int, default=2, help="threads decoding uploads (default 2)")
     parser.add_argument(
@@ -75,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        body_timeout_s=args.body_timeout,
         max_pixels=args.max_pixels,
         decode_workers=args.decode_workers,
         api_key=args.api_key,
