@@ -80,6 +80,10 @@ def test_page_upload_graph_sliders_and_screenshot(browser, server_url, tmp_path,
     assert len(visible(browser, "#image-view .box")) == len(shown_objects)
     assert len(visible(browser, "#graph-view .node")) == len(shown_objects)
     assert browser.find_element(By.CSS_SELECTOR, "#image-view image").get_attribute("href").startswith("blob:")
+    # under the server's Content-Security-Policy (no inline style): the labels' sizes still apply (and the end of
+    # this test finds no refusal in the console)
+    label_size = "return document.querySelector('#image-view .box text').style.fontSize"
+    assert browser.execute_script(label_size).endswith("px")
     scores = [float(row.find_element(By.CSS_SELECTOR, ".score").text) for row in rows]
     assert scores == sorted(scores, reverse=True)
     first = rows[0].find_elements(By.TAG_NAME, "td")

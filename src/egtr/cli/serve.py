@@ -60,7 +60,19 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
     )
     parser.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without an API key")
     parser.add_argument(
-        "--cors-origin", action="append", default=[], help="allow browser pages of this origin to call the API"
+        "--cors-origin",
+        "--cors-origins",
+        action="append",
+        default=[],
+        help="allow browser pages of this origin (https://app.example.org) to call the API; repeat or separate "
+        "with commas. Pages of other origins are refused (403)",
+    )
+    parser.add_argument(
+        "--allowed-hosts",
+        action="append",
+        default=[],
+        help="Host names answered besides --host (and localhost, 127.0.0.1, [::1] on loopback): a proxy's or DNS "
+        "name, '*.example.org', '*' for any; repeat or separate with commas. Other Hosts are refused (400)",
     )
     parser.set_defaults(run=run)
 
@@ -85,9 +97,16 @@ def run(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         decode_workers=args.decode_workers,
         api_key=args.api_key,
-        cors_origins=tuple(args.cors_origin),
+        cors_origins=comma_separated(args.cors_origin),
+        host=args.host,
+        allowed_hosts=comma_separated(args.allowed_hosts),
         model_name=str(args.model),
     )
     predictor = load_predictor(args)
     serve(predictor, settings, args.host, args.port, insecure=args.insecure)
     return 0
+
+
+def comma_separated(values: list[str]) -> tuple[str, ...]:
+    """`--option a,b --option c` -> ("a", "b", "c")."""
+    return tuple(part.strip() for value in values for part in value.split(",") if part.strip())

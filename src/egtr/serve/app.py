@@ -34,6 +34,7 @@ from egtr.schemas import scene_graph_schema
 from egtr.serve.batching import MicroBatcher, QueueFull, Result
 from egtr.serve.images import ImageRejected, decode_image_bytes
 from egtr.serve.limits import BodyLimits, BodyTimeout, BodyTooLarge
+from egtr.serve.security import SECURITY_HEADERS, AllowedHosts, BrowserGuard, SecurityHeaders
 from egtr.serve.settings import ServeSettings, model_info, resolve_max_batch
 
 logger = logging.getLogger(__name__)
@@ -119,6 +120,10 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    # outermost (added last): a refused Host or Origin costs nothing, and every answer gets the headers
+    hosts = AllowedHosts.for_bind(settings.host, settings.allowed_hosts)
+    app.add_middleware(BrowserGuard, hosts=hosts, cors_origins=settings.cors_origins)
+    app.add_middleware(SecurityHeaders)
 
     # ------------------------------------------------------------------ errors: one JSON shape
     @app.exception_handler(ApiError)
@@ -155,7 +160,9 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, error: Exception) -> JSONResponse:
         logger.error("%s %s failed", request.method, request.url.path, exc_info=error)
-        return error_response(500, "internal_error", f"the server failed: {type(error).__name__}: {error}")
+        # answered from outside every middleware (Starlette's last resort), so the headers are added here
+        message = f"the server failed: {type(error).__name__}: {error}"
+        return error_response(500, "internal_error", message, SECURITY_HEADERS)
 
     # ------------------------------------------------------------------ authentication
     async def require_api_key(request: Request) -> None:
@@ -234,7 +241,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
             info.update(await asyncio.to_thread(model_info, predictor, settings))
         return info | {"ready": batcher.ready.is_set()}
 
-    @app.get("/v1/schema", summary="JSON Schema of the scene-graph answer (and of egtr predict's files)")
+    @app.get("/v1/schema", dependencies=protected, summary="JSON Schema of the answer (and of egtr predict's files)")
     async def schema() -> dict[str, Any]:
         return scene_graph_schema()
 

@@ -4,6 +4,7 @@ an ephemeral loopback port, for tests, benchmarks and notebooks)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ def serve(
     from egtr.serve.app import create_app
 
     check_bind_address(host, settings.api_key, insecure)
+    settings = dataclasses.replace(settings, host=host)  # the Host names answered follow the address
     uvicorn.run(
         create_app(predictor, settings), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30
     )

@@ -7,6 +7,7 @@ import ipaddress
 import platform
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import torch
 
@@ -30,7 +31,12 @@ class ServeSettings:
         max_pixels: largest image (width x height) decoded (413 beyond it; decompression bombs).
         decode_workers: threads decoding uploads and drawing answers.
         api_key: when set, every /v1 request needs `Authorization: Bearer <api_key>`.
-        cors_origins: origins allowed to call the API from a browser page of theirs (none by default).
+        cors_origins: origins allowed to call the API from a browser page of theirs (none by default); requests
+            from pages of any other origin than the server's own are refused (403).
+        host: the address the server listens on (`serve()` sets it); requests must name it in their Host header
+            (for loopback addresses also localhost, 127.0.0.1 or [::1]; for 0.0.0.0 and :: any IP address).
+        allowed_hosts: further Host names answered (a reverse proxy's, a DNS name); `*.example.org` for every
+            name under example.org, `*` for any Host (the check is off).
         warmup: run one forward pass before /readyz reports ready.
         model_name: what /v1/model calls the model (e.g. the --model path).
     """
@@ -44,6 +50,8 @@ class ServeSettings:
     decode_workers: int = 2
     api_key: str | None = None
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
+    host: str = "127.0.0.1"
+    allowed_hosts: tuple[str, ...] = field(default_factory=tuple)
     warmup: bool = True
     model_name: str | None = None
 
@@ -57,6 +65,15 @@ class ServeSettings:
             raise ValueError(f"body_timeout_s must be > 0, got {self.body_timeout_s}")
         if self.api_key is not None and len(self.api_key) < 16:
             raise ValueError("the API key must be at least 16 characters long")
+        for origin in self.cors_origins:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query:
+                raise ValueError(
+                    f"--cors-origin {origin}: not an origin; expected scheme://host[:port] such as "
+                    "https://app.example.org (no path, no trailing slash)"
+                )
+        if any(not name.strip() for name in self.allowed_hosts):
+            raise ValueError("--allowed-hosts: an empty name; give names such as egtr.example.org")
 
 
 def resolve_max_batch(max_batch: int | None, device: torch.device) -> int:

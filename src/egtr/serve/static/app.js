@@ -15,9 +15,14 @@ function objectColour(index) {
   return "#" + hex(f(5)) + hex(f(3)) + hex(f(1));
 }
 
+// `style` is an object of CSS properties, set through the CSSOM: the server's Content-Security-Policy refuses style
+// attributes (style-src 'self'), and with them any style an injected attribute could bring.
 function el(name, attributes = {}, parent = null) {
   const node = document.createElementNS(SVG_NS, name);
-  for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, value);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (key === "style") for (const [property, setting] of Object.entries(value)) node.style.setProperty(property, setting);
+    else node.setAttribute(key, value);
+  }
   if (parent) parent.appendChild(node);
   return node;
 }
@@ -112,7 +117,7 @@ function render() {
       "aria-label": `object ${index}: ${object.label_name}, score ${object.score.toFixed(2)}` }, image);
     el("rect", { class: "hit", x: x1, y: y1, width: x2 - x1, height: y2 - y1 }, group);
     el("rect", { x: x1, y: y1, width: x2 - x1, height: y2 - y1, stroke: colour }, group);
-    const label = el("text", { x: x1 + 3 * scale, y: y1 + 14 * scale, fill: colour, style: `font-size:${13 * scale}px;stroke-width:${3 * scale}px` }, group);
+    const label = el("text", { x: x1 + 3 * scale, y: y1 + 14 * scale, fill: colour, style: { "font-size": `${13 * scale}px`, "stroke-width": `${3 * scale}px` } }, group);
     label.textContent = `${index} ${object.label_name}`;
   });
   renderTable(graph);
@@ -189,7 +194,7 @@ function renderGraph(graph, shown) {
     const group = el("g", { class: "node", "data-object": index, tabindex: 0, role: "button",
       "aria-label": `object ${index}: ${object.label_name}` }, nodes);
     el("circle", { cx: p.x, cy: p.y, r: 20, fill: colour }, group);
-    const number = el("text", { x: p.x, y: p.y + 6, "text-anchor": "middle", style: "stroke-width:0;fill:#fff;font-weight:600" }, group);
+    const number = el("text", { x: p.x, y: p.y + 6, "text-anchor": "middle", style: { "stroke-width": "0", fill: "#fff", "font-weight": "600" } }, group);
     number.textContent = index;
     const name = el("text", { x: p.x, y: p.y + 42, "text-anchor": "middle" }, group);
     name.textContent = object.label_name;
