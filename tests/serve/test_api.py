@@ -224,6 +224,14 @@ def test_health_readiness_page_and_openapi(client):
     assert wrong_method.status_code == 405 and wrong_method.json()["error"] == "method_not_allowed"
 
 
+def test_head_on_the_page_and_the_health_checks(client):
+    for path in ("/", "/healthz", "/readyz"):
+        answer = client.head(path)
+        assert answer.status_code == 200, path
+        assert answer.content == b""
+    assert client.head("/v1/scene-graphs").status_code == 405  # the API itself is not for HEAD
+
+
 def test_readiness_waits_for_the_warm_up(predictor):
     import threading
 
@@ -234,6 +242,7 @@ def test_readiness_waits_for_the_warm_up(predictor):
     with running_server(create_app(slow, ServeSettings())) as url, httpx.Client(base_url=url, timeout=60) as client:
         answer = client.get("/readyz")
         assert answer.status_code == 503 and answer.json()["error"] == "warming_up"
+        assert client.head("/readyz").status_code == 503
         assert client.get("/healthz").status_code == 200  # alive while warming up
         gate.set()
         wait_until_ready(client)

@@ -245,19 +245,22 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     async def schema() -> dict[str, Any]:
         return scene_graph_schema()
 
+    # HEAD as well as GET on what load balancers and uptime checks ask: the status, without a body
     @app.get("/healthz", summary="liveness: the process answers")
+    @app.head("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:
         counts = {"queued": batcher.queued, "batches": batcher.batches, "images": batcher.images}
         return {"status": "ok", **counts, "abandoned": batcher.abandoned}
 
     @app.get("/readyz", summary="readiness: the model is loaded and warmed up")
+    @app.head("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
         if batcher.ready.is_set():
             return JSONResponse({"status": "ready"})
         return error_response(503, "warming_up", "the model is warming up", {"Retry-After": "1"})
 
     # ------------------------------------------------------------------ the page
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(str(STATIC / "index.html"), media_type="text/html")
 
