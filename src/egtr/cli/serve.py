@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn  # noqa: F401
     except ImportError as error:
         raise ImportError(f"egtr serve needs the serve extra, pip install 'egtr[serve]' ({error})") from error
-    from egtr.serve.server import check_bind_address, serve
+    from egtr.serve.server import bind_socket, check_bind_address, serve
     from egtr.serve.settings import ServeSettings
 
     check_bind_address(args.host, args.api_key, args.insecure)  # before the model loads
@@ -102,8 +102,9 @@ def run(args: argparse.Namespace) -> int:
         allowed_hosts=comma_separated(args.allowed_hosts),
         model_name=str(args.model),
     )
-    predictor = load_predictor(args)
-    serve(predictor, settings, args.host, args.port, insecure=args.insecure)
+    with bind_socket(args.host, args.port) as listening:  # before the model loads: a bad or busy port fails at once
+        predictor = load_predictor(args)
+        serve(predictor, settings, args.host, args.port, insecure=args.insecure, sock=listening)
     return 0
 
 
