@@ -3,7 +3,9 @@
 Loopback only, bounded: a server on an ephemeral 127.0.0.1 port in this process, `--requests` requests per
 concurrency level, each from a client thread (httpx). Reports latency p50/p95 and throughput at concurrency 1, 4
 and 16; the serving overhead at concurrency 1 (server p50 minus direct p50, relative to the direct time); and the
-gain of micro-batching (throughput at the highest concurrency with --max-batch against --max-batch 1). Not a test.
+gain of micro-batching (throughput at the highest concurrency with --max-batch against --max-batch 1); and what
+happens when the queue is full (--overload C: C requests at once against --max-queue 4, --max-batch 1: how many are
+answered, how many refused with 503 and how fast, with which Retry-After). Not a test.
 
     python benchmarks/serve.py --model tests/fixtures/reference/artifact --size 480 --max-size 640
     python benchmarks/serve.py --model /work/demo_model/model --device cuda --requests 64   # on a GPU
@@ -35,6 +37,10 @@ from egtr.serve import ServeSettings, create_app, running_server  # noqa: E402
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def latency(seconds: list[float]) -> dict[str, float] | None:
+    return {"p50": 1000 * statistics.median(seconds), "p95": 1000 * percentile(seconds, 0.95)} if seconds else None
 
 
 def summary(latencies: list[float], wall: float) -> dict[str, float]:
@@ -115,6 +121,38 @@ def served(url: str, body: bytes, requests: int, concurrency: int) -> dict[str, 
     return summary(latencies, wall)
 
 
+def overload(predictor: Predictor, body: bytes, clients: int, max_queue: int = 4) -> dict[str, object]:
+    """`clients` requests at once against a queue of `max_queue`: the answered ones and the refused ones (503)."""
+    outcomes: list[tuple[int, float, str | None]] = []
+    settings = ServeSettings(max_batch=1, max_queue=max_queue)
+    with running_server(create_app(predictor, settings)) as url, httpx.Client(base_url=url, timeout=600) as client:
+        while client.get("/readyz").status_code != 200:
+            time.sleep(0.05)
+        start = threading.Barrier(clients)
+
+        def send(_: int) -> tuple[int, float, str | None]:
+            with httpx.Client(base_url=url, timeout=600) as own:
+                start.wait()
+                begin = time.perf_counter()
+                answer = own.post("/v1/scene-graphs", content=body)
+                return answer.status_code, time.perf_counter() - begin, answer.headers.get("retry-after")
+
+        with ThreadPoolExecutor(clients) as pool:
+            outcomes = list(pool.map(send, range(clients)))
+    answered = [seconds for status, seconds, _ in outcomes if status == 200]
+    refused = [seconds for status, seconds, _ in outcomes if status == 503]
+    return {
+        "clients": clients,
+        "max_queue": max_queue,
+        "answered": len(answered),
+        "refused_503": len(refused),
+        "other": len(outcomes) - len(answered) - len(refused),
+        "answered_ms": latency(answered),
+        "refused_ms": latency(refused),
+        "retry_after_s": sorted({value for status, _, value in outcomes if status == 503}),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(ROOT / "tests/fixtures/reference/artifact"))
@@ -127,6 +165,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=24, help="requests per concurrency level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--overload", type=int, default=16, help="requests at once against a queue of 4 (0: skip)")
     parser.add_argument("--out", default=None, help="also write the numbers as JSON here")
     args = parser.parse_args()
 
@@ -182,6 +221,10 @@ def main() -> int:
         + f" -> {work:.1f} ms besides the model = {100 * work / inside['model']:.1f}% of the model time"
     )
     print(f"micro-batching gain at concurrency {top}: x{gain:.2f} throughput (max-batch {args.max_batch} vs 1)")
+    if args.overload:
+        full = overload(predictor, body, args.overload)
+        results["queue full"] = full
+        print(f"queue full: {json.dumps(full)}")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     return 0

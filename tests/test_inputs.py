@@ -17,7 +17,7 @@ import egtr
 from egtr import EGTRConfig, Predictor
 from egtr.cli import main
 from egtr.errors import ConfigError, ImageError
-from egtr.images import load_image
+from egtr.images import TooManyPixels, load_image
 
 ASTRONAUT = Path(egtr.__file__).parent / "assets" / "astronaut.jpg"
 FAST = {"device": "cpu", "size": 96, "max_size": 160}
@@ -45,6 +45,25 @@ def test_a_huge_image_is_refused_before_decoding(tmp_path):
         load_image(huge)
     with pytest.raises(ImageError, match="above the limit"):
         load_image(huge.read_bytes(), name="upload")
+
+
+def test_max_pixels_decides_instead_of_pillows_own_limit(tmp_path, monkeypatch):
+    # Pillow refuses images over twice its process-wide Image.MAX_IMAGE_PIXELS (178,956,970 pixels by default) when
+    # it opens them and again while loading a TIFF; lowering Pillow's number stands in for a --max-pixels above it.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)
+    path = tmp_path / "scan.tif"
+    Image.new("RGB", (200, 100), "white").save(path)  # 20,000 pixels: 10 times Pillow's limit
+    assert load_image(path, max_pixels=50_000).size == (200, 100)
+    limit = r"scan.tif: 200x100 = 0.02 megapixels, above the limit of 0.01 megapixels \(raise it with --max-pixels"
+    with pytest.raises(TooManyPixels, match=limit):
+        load_image(path, max_pixels=10_000)
+    assert Image.MAX_IMAGE_PIXELS == 1_000  # Pillow's own value is back after each decode
+    huge = tmp_path / "scan.png"
+    _png_header_only(huge, 18_000, 10_000)  # 180 megapixels, above Pillow's default: decoded, found truncated
+    monkeypatch.undo()
+    with pytest.raises(ImageError, match="corrupt or truncated") as raised:
+        load_image(huge, max_pixels=200_000_000)
+    assert "decompression bomb" not in str(raised.value)
 
 
 def test_predict_reports_a_huge_image_and_keeps_going(reference_dir, tmp_path, capsys):

@@ -17,9 +17,11 @@ scene graph however it is handed over (training, `Predictor`, drawings, the serv
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -37,9 +39,76 @@ DEFAULT_MAX_PIXELS = 100_000_000
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-# Pillow's own bomb check reads the process-wide Image.MAX_IMAGE_PIXELS inside Image.open; our limit replaces it
-# for the duration of an open, so the switch is guarded by a lock for threaded decoding.
-_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+class TooManyPixels(ImageError):
+    """An image over the pixel limit (`max_pixels`, the `--max-pixels` option), refused before it is decoded."""
+
+
+class _PillowLimit:
+    """Keeps Pillow's own decompression-bomb check out of the way of `max_pixels`, from many threads at once.
+
+    Pillow checks sizes against one process-wide number, `Image.MAX_IMAGE_PIXELS` (a warning above it, an error above
+    twice it, i.e. 178,956,970 pixels by default), in `Image.open` and again while loading some formats (TIFF, GIF
+    frames). egtr's limit is `max_pixels`, checked from the header with egtr's message, so:
+    - while egtr decodes, Pillow's number is the largest `max_pixels` of the decodes in flight (None if one has no
+      limit), and Pillow's own value comes back when the last one ends: decodes run in parallel, only this
+      bookkeeping is locked;
+    - the header is read with Pillow's check off (under the lock, with its warning silenced; reading a header is
+      quick), so the size is known and egtr's own check gives the answer.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._limits: list[int | None] = []
+        self._pillow_own: int | None = None
+
+    def _in_flight(self) -> int | None:  # called with the lock held
+        if not self._limits:
+            return self._pillow_own
+        return None if None in self._limits else max(limit for limit in self._limits if limit is not None)
+
+    @contextlib.contextmanager
+    def decoding(self, max_pixels: int | None) -> Iterator[None]:
+        with self._lock:
+            if not self._limits:
+                self._pillow_own = Image.MAX_IMAGE_PIXELS
+            self._limits.append(max_pixels)
+            Image.MAX_IMAGE_PIXELS = self._in_flight()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._limits.remove(max_pixels)
+                Image.MAX_IMAGE_PIXELS = self._in_flight()
+
+    def open_header(self, handle: BinaryIO) -> Image.Image:
+        with self._lock, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = None
+            try:
+                return Image.open(handle)  # reads the header only
+            finally:
+                Image.MAX_IMAGE_PIXELS = self._in_flight()
+
+
+_PILLOW_LIMIT = _PillowLimit()
+
+
+@contextlib.contextmanager
+def open_image(handle: BinaryIO, label: str, max_pixels: int | None) -> Iterator[Image.Image]:
+    """Open an image lazily (header only) and check its size against `max_pixels` before any pixel is decoded;
+    inside the block `.load()` decodes under the same limit, whatever Pillow's own (`Image.MAX_IMAGE_PIXELS`) is.
+
+    Raises:
+        TooManyPixels: more pixels than `max_pixels`; the message names the limit and the option.
+        PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError: Pillow's, for bytes it cannot read.
+    """
+    with _PILLOW_LIMIT.decoding(max_pixels):
+        opened = _PILLOW_LIMIT.open_header(handle)
+        with opened:
+            _check_pixels(opened.width, opened.height, label, max_pixels)
+            yield opened
 
 
 def describe_source(source: object) -> str:
@@ -93,29 +162,33 @@ def _check_pixels(width: int, height: int, label: str, max_pixels: int | None) -
     if width < 1 or height < 1:
         raise ImageError(f"{label}: empty image ({width}x{height})")
     if max_pixels is not None and width * height > max_pixels:
-        raise ImageError(
-            f"{label}: {width}x{height} = {width * height / 1e6:.1f} megapixels, above the limit of "
-            f"{max_pixels / 1e6:g} megapixels (raise it with --max-pixels / max_pixels=)"
+        raise TooManyPixels(
+            f"{label}: {width}x{height} = {_megapixels(width * height)} megapixels, {_over_the_limit(max_pixels)}"
         )
+
+
+def _megapixels(pixels: int) -> str:
+    """180.0 for 180,000,000 pixels; small counts keep their digits (0.0101, not 0.0)."""
+    return f"{pixels / 1e6:.1f}" if pixels >= 100_000 else f"{pixels / 1e6:.3g}"
+
+
+def _over_the_limit(max_pixels: int | None) -> str:
+    return f"above the limit of {(max_pixels or 0) / 1e6:g} megapixels (raise it with --max-pixels / max_pixels=)"
 
 
 def _decode(handle: BinaryIO, label: str, exif_transpose: bool, max_pixels: int | None) -> Image.Image:
     try:
-        with _PILLOW_LIMIT_LOCK, warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-            try:
-                opened = Image.open(handle)  # reads the header only
-            finally:
-                Image.MAX_IMAGE_PIXELS = saved
-        with opened:
-            _check_pixels(opened.width, opened.height, label, max_pixels)
+        with open_image(handle, label, max_pixels) as opened:
             # load() decodes every pixel now, so a truncated file fails here and not later inside a transform.
             opened.load()
             picture = ImageOps.exif_transpose(opened) if exif_transpose else opened.copy()
+    except ImageError:
+        raise  # the pixel limit, in egtr's words
+    except Image.DecompressionBombError as error:  # a GIF frame or TIFF tile larger than the image it is part of
+        raise TooManyPixels(f"{label}: a part of the image is {_over_the_limit(max_pixels)} ({error})") from error
     except UnidentifiedImageError as error:
         raise ImageError(f"{label}: not a readable image file ({error})") from error
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"{label}: corrupt or truncated image ({error})") from error
     return _to_rgb(picture, label)
 

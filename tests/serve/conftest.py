@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -33,11 +37,57 @@ def sibling(predictor: Predictor) -> Predictor:
     return Predictor(predictor.model, preprocessor=predictor.preprocessor, device="cpu", top_k=predictor.top_k)
 
 
-def wait_until_ready(client: httpx.Client, timeout_s: float = 60.0) -> None:
+@dataclass
+class Gate:
+    """A Predictor whose forward pass waits until `gate` is set; `entered` is set once the model thread is in it,
+    `images` lists the batch sizes the model was given."""
+
+    predictor: Predictor
+    entered: threading.Event = field(default_factory=threading.Event)
+    gate: threading.Event = field(default_factory=threading.Event)
+    images: list[int] = field(default_factory=list)
+
+
+def gated(predictor: Predictor) -> Gate:
+    held = Gate(sibling(predictor))
+    forward = held.predictor.forward
+
+    def blocked_forward(batch):
+        held.images.append(len(batch))
+        held.entered.set()
+        assert held.gate.wait(60), "the test never opened the gate"
+        return forward(batch)
+
+    held.predictor.forward = blocked_forward  # type: ignore[method-assign]
+    return held
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
-    while client.get("/readyz").status_code != 200:
-        assert time.monotonic() < deadline, "the server did not become ready"
-        time.sleep(0.05)
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout_s:.0f} s"
+        time.sleep(0.02)
+
+
+def wait_until_ready(client: httpx.Client, timeout_s: float = 60.0) -> None:
+    wait_for(lambda: client.get("/readyz").status_code == 200, "the server becoming ready", timeout_s)
+
+
+def raw_request(url: str, head: str, body: bytes = b"") -> socket.socket:
+    """Send an HTTP request by hand (`head`: request line and headers, without the blank line) on a new
+    connection to the server at `url`, and return the connection, to be read or closed by the test."""
+    parts = urlsplit(url)
+    connection = socket.create_connection((parts.hostname, parts.port), timeout=30)
+    connection.sendall(head.encode() + b"\r\n\r\n" + body)
+    return connection
+
+
+def read_answer(connection: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    chunks = []
+    while chunk := connection.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from tests.serve.conftest import ASTRONAUT, COFFEE, sibling, wait_until_ready
+from tests.serve.conftest import ASTRONAUT, COFFEE, raw_request, read_answer, sibling, wait_until_ready
+from tests.test_inputs import _png_header_only
 
 from egtr.images import load_image
 from egtr.serve import ServeSettings, create_app, running_server
@@ -139,8 +140,38 @@ def test_limits_body_size_and_pixels(predictor):
         # a small file of too many pixels (decompression bomb): refused from the header, before decoding
         answer = client.post("/v1/scene-graphs", content=png_bytes(101, 100))
         assert answer.status_code == 413 and answer.json()["error"] == "too_many_pixels"
-        assert "10,100 pixels" in answer.json()["message"]
+        assert answer.json()["message"].startswith("upload: 101x100 = 0.0101 megapixels, above the limit of 0.01")
         assert client.post("/v1/scene-graphs", content=png_bytes(100, 100)).status_code == 200
+
+
+def test_max_pixels_above_pillows_own_limit_governs_uploads(predictor, client, tmp_path):
+    huge = tmp_path / "huge.png"
+    _png_header_only(huge, 18_000, 10_000)  # 180 megapixels, above Pillow's own 178,956,970; truncated pixel data
+    answer = client.post("/v1/scene-graphs", content=huge.read_bytes())  # the default --max-pixels: 100 megapixels
+    assert answer.status_code == 413 and answer.json()["error"] == "too_many_pixels"
+    assert answer.json()["message"] == (
+        "upload: 18000x10000 = 180.0 megapixels, above the limit of 100 megapixels "
+        "(raise it with --max-pixels / max_pixels=)"
+    )
+    settings = ServeSettings(max_pixels=200_000_000, warmup=False)
+    with running_server(create_app(predictor, settings)) as url, httpx.Client(base_url=url, timeout=60) as raised:
+        answer = raised.post("/v1/scene-graphs", content=huge.read_bytes())
+    # decoded under the raised limit (and found truncated), not refused by Pillow's
+    assert answer.status_code == 400 and answer.json()["error"] == "corrupt_image", answer.text
+
+
+def test_a_stalled_upload_is_cut_with_408(predictor):
+    settings = ServeSettings(body_timeout_s=0.5, warmup=False)
+    head = "POST /v1/scene-graphs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000"
+    with running_server(create_app(predictor, settings)) as url:
+        with raw_request(url, head, ASTRONAUT.read_bytes()[:1000]) as connection:  # and then nothing more
+            answer = read_answer(connection)  # until the server closes the connection
+    head_lines, _, body = answer.partition(b"\r\n\r\n")
+    assert head_lines.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert json.loads(body) == {
+        "error": "body_timeout",
+        "message": "the request body did not arrive in full within 0.5 s (1,000 bytes came)",
+    }
 
 
 def test_drawing_png_and_svg(client):
@@ -193,6 +224,14 @@ def test_health_readiness_page_and_openapi(client):
     assert wrong_method.status_code == 405 and wrong_method.json()["error"] == "method_not_allowed"
 
 
+def test_head_on_the_page_and_the_health_checks(client):
+    for path in ("/", "/healthz", "/readyz"):
+        answer = client.head(path)
+        assert answer.status_code == 200, path
+        assert answer.content == b""
+    assert client.head("/v1/scene-graphs").status_code == 405  # the API itself is not for HEAD
+
+
 def test_readiness_waits_for_the_warm_up(predictor):
     import threading
 
@@ -203,6 +242,7 @@ def test_readiness_waits_for_the_warm_up(predictor):
     with running_server(create_app(slow, ServeSettings())) as url, httpx.Client(base_url=url, timeout=60) as client:
         answer = client.get("/readyz")
         assert answer.status_code == 503 and answer.json()["error"] == "warming_up"
+        assert client.head("/readyz").status_code == 503
         assert client.get("/healthz").status_code == 200  # alive while warming up
         gate.set()
         wait_until_ready(client)
@@ -217,20 +257,105 @@ def test_api_key(predictor):
             assert answer.status_code == 401 and answer.json()["error"] == "unauthorized"
             assert answer.headers["www-authenticate"] == "Bearer"
             assert client.get("/v1/model", headers=headers).status_code == 401
+            assert client.get("/v1/schema", headers=headers).status_code == 401
         good = {"authorization": f"Bearer {key}"}
         assert client.post("/v1/scene-graphs", content=ASTRONAUT.read_bytes(), headers=good).status_code == 200
         assert client.get("/v1/model", headers=good).status_code == 200
+        assert client.get("/v1/schema", headers=good).status_code == 200
         assert client.get("/healthz").status_code == 200 and client.get("/").status_code == 200  # open
 
 
 def test_cors_is_off_by_default_and_on_for_given_origins(client, predictor):
     origin = {"origin": "https://example.org"}
-    assert "access-control-allow-origin" not in client.get("/v1/schema", headers=origin).headers
+    refused = client.get("/v1/schema", headers=origin)
+    assert refused.status_code == 403 and refused.json()["error"] == "cross_origin"
+    assert "access-control-allow-origin" not in refused.headers
     settings = ServeSettings(cors_origins=("https://example.org",), warmup=False)
     with running_server(create_app(predictor, settings)) as url, httpx.Client(base_url=url, timeout=60) as other:
-        allowed = other.get("/v1/schema", headers=origin).headers
-        assert allowed["access-control-allow-origin"] == "https://example.org"
-        assert "access-control-allow-origin" not in other.get("/v1/schema", headers={"origin": "https://evil"}).headers
+        allowed = other.get("/v1/schema", headers=origin)
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://example.org"
+        evil = other.get("/v1/schema", headers={"origin": "https://evil"})
+        assert evil.status_code == 403 and "access-control-allow-origin" not in evil.headers
+    with pytest.raises(ValueError, match="--cors-origin https://example.org/: not an origin"):
+        ServeSettings(cors_origins=("https://example.org/",))
+
+
+@pytest.mark.parametrize(
+    ("headers", "files"),
+    [
+        ({"content-type": "text/plain"}, None),  # a fetch() without preflight
+        ({}, {"image": ("x.jpg", b"not an image", "image/jpeg")}),  # a <form enctype=multipart/form-data>
+    ],
+    ids=["text-plain", "form-multipart"],
+)
+def test_pages_of_other_origins_cannot_make_the_server_work(client, server_url, headers, files):
+    before = client.get("/healthz").json()["images"]
+    for origin in ("http://attacker.example", "null", server_url.replace("127.0.0.1", "localhost")):
+        content = None if files else b"not an image"  # decoding it would answer 415: refused before that
+        answer = client.post("/v1/scene-graphs", headers={**headers, "origin": origin}, content=content, files=files)
+        assert answer.status_code == 403, answer.text
+        assert answer.json() == {
+            "error": "cross_origin",
+            "message": f"requests from pages of {origin} are refused; allow that origin with --cors-origin {origin}",
+        }
+    body = ASTRONAUT.read_bytes()
+    assert (
+        client.post("/v1/scene-graphs", content=body, headers={**headers, "origin": "http://x.test"}).status_code == 403
+    )
+    assert client.get("/healthz").json()["images"] == before  # no work done
+    own = client.post("/v1/scene-graphs", content=body, headers={"origin": server_url})  # the page itself
+    assert own.status_code == 200
+
+
+def test_only_the_servers_own_host_names_are_answered(client, predictor):
+    port = client.base_url.port
+    for host in (f"attacker.example:{port}", "attacker.example", "127.0.0.1.attacker.example", ""):
+        answer = client.get("/v1/model", headers={"host": host})  # a DNS-rebinding page sends its own name
+        assert answer.status_code == 400 and answer.json()["error"] == "host_not_allowed", host
+        assert "weights" not in answer.text
+    for host in (f"localhost:{port}", "LOCALHOST", f"127.0.0.1:{port}", "127.0.0.1", f"[::1]:{port}", "[::1]"):
+        assert client.get("/v1/model", headers={"host": host}).status_code == 200, host
+    settings = ServeSettings(allowed_hosts=("egtr.example.org", "*.lab.example"), warmup=False)
+    with running_server(create_app(predictor, settings)) as url, httpx.Client(base_url=url, timeout=60) as proxied:
+        for host, status in (("egtr.example.org", 200), ("gpu1.lab.example:8000", 200), ("example.org", 400)):
+            assert proxied.get("/healthz", headers={"host": host}).status_code == status, host
+
+
+def test_host_names_of_each_kind_of_address():
+    from egtr.serve.security import AllowedHosts
+
+    public = AllowedHosts.for_bind("192.168.1.5")
+    assert public.allows("192.168.1.5:8000") and not public.allows("localhost") and not public.allows("10.0.0.1")
+    everywhere = AllowedHosts.for_bind("0.0.0.0")  # its addresses are not known: any address, and loopback names
+    assert all(map(everywhere.allows, ("10.1.2.3:8000", "[fe80::1]:80", "localhost:8000")))
+    assert not everywhere.allows("attacker.example:8000")
+    assert AllowedHosts.for_bind("::1").allows("[::1]:8000") and AllowedHosts.for_bind("::", ("*",)).allows("x.y")
+
+
+def test_every_answer_carries_the_security_headers(client, predictor):
+    answers = [
+        client.get("/"),
+        client.get("/static/app.js"),
+        client.get("/v1/model"),
+        client.get("/v2/nothing"),
+        client.post("/v1/scene-graphs", content=b"nope"),
+        client.get("/healthz", headers={"origin": "http://attacker.example"}),
+        client.get("/healthz", headers={"host": "attacker.example"}),
+    ]
+    settings = ServeSettings(max_upload_bytes=10, warmup=False)
+    with running_server(create_app(predictor, settings)) as url, httpx.Client(base_url=url, timeout=60) as small:
+        answers.append(small.post("/v1/scene-graphs", content=ASTRONAUT.read_bytes()))  # 413 from a middleware
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 404, 415, 403, 400, 413]
+    for answer in answers:
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["referrer-policy"] == "no-referrer"
+        policy = answer.headers["content-security-policy"]
+        assert "script-src 'self';" in policy and "frame-ancestors 'none'" in policy and "unsafe" not in policy
+    # the page lives with that policy: no inline script or style (tests/serve/test_browser.py runs it)
+    page = answers[0].text
+    assert "<script>" not in page and "style=" not in page and 'setAttribute("style"' not in answers[1].text
 
 
 def test_settings_are_checked():

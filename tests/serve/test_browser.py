@@ -80,6 +80,10 @@ def test_page_upload_graph_sliders_and_screenshot(browser, server_url, tmp_path,
     assert len(visible(browser, "#image-view .box")) == len(shown_objects)
     assert len(visible(browser, "#graph-view .node")) == len(shown_objects)
     assert browser.find_element(By.CSS_SELECTOR, "#image-view image").get_attribute("href").startswith("blob:")
+    # under the server's Content-Security-Policy (no inline style): the labels' sizes still apply (and the end of
+    # this test finds no refusal in the console)
+    label_size = "return document.querySelector('#image-view .box text').style.fontSize"
+    assert browser.execute_script(label_size).endswith("px")
     scores = [float(row.find_element(By.CSS_SELECTOR, ".score").text) for row in rows]
     assert scores == sorted(scores, reverse=True)
     first = rows[0].find_elements(By.TAG_NAME, "td")
@@ -128,10 +132,19 @@ def test_page_upload_graph_sliders_and_screenshot(browser, server_url, tmp_path,
     assert not [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
 
 
-def test_page_reports_a_bad_upload(browser, server_url, tmp_path):
+def test_a_failed_upload_reports_the_error_and_clears_the_previous_graph(browser, server_url, tmp_path):
     browser.get(server_url + "/")
+    browser.find_element(By.ID, "file-input").send_keys(str(ASTRONAUT))
+    WebDriverWait(browser, 120).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#triplets tbody tr"))
+    assert browser.find_element(By.ID, "download-json").is_enabled()
     fake = tmp_path / "photo.jpg"
     fake.write_text("not an image at all")
     browser.find_element(By.ID, "file-input").send_keys(str(fake))
     WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "status").text.startswith("Error"))
     assert "415" in browser.find_element(By.ID, "status").text
+    # nothing of the astronaut's graph stays on screen, and nothing can be saved under photo.jpg's name
+    drawn = "#triplets tbody tr, #image-view image, #image-view .box, #graph-view .node, #graph-view .edge"
+    assert browser.find_elements(By.CSS_SELECTOR, drawn) == []
+    for control in ("download-json", "download-png", "topk", "threshold"):
+        assert not browser.find_element(By.ID, control).is_enabled(), control
+    assert browser.execute_script("return state.graph") is None

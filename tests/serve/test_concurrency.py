@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 from PIL import Image, ImageOps
-from tests.serve.conftest import ASTRONAUT, COFFEE, sibling, wait_until_ready
+from tests.serve.conftest import ASTRONAUT, COFFEE, gated, raw_request, wait_for, wait_until_ready
 
 from egtr.images import load_image
 from egtr.serve import ServeSettings, create_app, running_server
@@ -70,34 +68,43 @@ def test_32_simultaneous_requests_are_batched_and_equal_sequential_prediction(pr
 
 
 def test_a_full_queue_answers_503_with_retry_after_and_loses_nothing(predictor):
-    entered, gate = threading.Event(), threading.Event()
-    gated = sibling(predictor)
-    forward = gated.forward
-
-    def blocked_forward(batch):
-        entered.set()
-        assert gate.wait(60), "the test never opened the gate"
-        return forward(batch)
-
-    gated.forward = blocked_forward  # type: ignore[method-assign]
+    held = gated(predictor)
     settings = ServeSettings(max_batch=1, max_queue=2, warmup=False)
     body = ASTRONAUT.read_bytes()
-    with running_server(create_app(gated, settings)) as url, httpx.Client(base_url=url, timeout=120) as client:
+    with running_server(create_app(held.predictor, settings)) as url, httpx.Client(base_url=url, timeout=120) as client:
         wait_until_ready(client)
         with ThreadPoolExecutor(max_workers=3) as pool:
             first = pool.submit(client.post, "/v1/scene-graphs", content=body)
-            assert entered.wait(30)  # the model thread holds the first image
+            assert held.entered.wait(30)  # the model thread holds the first image
             queued = [pool.submit(client.post, "/v1/scene-graphs", content=body) for _ in range(2)]
-            deadline = time.monotonic() + 30
-            while client.get("/healthz").json()["queued"] < 2:
-                assert time.monotonic() < deadline, "the two requests never reached the queue"
-                time.sleep(0.02)
+            wait_for(lambda: client.get("/healthz").json()["queued"] == 2, "two requests reaching the queue")
             refused = client.post("/v1/scene-graphs", content=body)
             assert refused.status_code == 503
             assert refused.json()["error"] == "queue_full"
             assert int(refused.headers["retry-after"]) >= 1
-            gate.set()
+            held.gate.set()
             answers = [first.result(60)] + [future.result(60) for future in queued]
         assert [answer.status_code for answer in answers] == [200, 200, 200]
         assert client.get("/healthz").json()["images"] == 3
         assert client.post("/v1/scene-graphs", content=body).status_code == 200  # room again
+
+
+def test_work_of_clients_that_went_away_never_reaches_the_model(predictor):
+    held = gated(predictor)
+    settings = ServeSettings(max_batch=1, max_queue=8, warmup=False)
+    body = ASTRONAUT.read_bytes()
+    head = f"POST /v1/scene-graphs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}"
+    with running_server(create_app(held.predictor, settings)) as url, httpx.Client(base_url=url, timeout=120) as client:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            first = pool.submit(client.post, "/v1/scene-graphs", content=body)
+            assert held.entered.wait(30)  # the model thread holds the first image
+            abandoned = [raw_request(url, head, body) for _ in range(4)]
+            wait_for(lambda: client.get("/healthz").json()["queued"] == 4, "four requests reaching the queue")
+            for connection in abandoned:  # the clients give up (a timeout, a closed tab)
+                connection.close()
+            wait_for(lambda: client.get("/healthz").json().get("abandoned") == 4, "the server noticing the four")
+            held.gate.set()
+            assert first.result(60).status_code == 200
+        assert client.post("/v1/scene-graphs", content=body).status_code == 200
+        assert client.get("/healthz").json()["images"] == 2
+    assert held.images == [1, 1]  # the first and the last request: none of the abandoned four was computed

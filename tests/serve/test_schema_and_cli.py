@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -66,6 +67,21 @@ def test_serve_refuses_a_public_address_without_a_key(reference_dir, capsys, mon
     assert "error: max_wait_ms must be >= 0, got -1.0" in capsys.readouterr().err
     assert main(["serve", "--model", str(reference_dir / "artifact"), "--api-key", "short"]) == 2
     assert "error: the API key must be at least 16 characters long" in capsys.readouterr().err
+
+
+def test_a_bad_or_busy_port_is_one_line_before_the_model_loads(reference_dir, capsys, monkeypatch):
+    import egtr.cli.serve as serve_command
+    from egtr.cli import main
+
+    monkeypatch.setattr(serve_command, "load_predictor", lambda args: pytest.fail("the model loaded before the port"))
+    model = str(reference_dir / "artifact")
+    assert main(["serve", "--model", model, "--port", "80000"]) == 2
+    assert capsys.readouterr().err == "error: --port 80000: not a port number; expected 0..65535 (0: any free port)\n"
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["serve", "--model", model, "--port", str(port)]) == 2
+    errors = capsys.readouterr().err
+    assert errors.startswith(f"error: --port {port}: 127.0.0.1:{port} is in use") and errors.count("\n") == 1
 
 
 @pytest.mark.slow

@@ -46,6 +46,12 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
     parser.add_argument("--max-wait-ms", type=float, default=10.0, help="wait for a batch to fill (default 10 ms)")
     parser.add_argument("--max-queue", type=positive_int, default=32, help="images waiting; beyond: 503 (default 32)")
     parser.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body in MiB (default 20)")
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        help="seconds for a request body to arrive in full; beyond: 408 (default 30; stalled uploads)",
+    )
     add_max_pixels(parser, "refuse (413)")
     parser.add_argument("--decode-workers", type=positive_int, default=2, help="threads decoding uploads (default 2)")
     parser.add_argument(
@@ -56,7 +62,19 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
     )
     parser.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without an API key")
     parser.add_argument(
-        "--cors-origin", action="append", default=[], help="allow browser pages of this origin to call the API"
+        "--cors-origin",
+        "--cors-origins",
+        action="append",
+        default=[],
+        help="allow browser pages of this origin (https://app.example.org) to call the API; repeat or separate "
+        "with commas. Pages of other origins are refused (403)",
+    )
+    parser.add_argument(
+        "--allowed-hosts",
+        action="append",
+        default=[],
+        help="Host names answered besides --host (and localhost, 127.0.0.1, [::1] on loopback): a proxy's or DNS "
+        "name, '*.example.org', '*' for any; repeat or separate with commas. Other Hosts are refused (400)",
     )
     parser.set_defaults(run=run)
 
@@ -68,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn  # noqa: F401
     except ImportError as error:
         raise ImportError(f"egtr serve needs the serve extra, pip install 'egtr[serve]' ({error})") from error
-    from egtr.serve.server import check_bind_address, serve
+    from egtr.serve.server import bind_socket, check_bind_address, serve
     from egtr.serve.settings import ServeSettings
 
     check_bind_address(args.host, args.api_key, args.insecure)  # before the model loads
@@ -77,12 +95,21 @@ def run(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        body_timeout_s=args.body_timeout,
         max_pixels=args.max_pixels,
         decode_workers=args.decode_workers,
         api_key=args.api_key,
-        cors_origins=tuple(args.cors_origin),
+        cors_origins=comma_separated(args.cors_origin),
+        host=args.host,
+        allowed_hosts=comma_separated(args.allowed_hosts),
         model_name=str(args.model),
     )
-    predictor = load_predictor(args)
-    serve(predictor, settings, args.host, args.port, insecure=args.insecure)
+    with bind_socket(args.host, args.port) as listening:  # before the model loads: a bad or busy port fails at once
+        predictor = load_predictor(args)
+        serve(predictor, settings, args.host, args.port, insecure=args.insecure, sock=listening)
     return 0
+
+
+def comma_separated(values: list[str]) -> tuple[str, ...]:
+    """`--option a,b --option c` -> ("a", "b", "c")."""
+    return tuple(part.strip() for value in values for part in value.split(",") if part.strip())

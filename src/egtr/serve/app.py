@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Annotated, Any
@@ -26,6 +26,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 import egtr
 from egtr.inference import PredictionOptions, Predictor, PreparedImage
@@ -33,7 +34,8 @@ from egtr.inference.scene_graph import SceneGraph
 from egtr.schemas import scene_graph_schema
 from egtr.serve.batching import MicroBatcher, QueueFull, Result
 from egtr.serve.images import ImageRejected, decode_image_bytes
-from egtr.serve.limits import BodySizeLimit, BodyTooLarge
+from egtr.serve.limits import BodyLimits, BodyTimeout, BodyTooLarge
+from egtr.serve.security import SECURITY_HEADERS, AllowedHosts, BrowserGuard, SecurityHeaders
 from egtr.serve.settings import ServeSettings, model_info, resolve_max_batch
 
 logger = logging.getLogger(__name__)
@@ -109,7 +111,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         redoc_url=None,
     )
     app.state.batcher = batcher
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodyLimits, max_bytes=settings.max_upload_bytes, timeout_s=settings.body_timeout_s)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -119,6 +121,10 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    # outermost (added last): a refused Host or Origin costs nothing, and every answer gets the headers
+    hosts = AllowedHosts.for_bind(settings.host, settings.allowed_hosts)
+    app.add_middleware(BrowserGuard, hosts=hosts, cors_origins=settings.cors_origins)
+    app.add_middleware(SecurityHeaders)
 
     # ------------------------------------------------------------------ errors: one JSON shape
     @app.exception_handler(ApiError)
@@ -128,6 +134,16 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, error: BodyTooLarge) -> JSONResponse:
         return error_response(413, "body_too_large", str(error))
+
+    @app.exception_handler(BodyTimeout)
+    async def _too_slow(request: Request, error: BodyTimeout) -> JSONResponse:
+        # the rest of the body is never read: the connection goes
+        return error_response(408, "body_timeout", str(error), {"Connection": "close"})
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, error: ClientDisconnect) -> JSONResponse:
+        logger.info("%s %s: the client went away before its upload was complete", request.method, request.url.path)
+        return error_response(499, "client_closed_request", "the client closed the connection")
 
     @app.exception_handler(RequestValidationError)
     async def _bad_option(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -145,7 +161,9 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, error: Exception) -> JSONResponse:
         logger.error("%s %s failed", request.method, request.url.path, exc_info=error)
-        return error_response(500, "internal_error", f"the server failed: {type(error).__name__}: {error}")
+        # answered from outside every middleware (Starlette's last resort), so the headers are added here
+        message = f"the server failed: {type(error).__name__}: {error}"
+        return error_response(500, "internal_error", message, SECURITY_HEADERS)
 
     # ------------------------------------------------------------------ authentication
     async def require_api_key(request: Request) -> None:
@@ -182,7 +200,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
             raise ApiError(
                 503, "queue_full", f"{error}; retry later", {"Retry-After": str(error.retry_after_s)}
             ) from None
-        result: Result = await asyncio.wrap_future(future)
+        result = await result_unless_abandoned(request, batcher, future)
         timings = {"read": read - received, "decode": decoded - read, "queue": result.queue_s, "model": result.model_s}
         return prepared, result, timings
 
@@ -224,22 +242,26 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
             info.update(await asyncio.to_thread(model_info, predictor, settings))
         return info | {"ready": batcher.ready.is_set()}
 
-    @app.get("/v1/schema", summary="JSON Schema of the scene-graph answer (and of egtr predict's files)")
+    @app.get("/v1/schema", dependencies=protected, summary="JSON Schema of the answer (and of egtr predict's files)")
     async def schema() -> dict[str, Any]:
         return scene_graph_schema()
 
+    # HEAD as well as GET on what load balancers and uptime checks ask: the status, without a body
     @app.get("/healthz", summary="liveness: the process answers")
+    @app.head("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "queued": batcher.queued, "batches": batcher.batches, "images": batcher.images}
+        counts = {"queued": batcher.queued, "batches": batcher.batches, "images": batcher.images}
+        return {"status": "ok", **counts, "abandoned": batcher.abandoned}
 
     @app.get("/readyz", summary="readiness: the model is loaded and warmed up")
+    @app.head("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
         if batcher.ready.is_set():
             return JSONResponse({"status": "ready"})
         return error_response(503, "warming_up", "the model is warming up", {"Retry-After": "1"})
 
     # ------------------------------------------------------------------ the page
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(str(STATIC / "index.html"), media_type="text/html")
 
@@ -257,6 +279,28 @@ def server_timing(timings: dict[str, float], batch_size: int) -> str:
     """A `Server-Timing` header (milliseconds; browsers' developer tools show it): where a request's time went."""
     parts = [f"{name};dur={1000 * seconds:.2f}" for name, seconds in timings.items()]
     return ", ".join([*parts, f'batch;desc="{batch_size} image(s)"'])
+
+
+async def result_unless_abandoned(request: Request, batcher: MicroBatcher, future: Future) -> Result:
+    """The model's result for a queued image; if the client goes away first, the image is dropped from the queue
+    (the model thread skips it: nobody would read the answer) and the request ends with 499."""
+    result = asyncio.wrap_future(future)
+    gone = asyncio.ensure_future(client_gone(request))
+    try:
+        await asyncio.wait((result, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if result.done():
+        return result.result()
+    batcher.abandon(future)  # too late if the model has it already: then its answer is simply not sent
+    result.cancel()  # nobody waits for it any more
+    raise ApiError(499, "client_closed_request", "the client closed the connection before the answer")
+
+
+async def client_gone(request: Request) -> None:
+    """Return once the client has closed the connection (the body is read already: `receive` only says that)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def check_query(request: Request, allowed: tuple[str, ...]) -> None:

@@ -3,7 +3,8 @@
 One `MicroBatcher` owns the model. Request handlers decode their image in a thread pool, then `submit` the
 prepared image to a bounded queue and await the returned future; the model thread takes the first waiting image,
 collects up to `max_batch` (waiting at most `max_wait_ms` for images that are still being decoded), runs the batch
-and post-processes each image with its own options.
+and post-processes each image with its own options. A request whose client went away cancels its future
+(`abandon`); the model thread skips cancelled jobs, so abandoned work never reaches the model.
 
 Results equal a direct `Predictor` call on the same image: only images of the same resized shape share a forward
 pass, so no image is ever padded (padding changes a DETR's outputs, see docs/inference.md), and each image is
@@ -89,6 +90,7 @@ class MicroBatcher:
         self.ready = threading.Event()
         self.batches = 0  # forward passes run
         self.images = 0  # images run
+        self.abandoned = 0  # images dropped before the model because their client went away
         self._seconds_per_image = 1.0  # running estimate, for Retry-After
 
     # ------------------------------------------------------------------ lifecycle
@@ -140,6 +142,14 @@ class MicroBatcher:
             raise QueueFull(f"{self.max_queue} images are waiting for the model", max(1, round(wait))) from None
         return job.future
 
+    def abandon(self, future: Future) -> bool:
+        """Drop a submitted image whose client went away; False if the model thread has already taken it."""
+        if not future.cancel():
+            return False
+        with self._lock:
+            self.abandoned += 1
+        return True
+
     # ------------------------------------------------------------------ model thread
     def _run(self, warmup: PreparedImage | None) -> None:
         if warmup is not None:
@@ -177,7 +187,8 @@ class MicroBatcher:
 
     def _run_jobs(self, jobs: list[_Job]) -> None:
         by_shape: dict[tuple[int, ...], list[_Job]] = {}
-        for job in jobs:
+        # From here on a job can no longer be abandoned; one that already was is skipped.
+        for job in (job for job in jobs if job.future.set_running_or_notify_cancel()):
             by_shape.setdefault(tuple(job.prepared.pixel_values.shape), []).append(job)
         for group in by_shape.values():
             started = time.perf_counter()

@@ -7,6 +7,7 @@ import ipaddress
 import platform
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import torch
 
@@ -26,10 +27,16 @@ class ServeSettings:
         max_wait_ms: longest wait for more images to join a batch (only while more requests are being decoded).
         max_queue: most images waiting for the model; beyond it requests get 503 with Retry-After.
         max_upload_bytes: largest request body (413 beyond it).
+        body_timeout_s: longest time for a request body to arrive in full (408 beyond it; stalled uploads).
         max_pixels: largest image (width x height) decoded (413 beyond it; decompression bombs).
         decode_workers: threads decoding uploads and drawing answers.
         api_key: when set, every /v1 request needs `Authorization: Bearer <api_key>`.
-        cors_origins: origins allowed to call the API from a browser page of theirs (none by default).
+        cors_origins: origins allowed to call the API from a browser page of theirs (none by default); requests
+            from pages of any other origin than the server's own are refused (403).
+        host: the address the server listens on (`serve()` sets it); requests must name it in their Host header
+            (for loopback addresses also localhost, 127.0.0.1 or [::1]; for 0.0.0.0 and :: any IP address).
+        allowed_hosts: further Host names answered (a reverse proxy's, a DNS name); `*.example.org` for every
+            name under example.org, `*` for any Host (the check is off).
         warmup: run one forward pass before /readyz reports ready.
         model_name: what /v1/model calls the model (e.g. the --model path).
     """
@@ -38,10 +45,13 @@ class ServeSettings:
     max_wait_ms: float = 10.0
     max_queue: int = 32
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    body_timeout_s: float = 30.0
     max_pixels: int = DEFAULT_MAX_PIXELS
     decode_workers: int = 2
     api_key: str | None = None
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
+    host: str = "127.0.0.1"
+    allowed_hosts: tuple[str, ...] = field(default_factory=tuple)
     warmup: bool = True
     model_name: str | None = None
 
@@ -51,8 +61,19 @@ class ServeSettings:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if not self.body_timeout_s > 0:
+            raise ValueError(f"body_timeout_s must be > 0, got {self.body_timeout_s}")
         if self.api_key is not None and len(self.api_key) < 16:
             raise ValueError("the API key must be at least 16 characters long")
+        for origin in self.cors_origins:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query:
+                raise ValueError(
+                    f"--cors-origin {origin}: not an origin; expected scheme://host[:port] such as "
+                    "https://app.example.org (no path, no trailing slash)"
+                )
+        if any(not name.strip() for name in self.allowed_hosts):
+            raise ValueError("--allowed-hosts: an empty name; give names such as egtr.example.org")
 
 
 def resolve_max_batch(max_batch: int | None, device: torch.device) -> int:
@@ -124,6 +145,7 @@ def model_info(predictor: Predictor, settings: ServeSettings) -> dict[str, Any]:
             "max_wait_ms": settings.max_wait_ms,
             "max_queue": settings.max_queue,
             "max_upload_bytes": settings.max_upload_bytes,
+            "body_timeout_s": settings.body_timeout_s,
             "max_pixels": settings.max_pixels,
         },
         "versions": {"egtr": egtr.__version__, "torch": torch.__version__, "python": platform.python_version()},

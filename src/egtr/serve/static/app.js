@@ -5,7 +5,8 @@
 const SVG_NS = "http://www.w3.org/2000/svg";
 const FETCH_TOP_K = 100; // the answer holds this many relations; the sliders filter within it
 const $ = (id) => document.getElementById(id);
-const state = { file: null, imageUrl: null, graph: null, pinned: null };
+const state = { file: null, imageUrl: null, graph: null, pinned: null, asked: 0 };
+const RESULT_CONTROLS = ["topk", "threshold", "download-json", "download-png"];
 
 // Same colours as egtr's drawings (egtr.visualize.object_colours): golden-ratio hues, alternating brightness.
 function objectColour(index) {
@@ -15,9 +16,14 @@ function objectColour(index) {
   return "#" + hex(f(5)) + hex(f(3)) + hex(f(1));
 }
 
+// `style` is an object of CSS properties, set through the CSSOM: the server's Content-Security-Policy refuses style
+// attributes (style-src 'self'), and with them any style an injected attribute could bring.
 function el(name, attributes = {}, parent = null) {
   const node = document.createElementNS(SVG_NS, name);
-  for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, value);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (key === "style") for (const [property, setting] of Object.entries(value)) node.style.setProperty(property, setting);
+    else node.setAttribute(key, value);
+  }
   if (parent) parent.appendChild(node);
   return node;
 }
@@ -39,23 +45,33 @@ async function describeModel() {
 }
 
 // ---------------------------------------------------------------------------------------------- requests
+// The graph on screen, the file it belongs to and the downloads always go together: while a new image is asked
+// about nothing can be downloaded, a failed upload clears the previous result (its JSON must not be saved under the
+// new file's name), and an answer that a newer upload has overtaken is dropped.
 async function predict(file) {
-  state.file = file;
+  const asked = ++state.asked;
+  enableResultControls(false);
   setStatus(`Predicting ${file.name || "image"}…`);
   const form = new FormData();
   form.append("image", file, file.name || "image");
-  let answer;
+  let answer, body;
   try {
     answer = await fetch(`/v1/scene-graphs?top_k=${FETCH_TOP_K}`, { method: "POST", body: form, headers: headers() });
-  } catch (error) { setStatus(`The server did not answer (${error}).`); return; }
-  const body = await answer.json().catch(() => ({}));
+    body = await answer.json().catch(() => ({}));
+  } catch (error) {
+    if (asked === state.asked) { clearResult(); setStatus(`The server did not answer (${error}).`); }
+    return;
+  }
+  if (asked !== state.asked) return;
   if (!answer.ok) {
+    clearResult();
     if (answer.status === 401) $("key-row").hidden = false;
     setStatus(`Error ${answer.status}: ${body.message || answer.statusText}`);
     return;
   }
   if (state.imageUrl) URL.revokeObjectURL(state.imageUrl);
   state.imageUrl = URL.createObjectURL(file);
+  state.file = file;
   state.graph = body;
   state.pinned = null;
   render();
@@ -66,8 +82,24 @@ async function predict(file) {
   $("threshold").max = best.toPrecision(3);
   $("threshold").step = (best / 200).toPrecision(2);
   $("threshold").value = 0;
-  for (const id of ["topk", "threshold", "download-json", "download-png"]) $(id).disabled = false;
+  enableResultControls(true);
   applyFilters();
+}
+
+function enableResultControls(enabled) { for (const id of RESULT_CONTROLS) $(id).disabled = !enabled; }
+
+function clearResult() {
+  if (state.imageUrl) URL.revokeObjectURL(state.imageUrl);
+  Object.assign(state, { file: null, imageUrl: null, graph: null, pinned: null });
+  $("image-view").replaceChildren();
+  clearGraphView();
+  $("triplets").querySelector("tbody").replaceChildren();
+  highlight(null);
+  enableResultControls(false);
+}
+
+function clearGraphView() {
+  for (const child of [...$("graph-view").children]) if (child.tagName !== "defs") child.remove(); // keeps the arrow marker
 }
 
 async function loadExample(name) {
@@ -112,7 +144,7 @@ function render() {
       "aria-label": `object ${index}: ${object.label_name}, score ${object.score.toFixed(2)}` }, image);
     el("rect", { class: "hit", x: x1, y: y1, width: x2 - x1, height: y2 - y1 }, group);
     el("rect", { x: x1, y: y1, width: x2 - x1, height: y2 - y1, stroke: colour }, group);
-    const label = el("text", { x: x1 + 3 * scale, y: y1 + 14 * scale, fill: colour, style: `font-size:${13 * scale}px;stroke-width:${3 * scale}px` }, group);
+    const label = el("text", { x: x1 + 3 * scale, y: y1 + 14 * scale, fill: colour, style: { "font-size": `${13 * scale}px`, "stroke-width": `${3 * scale}px` } }, group);
     label.textContent = `${index} ${object.label_name}`;
   });
   renderTable(graph);
@@ -161,7 +193,7 @@ function layout(graph, objects, relations, width, height) {
 
 function renderGraph(graph, shown) {
   const view = $("graph-view");
-  for (const child of [...view.children]) if (child.tagName !== "defs") child.remove();
+  clearGraphView();
   const relations = graph.relations.filter((r, rank) => shown.has(rank));
   const objects = [...new Set(relations.flatMap((r) => [r.subject, r.object]))].sort((a, b) => a - b);
   const points = layout(graph, objects, relations, 1000, 700);
@@ -189,7 +221,7 @@ function renderGraph(graph, shown) {
     const group = el("g", { class: "node", "data-object": index, tabindex: 0, role: "button",
       "aria-label": `object ${index}: ${object.label_name}` }, nodes);
     el("circle", { cx: p.x, cy: p.y, r: 20, fill: colour }, group);
-    const number = el("text", { x: p.x, y: p.y + 6, "text-anchor": "middle", style: "stroke-width:0;fill:#fff;font-weight:600" }, group);
+    const number = el("text", { x: p.x, y: p.y + 6, "text-anchor": "middle", style: { "stroke-width": "0", fill: "#fff", "font-weight": "600" } }, group);
     number.textContent = index;
     const name = el("text", { x: p.x, y: p.y + 42, "text-anchor": "middle" }, group);
     name.textContent = object.label_name;
