@@ -18,6 +18,7 @@ scene graph however it is handed over (training, `Predictor`, drawings, the serv
 from __future__ import annotations
 
 import io
+import re
 import threading
 import warnings
 from pathlib import Path
@@ -40,6 +41,7 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 # Pillow's own bomb check reads the process-wide Image.MAX_IMAGE_PIXELS inside Image.open; our limit replaces it
 # for the duration of an open, so the switch is guarded by a lock for threaded decoding.
 _PILLOW_LIMIT_LOCK = threading.Lock()
+_FILE_OBJECT_REPR = re.compile(r"<_io\.\w+ (?:name=(?:'[^']*'|\"[^\"]*\"|\d+)|object at 0x[0-9a-fA-F]+)>")
 
 
 def describe_source(source: object) -> str:
@@ -114,10 +116,19 @@ def _decode(handle: BinaryIO, label: str, exif_transpose: bool, max_pixels: int 
             opened.load()
             picture = ImageOps.exif_transpose(opened) if exif_transpose else opened.copy()
     except UnidentifiedImageError as error:
-        raise ImageError(f"{label}: not a readable image file ({error})") from error
+        raise ImageError(
+            f"{label}: not a readable image file (its content is in no image format Pillow reads)"
+        ) from error
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise ImageError(f"{label}: corrupt or truncated image ({error})") from error
+        raise ImageError(f"{label}: corrupt or truncated image ({_pillow_reason(error)})") from error
     return _to_rgb(picture, label)
+
+
+def _pillow_reason(error: BaseException) -> str:
+    """Pillow's message without the repr of the file object it was given (`<_io.BufferedReader name='...'>`,
+    `<_io.BytesIO object at 0x...>`): the label already names the file, and the repr means nothing to a reader."""
+    text = _FILE_OBJECT_REPR.sub("", str(error))
+    return " ".join(text.split()) or type(error).__name__
 
 
 def _to_rgb(image: Image.Image, label: str) -> Image.Image:

@@ -40,6 +40,29 @@ def test_records_are_the_predictor_json_plus_the_key(single_process_run, corpus_
     assert manifest["complete"] is True and manifest["world_size"] == 1
 
 
+def test_error_reasons_name_the_file_and_the_cause_in_plain_words(corpus_files, predictor, tmp_path):
+    """errors.jsonl: each reason names the file (or tar sample) and says what is wrong, never a Python repr such as
+    `<_io.BufferedReader name='...'>` or `<_io.BytesIO object at 0x...>`."""
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(corpus_files[0].read_bytes()[:80])
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_bytes(b"this is not a PNG")
+    shard = tmp_path / "shard.tar"
+    with tarfile.open(shard, "w") as archive:
+        archive.add(not_an_image, arcname="sample0.png")
+    out = tmp_path / "out"
+    run(Corpus(files=(str(truncated), str(not_an_image)), tar_shards=(str(shard),)), out, predictor)
+    reasons = {error["key"]: error["reason"] for error in map(json.loads, (out / "errors.jsonl").open())}
+    assert set(reasons) == {str(truncated), str(not_an_image), "sample0"}
+    assert reasons[str(truncated)].startswith(f"{truncated}: corrupt or truncated image (")
+    assert (
+        reasons[str(not_an_image)]
+        == f"{not_an_image}: not a readable image file (its content is in no image format Pillow reads)"
+    )
+    assert reasons["sample0"].startswith("sample0: not a readable image file")
+    assert not any("<_io" in reason or " object at 0x" in reason for reason in reasons.values()), reasons
+
+
 def test_jsonl_gz_batched_by_size_holds_the_same_records(single_process_run, corpus_files, tmp_path):
     """Exact batching (batch 4, images of one resized size only) changes nothing but float rounding."""
     out = tmp_path / "out"
