@@ -219,6 +219,46 @@ def test_duckdb_finds_the_images_with_a_triplet(single_process_run):
     assert ds.dataset(single_process_run / "shards").count_rows() == 20
 
 
+def test_the_triplets_view_has_one_row_per_relation(single_process_run, tmp_path):
+    """`egtr.bulk.triplets_view`: one row per relation with the names, scores and boxes of its subject and object,
+    from Parquet and from JSONL shards alike; the one-line query of docs/bulk.md returns rows for a small model."""
+    import gzip
+
+    duckdb = pytest.importorskip("duckdb")
+    from egtr.bulk import triplets_view
+
+    records = read_records(single_process_run)
+    expected = sorted(
+        (
+            record["key"],
+            record["objects"][relation["subject"]]["label_name"],
+            relation["predicate_name"],
+            record["objects"][relation["object"]]["label_name"],
+            relation["score"],
+            record["objects"][relation["subject"]]["box"],
+            record["objects"][relation["object"]]["box"],
+        )
+        for record in records
+        for relation in record["relations"]
+    )
+    assert expected  # the reference model gives relations
+    jsonl = tmp_path / "jsonl"
+    (jsonl / "shards").mkdir(parents=True)
+    with gzip.open(jsonl / "shards" / "list-000000.jsonl.gz", "wt") as stream:
+        stream.writelines(json.dumps(record) + "\n" for record in records)
+    columns = "key, subject, predicate, object, score, subject_box, object_box"
+    for folder in (single_process_run, jsonl):
+        con = duckdb.connect()
+        triplets_view(con, folder)
+        assert sorted(con.sql(f"SELECT {columns} FROM triplets").fetchall()) == expected
+        subject, predicate, obj = expected[0][1:4]
+        query = "SELECT key, score FROM triplets WHERE subject = ? AND predicate = ? AND object = ? ORDER BY score DESC"
+        found = con.execute(query, [subject, predicate, obj]).fetchall()  # the docs' query, without a threshold
+        assert found and found[0][1] == max(row[4] for row in expected if row[1:4] == (subject, predicate, obj))
+    with pytest.raises(BulkInputError, match="no shards"):
+        triplets_view(duckdb.connect(), tmp_path / "empty")
+
+
 def test_input_list_in_the_default_files_mode(corpus_files, predictor, tmp_path, capsys):
     listing = tmp_path / "list.txt"
     listing.write_text(f"{corpus_files[0]}\n{corpus_files[1]}\n")

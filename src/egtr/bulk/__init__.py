@@ -12,6 +12,7 @@ distributed runs and querying.
 
 from typing import Any
 
+from egtr.bulk.query import triplets_view
 from egtr.bulk.sources import BulkInputError, Corpus, split_inputs
 from egtr.bulk.writers import OUTPUT_FORMATS, OutputFolder, record_schema
 
@@ -39,4 +40,5 @@ __all__ = [
     "predict_corpus",
     "record_schema",
     "split_inputs",
+    "triplets_view",
 ]
