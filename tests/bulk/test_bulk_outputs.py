@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
-from tests.bulk.conftest import MODEL, SIZES, make_predictor, read_records
+from tests.bulk.conftest import MODEL, SIZES, environment, make_predictor, read_records
 
 from egtr.bulk import BulkInputError, BulkOptions, Corpus, predict_corpus
 from egtr.cli import main
@@ -171,6 +173,89 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert "shards-000.tar: no such file" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "a.tar"), "--model", str(MODEL), "--out", str(tmp_path)]) == 2
     assert "need --output-format" in capsys.readouterr().err
+
+
+def test_input_mistakes_are_reported_before_lightning_is_imported(tmp_path):
+    """A missing list and a Parquet list without the path column: one line naming the file (and the column), exit 2,
+    before Lightning is imported (20-90 s) or the model loaded (it does not exist here)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    missing, listing = tmp_path / "missing.txt", tmp_path / "list.parquet"
+    pq.write_table(pa.table({"file": ["a.jpg"]}), listing)
+    script = (
+        "import sys\n"
+        "from egtr.cli import main\n"
+        "common = ['--model', sys.argv[1], '--out', sys.argv[2], '--output-format', 'parquet']\n"
+        "codes = [main(['predict', '--input-list', name, *common]) for name in sys.argv[3:]]\n"
+        "print(codes, sorted({name.split('.')[0] for name in sys.modules} & {'lightning', 'pytorch_lightning'}))\n"
+    )
+    arguments = [str(tmp_path / "no-model"), str(tmp_path / "out"), str(missing), str(listing)]
+    completed = subprocess.run(
+        [sys.executable, "-c", script, *arguments], env=environment(), capture_output=True, text=True, timeout=300
+    )
+    assert completed.stdout.strip() == "[2, 2] []", completed.stderr[-3000:]
+    assert completed.stderr.splitlines() == [
+        f"error: {missing}: no such file",
+        f"error: {listing}: no 'path' column (columns: file); see --path-column",
+    ]
+
+
+def test_rerunning_a_complete_run_changes_nothing_and_loads_no_model(corpus_files, predictor, tmp_path, capsys):
+    """The same command again on a finished run: one line saying it is complete, the run's exit code, no model
+    loaded, every file (manifest included) byte for byte and time for time as it was; the Python API, given a
+    loaded model, does nothing either."""
+    from unittest import mock
+
+    from egtr.inference import Predictor
+
+    out = tmp_path / "out"
+    arguments = ["predict", *map(str, corpus_files), "--model", str(MODEL), "--out", str(out), "--size", "64"]
+    arguments += ["--max-size", "96", "--top-k", "10", "--shard-size", "4", "--output-format", "parquet"]
+    arguments += ["--no-progress", "--decode-workers", "0"]
+    assert main(arguments) == 1  # the broken file
+    capsys.readouterr()
+
+    def snapshot() -> dict[Path, tuple[bytes, int]]:
+        return {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in out.rglob("*") if path.is_file()}
+
+    before = snapshot()
+    with mock.patch.object(Predictor, "from_pretrained", side_effect=AssertionError("the model was loaded")):
+        assert main(arguments) == 1
+    assert capsys.readouterr().out.startswith(f"{out}: complete, nothing to do (20 records in 6 shards, 1 unreadable")
+    assert snapshot() == before
+
+    summary = predict_corpus(
+        predictor, Corpus(files=tuple(map(str, corpus_files)), shard_size=4), BulkOptions(out=out, num_workers=0)
+    )
+    assert summary.already_complete and summary.manifest is not None and summary.manifest["counts"]["records"] == 20
+    assert snapshot() == before
+
+
+def test_threads_default_to_the_cores_per_process_and_are_recorded(corpus_files, tmp_path, monkeypatch):
+    """`--threads N` sets torch's threads of each process; by default the cores this process may use (its affinity
+    mask) shared out between the machine's processes, or OMP_NUM_THREADS when set; the manifest records it and a
+    resume with other threads is allowed (the records do not depend on it)."""
+    import os
+
+    from egtr.runtime import threads_per_process
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 3, 5, 7}, raising=False)
+    assert [threads_per_process(processes) for processes in (1, 2, 8)] == [5, 2, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads_per_process(2) == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+
+    out = tmp_path / "out"
+    arguments = ["predict", str(corpus_files[0]), "--model", str(MODEL), "--out", str(out), "--size", "64"]
+    arguments += ["--max-size", "96", "--output-format", "jsonl", "--no-progress", "--decode-workers", "0"]
+    assert main([*arguments, "--threads", "1"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["threads"] == 1
+    assert "threads" not in json.dumps(json.loads((out / "settings.json").read_text()))
+    (out / "shards" / "list-000000.jsonl").unlink()  # a resume of the same run, with the default threads
+    assert main(arguments) == 0
+    assert json.loads((out / "manifest.json").read_text())["threads"] == 5
 
 
 def test_duckdb_finds_the_images_with_a_triplet(single_process_run):

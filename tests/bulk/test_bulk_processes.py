@@ -6,27 +6,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from tests.bulk.conftest import MODEL, SIZES, make_images, make_predictor, read_records
+from tests.bulk.conftest import environment, make_images, make_predictor, predict_command, read_records
 
 from egtr.bulk import BulkOptions, Corpus, predict_corpus
-
-
-def predict_command(inputs: list[str], out: Path, *options: str) -> list[str]:
-    sizes = ["--size", str(SIZES["size"]), "--max-size", str(SIZES["max_size"])]
-    return [
-        sys.executable, "-m", "egtr.cli", "predict", *inputs, "--model", str(MODEL), "--out", str(out), *sizes,
-        "--top-k", "10", "--output-format", "parquet", "--device", "cpu", "--no-progress", *options,
-    ]  # fmt: skip
-
-
-def environment() -> dict[str, str]:
-    source = str(Path(__file__).parents[2] / "src")
-    python_path = os.pathsep.join(filter(None, [source, str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": python_path, "OMP_NUM_THREADS": "1"}
 
 
 def test_two_processes_write_the_records_of_one(single_process_run, corpus_files, tmp_path):
