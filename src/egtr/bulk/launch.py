@@ -193,13 +193,26 @@ def explain_lost_process(error: BaseException, rank: int, world_size: int) -> Pr
     text = str(error)
     worker = _WORKER_DEATH.search(text)
     if worker is not None:
-        pid, how = worker.group(1), worker.group(2)
-        death = f"was killed by {_signal_from_description(how)}" if how else "exited unexpectedly"
+        pid, how = int(worker.group(1)), worker.group(2)
+        death = f"was killed by {_signal_from_description(how)}" if how else _death_of_child(pid)
         return ProcessLostError(f"decode worker (pid {pid}) of rank {rank}/{world_size} {death}; {RERUN_ADVICE}")
     if world_size > 1 and (_is_distributed_error(error) or any(words in text for words in _PEER_LOSS)):
         first_line = " ".join(text.strip().splitlines()[:1])[:200]
         return PeerLostError(f"rank {rank}/{world_size} lost another process of the run ({first_line}); {RERUN_ADVICE}")
     return None
+
+
+def _death_of_child(pid: int) -> str:
+    """How this process's multiprocessing child `pid` ended, from its `Process` object: torch's message for a worker
+    that vanished while the rank waited for its data gives no signal, and the worker has been reaped already."""
+    import gc
+    import multiprocessing.process
+
+    for item in gc.get_objects():  # the DataLoader holds its workers' Process objects; only on this failure path
+        if isinstance(item, multiprocessing.process.BaseProcess) and item.pid == pid and item.exitcode is not None:
+            code = item.exitcode
+            return f"was killed by {signal_words(-code)}" if code < 0 else f"exited with code {code}"
+    return "exited unexpectedly"
 
 
 def _is_distributed_error(error: BaseException) -> bool:
