@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import threading
 import warnings
 from collections.abc import Iterator
@@ -111,6 +112,9 @@ def open_image(handle: BinaryIO, label: str, max_pixels: int | None) -> Iterator
             yield opened
 
 
+_FILE_OBJECT_REPR = re.compile(r"<_io\.\w+ (?:name=(?:'[^']*'|\"[^\"]*\"|\d+)|object at 0x[0-9a-fA-F]+)>")
+
+
 def describe_source(source: object) -> str:
     """How an image source is named in messages: a path as written (undecodable bytes escaped), else its type."""
     if isinstance(source, (str, Path)):
@@ -187,10 +191,19 @@ def _decode(handle: BinaryIO, label: str, exif_transpose: bool, max_pixels: int 
     except Image.DecompressionBombError as error:  # a GIF frame or TIFF tile larger than the image it is part of
         raise TooManyPixels(f"{label}: a part of the image is {_over_the_limit(max_pixels)} ({error})") from error
     except UnidentifiedImageError as error:
-        raise ImageError(f"{label}: not a readable image file ({error})") from error
+        raise ImageError(
+            f"{label}: not a readable image file (its content is in no image format Pillow reads)"
+        ) from error
     except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(f"{label}: corrupt or truncated image ({error})") from error
+        raise ImageError(f"{label}: corrupt or truncated image ({_pillow_reason(error)})") from error
     return _to_rgb(picture, label)
+
+
+def _pillow_reason(error: BaseException) -> str:
+    """Pillow's message without the repr of the file object it was given (`<_io.BufferedReader name='...'>`,
+    `<_io.BytesIO object at 0x...>`): the label already names the file, and the repr means nothing to a reader."""
+    text = _FILE_OBJECT_REPR.sub("", str(error))
+    return " ".join(text.split()) or type(error).__name__
 
 
 def _to_rgb(image: Image.Image, label: str) -> Image.Image:

@@ -62,3 +62,33 @@ def autocast_context(device: torch.device, dtype: torch.dtype) -> contextlib.Abs
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on: its affinity mask (taskset, cgroups' cpusets, SLURM's --cpus-per-task),
+    not the machine's count, which `os.cpu_count()` and torch's default give."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows: no affinity masks
+        return os.cpu_count() or 1
+
+
+def threads_per_process(processes: int = 1) -> int:
+    """The default intra-op threads of each of `processes` processes sharing this machine: OMP_NUM_THREADS when it
+    is set (as torch and Lightning honour it), else the available cores shared out, at least 1 (more threads than
+    cores spin-wait for each other)."""
+    import os
+
+    told = os.environ.get("OMP_NUM_THREADS", "")
+    if told.isdigit() and int(told) > 0:
+        return int(told)
+    return max(1, available_cpus() // max(1, processes))
+
+
+def set_threads(threads: int | None, processes: int = 1) -> int:
+    """Set torch's intra-op threads to `threads` (None: `threads_per_process(processes)`); returns the number."""
+    count = threads or threads_per_process(processes)
+    torch.set_num_threads(count)
+    return count

@@ -4,6 +4,8 @@ through the reference weights (tests/fixtures/reference/artifact) at a small inp
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,20 @@ def make_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
         Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(path)
         paths.append(path)
     return paths
+
+
+def predict_command(inputs: list[str], out: Path, *options: str) -> list[str]:
+    sizes = ["--size", str(SIZES["size"]), "--max-size", str(SIZES["max_size"])]
+    return [
+        sys.executable, "-m", "egtr.cli", "predict", *inputs, "--model", str(MODEL), "--out", str(out), *sizes,
+        "--top-k", "10", "--output-format", "parquet", "--device", "cpu", "--no-progress", *options,
+    ]  # fmt: skip
+
+
+def environment() -> dict[str, str]:
+    source = str(Path(__file__).parents[2] / "src")
+    python_path = os.pathsep.join(filter(None, [source, str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": python_path, "OMP_NUM_THREADS": "1"}
 
 
 def make_predictor(batch_size: int = 1) -> Predictor:

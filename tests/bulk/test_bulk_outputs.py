@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
-from tests.bulk.conftest import MODEL, SIZES, make_predictor, read_records
+from tests.bulk.conftest import MODEL, SIZES, environment, make_predictor, read_records
 
 from egtr.bulk import BulkInputError, BulkOptions, Corpus, predict_corpus
 from egtr.cli import main
@@ -38,6 +40,29 @@ def test_records_are_the_predictor_json_plus_the_key(single_process_run, corpus_
     assert sum(shard["records"] for shard in manifest["shards"]) == 20
     assert len(manifest["weights_sha256"]) == 64 and manifest["settings"]["prediction"]["top_k"] == 10
     assert manifest["complete"] is True and manifest["world_size"] == 1
+
+
+def test_error_reasons_name_the_file_and_the_cause_in_plain_words(corpus_files, predictor, tmp_path):
+    """errors.jsonl: each reason names the file (or tar sample) and says what is wrong, never a Python repr such as
+    `<_io.BufferedReader name='...'>` or `<_io.BytesIO object at 0x...>`."""
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(corpus_files[0].read_bytes()[:80])
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_bytes(b"this is not a PNG")
+    shard = tmp_path / "shard.tar"
+    with tarfile.open(shard, "w") as archive:
+        archive.add(not_an_image, arcname="sample0.png")
+    out = tmp_path / "out"
+    run(Corpus(files=(str(truncated), str(not_an_image)), tar_shards=(str(shard),)), out, predictor)
+    reasons = {error["key"]: error["reason"] for error in map(json.loads, (out / "errors.jsonl").open())}
+    assert set(reasons) == {str(truncated), str(not_an_image), "sample0"}
+    assert reasons[str(truncated)].startswith(f"{truncated}: corrupt or truncated image (")
+    assert (
+        reasons[str(not_an_image)]
+        == f"{not_an_image}: not a readable image file (its content is in no image format Pillow reads)"
+    )
+    assert reasons["sample0"].startswith("sample0: not a readable image file")
+    assert not any("<_io" in reason or " object at 0x" in reason for reason in reasons.values()), reasons
 
 
 def test_jsonl_gz_batched_by_size_holds_the_same_records(single_process_run, corpus_files, tmp_path):
@@ -150,6 +175,89 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert "need --output-format" in capsys.readouterr().err
 
 
+def test_input_mistakes_are_reported_before_lightning_is_imported(tmp_path):
+    """A missing list and a Parquet list without the path column: one line naming the file (and the column), exit 2,
+    before Lightning is imported (20-90 s) or the model loaded (it does not exist here)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    missing, listing = tmp_path / "missing.txt", tmp_path / "list.parquet"
+    pq.write_table(pa.table({"file": ["a.jpg"]}), listing)
+    script = (
+        "import sys\n"
+        "from egtr.cli import main\n"
+        "common = ['--model', sys.argv[1], '--out', sys.argv[2], '--output-format', 'parquet']\n"
+        "codes = [main(['predict', '--input-list', name, *common]) for name in sys.argv[3:]]\n"
+        "print(codes, sorted({name.split('.')[0] for name in sys.modules} & {'lightning', 'pytorch_lightning'}))\n"
+    )
+    arguments = [str(tmp_path / "no-model"), str(tmp_path / "out"), str(missing), str(listing)]
+    completed = subprocess.run(
+        [sys.executable, "-c", script, *arguments], env=environment(), capture_output=True, text=True, timeout=300
+    )
+    assert completed.stdout.strip() == "[2, 2] []", completed.stderr[-3000:]
+    assert completed.stderr.splitlines() == [
+        f"error: {missing}: no such file",
+        f"error: {listing}: no 'path' column (columns: file); see --path-column",
+    ]
+
+
+def test_rerunning_a_complete_run_changes_nothing_and_loads_no_model(corpus_files, predictor, tmp_path, capsys):
+    """The same command again on a finished run: one line saying it is complete, the run's exit code, no model
+    loaded, every file (manifest included) byte for byte and time for time as it was; the Python API, given a
+    loaded model, does nothing either."""
+    from unittest import mock
+
+    from egtr.inference import Predictor
+
+    out = tmp_path / "out"
+    arguments = ["predict", *map(str, corpus_files), "--model", str(MODEL), "--out", str(out), "--size", "64"]
+    arguments += ["--max-size", "96", "--top-k", "10", "--shard-size", "4", "--output-format", "parquet"]
+    arguments += ["--no-progress", "--decode-workers", "0"]
+    assert main(arguments) == 1  # the broken file
+    capsys.readouterr()
+
+    def snapshot() -> dict[Path, tuple[bytes, int]]:
+        return {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in out.rglob("*") if path.is_file()}
+
+    before = snapshot()
+    with mock.patch.object(Predictor, "from_pretrained", side_effect=AssertionError("the model was loaded")):
+        assert main(arguments) == 1
+    assert capsys.readouterr().out.startswith(f"{out}: complete, nothing to do (20 records in 6 shards, 1 unreadable")
+    assert snapshot() == before
+
+    summary = predict_corpus(
+        predictor, Corpus(files=tuple(map(str, corpus_files)), shard_size=4), BulkOptions(out=out, num_workers=0)
+    )
+    assert summary.already_complete and summary.manifest is not None and summary.manifest["counts"]["records"] == 20
+    assert snapshot() == before
+
+
+def test_threads_default_to_the_cores_per_process_and_are_recorded(corpus_files, tmp_path, monkeypatch):
+    """`--threads N` sets torch's threads of each process; by default the cores this process may use (its affinity
+    mask) shared out between the machine's processes, or OMP_NUM_THREADS when set; the manifest records it and a
+    resume with other threads is allowed (the records do not depend on it)."""
+    import os
+
+    from egtr.runtime import threads_per_process
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 3, 5, 7}, raising=False)
+    assert [threads_per_process(processes) for processes in (1, 2, 8)] == [5, 2, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads_per_process(2) == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+
+    out = tmp_path / "out"
+    arguments = ["predict", str(corpus_files[0]), "--model", str(MODEL), "--out", str(out), "--size", "64"]
+    arguments += ["--max-size", "96", "--output-format", "jsonl", "--no-progress", "--decode-workers", "0"]
+    assert main([*arguments, "--threads", "1"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["threads"] == 1
+    assert "threads" not in json.dumps(json.loads((out / "settings.json").read_text()))
+    (out / "shards" / "list-000000.jsonl").unlink()  # a resume of the same run, with the default threads
+    assert main(arguments) == 0
+    assert json.loads((out / "manifest.json").read_text())["threads"] == 5
+
+
 def test_duckdb_finds_the_images_with_a_triplet(single_process_run):
     """The query of docs/bulk.md: every image with <subject, predicate, object> above a score, straight from the
     Parquet shards; and the shards load as they are with pandas and pyarrow."""
@@ -194,6 +302,46 @@ def test_duckdb_finds_the_images_with_a_triplet(single_process_run):
     frame = pd.read_parquet(single_process_run / "shards")
     assert sorted(frame["key"]) == sorted(record["key"] for record in records)
     assert ds.dataset(single_process_run / "shards").count_rows() == 20
+
+
+def test_the_triplets_view_has_one_row_per_relation(single_process_run, tmp_path):
+    """`egtr.bulk.triplets_view`: one row per relation with the names, scores and boxes of its subject and object,
+    from Parquet and from JSONL shards alike; the one-line query of docs/bulk.md returns rows for a small model."""
+    import gzip
+
+    duckdb = pytest.importorskip("duckdb")
+    from egtr.bulk import triplets_view
+
+    records = read_records(single_process_run)
+    expected = sorted(
+        (
+            record["key"],
+            record["objects"][relation["subject"]]["label_name"],
+            relation["predicate_name"],
+            record["objects"][relation["object"]]["label_name"],
+            relation["score"],
+            record["objects"][relation["subject"]]["box"],
+            record["objects"][relation["object"]]["box"],
+        )
+        for record in records
+        for relation in record["relations"]
+    )
+    assert expected  # the reference model gives relations
+    jsonl = tmp_path / "jsonl"
+    (jsonl / "shards").mkdir(parents=True)
+    with gzip.open(jsonl / "shards" / "list-000000.jsonl.gz", "wt") as stream:
+        stream.writelines(json.dumps(record) + "\n" for record in records)
+    columns = "key, subject, predicate, object, score, subject_box, object_box"
+    for folder in (single_process_run, jsonl):
+        con = duckdb.connect()
+        triplets_view(con, folder)
+        assert sorted(con.sql(f"SELECT {columns} FROM triplets").fetchall()) == expected
+        subject, predicate, obj = expected[0][1:4]
+        query = "SELECT key, score FROM triplets WHERE subject = ? AND predicate = ? AND object = ? ORDER BY score DESC"
+        found = con.execute(query, [subject, predicate, obj]).fetchall()  # the docs' query, without a threshold
+        assert found and found[0][1] == max(row[4] for row in expected if row[1:4] == (subject, predicate, obj))
+    with pytest.raises(BulkInputError, match="no shards"):
+        triplets_view(duckdb.connect(), tmp_path / "empty")
 
 
 def test_input_list_in_the_default_files_mode(corpus_files, predictor, tmp_path, capsys):

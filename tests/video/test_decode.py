@@ -7,8 +7,9 @@ import logging
 import av
 import numpy as np
 import pytest
+from tests.video.conftest import write_truncated_faststart_mp4
 
-from egtr.video.decode import VideoError, is_video_source, iter_frames, video_info
+from egtr.video.decode import VideoEndedEarly, VideoError, is_video_source, iter_frames, video_info
 from egtr.video.writers import MP4Writer
 
 
@@ -92,6 +93,21 @@ def test_a_stream_cut_short_yields_what_it_has(tmp_path, caplog):
         frames = list(iter_frames(path))
     assert 5 < len(frames) < 40
     assert [f.index for f in frames] == list(range(len(frames)))
+
+
+def test_a_truncated_faststart_mp4_raises_after_the_frames_before_the_cut(tmp_path):
+    """The index of a faststart MP4 promises 60 frames; the file stops a third of the way in. FFmpeg's frame threads
+    do not raise at the cut: the frames before it are yielded, then `VideoEndedEarly` names the file and the frame."""
+    path = write_truncated_faststart_mp4(tmp_path / "cut.mp4", frames=60)
+    frames = []
+    with pytest.raises(VideoEndedEarly) as caught:
+        for frame in iter_frames(path):
+            frames.append(frame.index)
+    assert 5 < len(frames) < 60 and frames == list(range(len(frames)))
+    assert caught.value.last_index == frames[-1]
+    message = str(caught.value)
+    assert message.startswith(f"{path}: the video breaks off after frame {frames[-1]} (") and "truncated" in message
+    assert [frame.index for frame in iter_frames(path, stride=4, end=1.0)] == [0, 4, 8]  # before the cut: no error
 
 
 def test_bad_sampling_requests():

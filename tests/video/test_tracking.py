@@ -94,3 +94,22 @@ def test_a_duplicate_box_gets_no_track_of_its_own():
     unsuppressed = SceneGraphTracker(frame_rate=10, config=TrackingConfig(duplicate_iou=None))
     ids = [unsuppressed.update(graph, frame / 10) for frame in range(4)][-1]
     assert None not in ids and len(set(ids)) == 3
+
+
+def test_a_low_track_threshold_starts_tracks_for_low_score_objects():
+    """`--track-threshold 0.2` (`TrackingConfig.activation_threshold`) starts tracks for objects scored 0.3: ByteTrack
+    starts tracks only from its high-score stage, whose threshold (0.5 by default) must not stay above it."""
+    from egtr.scene_graph import SceneGraph, SceneObject
+    from egtr.video.tracking import SceneGraphTracker, TrackingConfig
+
+    faint = SceneGraph(
+        [SceneObject((10.0, 10.0, 40.0, 40.0), 1, "cup", 0.3), SceneObject((60.0, 50.0, 90.0, 95.0), 2, "lid", 0.25)],
+        [],
+        (100, 100),
+    )
+    low = SceneGraphTracker(frame_rate=10, config=TrackingConfig(activation_threshold=0.2))
+    ids = [low.update(faint, frame / 10) for frame in range(4)]
+    assert ids[0] == [None, None] and None not in ids[-1] and len(set(ids[-1])) == 2 and ids[-1] == ids[-2]
+    assert low.config.to_dict()["high_score_threshold"] == 0.2  # what the tracker used, in events.json
+    default = SceneGraphTracker(frame_rate=10)  # 0.5: these objects start no track
+    assert [default.update(faint, frame / 10) for frame in range(4)][-1] == [None, None]

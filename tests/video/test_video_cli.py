@@ -73,6 +73,28 @@ def test_of_several_videos_the_readable_ones_are_processed(clip, model, tmp_path
     assert len((tmp_path / "moving.frames.jsonl").read_text().splitlines()) == 5
 
 
+def test_a_truncated_mp4_keeps_the_frames_before_the_cut_warns_and_exits_1(model, tmp_path, capsys):
+    """A faststart MP4 cut a third of the way in: the frames before the cut are predicted and written, one warning
+    line names the file and the last frame, the events file says so too, and the exit code is 1."""
+    from tests.video.conftest import write_truncated_faststart_mp4
+
+    path = write_truncated_faststart_mp4(tmp_path / "cut.mp4", frames=60)
+    out = tmp_path / "out"
+    code = main(
+        ["predict", str(path), "--model", model, "--out", str(out), "--stride", "3", "--no-draw", *MODEL_OPTIONS]
+    )
+    assert code == 1
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {path}: the video breaks off after frame "), (
+        warnings
+    )
+    records = [json.loads(line) for line in (out / "cut.frames.jsonl").read_text().splitlines()]
+    last = int(warnings[0].split("after frame ")[1].split()[0])
+    assert 2 < len(records) < 20 and [r["frame_index"] for r in records] == list(range(0, last + 1, 3))
+    events = json.loads((out / "cut.events.json").read_text())
+    assert events["frames"] == len(records) and events["ended_early"] == warnings[0].removeprefix("warning: ")
+
+
 def test_videos_and_images_are_not_mixed(clip, model, tmp_path, capsys, reference_dir):
     code = main(["predict", str(clip[0]), "photo.jpg", "--model", model, "--out", str(tmp_path)])
     assert code == 2 and "either videos or images" in capsys.readouterr().err

@@ -12,10 +12,12 @@ distributed runs and querying.
 
 from typing import Any
 
+from egtr.bulk.launch import lightning_devices
+from egtr.bulk.query import triplets_view
 from egtr.bulk.sources import BulkInputError, Corpus, split_inputs
 from egtr.bulk.writers import OUTPUT_FORMATS, OutputFolder, record_schema
 
-_RUNNER = ("BulkOptions", "BulkSummary", "bulk_settings", "lightning_devices", "predict_corpus")
+_RUNNER = ("BulkOptions", "BulkSummary", "bulk_settings", "predict_corpus")
 
 
 def __getattr__(name: str) -> Any:
@@ -39,4 +41,5 @@ __all__ = [
     "predict_corpus",
     "record_schema",
     "split_inputs",
+    "triplets_view",
 ]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -22,11 +21,12 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from egtr.bulk.dataset import BulkBatch, CorpusDataset, collate_bulk
+from egtr.bulk.launch import explain_lost_process
 from egtr.bulk.progress import RankProgress, format_duration
-from egtr.bulk.sources import BulkInputError, Corpus
+from egtr.bulk.sources import Corpus
 from egtr.bulk.writers import OutputFolder
 from egtr.inference import Predictor, TorchRuntime
-from egtr.runtime import dtype_name, resolve_device
+from egtr.runtime import dtype_name, set_threads
 
 logger = logging.getLogger("egtr.bulk")
 
@@ -45,6 +45,10 @@ class BulkOptions:
         bucket: batch images of similar aspect ratio with padding (faster, not exact; see docs/bulk.md).
         overwrite: remove earlier results in `out` first, also when they were made with other settings.
         progress: show a bar (terminal) or a line every `progress_interval` seconds (log file).
+        threads: torch intra-op threads of each process (None: a single process keeps torch's setting; several
+            share the cores available: `egtr.runtime.threads_per_process`).
+        request: what the command line asked for (`egtr.cli.bulk`), kept in the manifest so that the same command
+            on a complete folder is recognised before the model is loaded; None from the Python API.
     """
 
     out: str | Path
@@ -57,6 +61,8 @@ class BulkOptions:
     overwrite: bool = False
     progress: bool = True
     progress_interval: float = 30.0
+    threads: int | None = None
+    request: dict[str, Any] | None = None
 
 
 @dataclass
@@ -71,26 +77,7 @@ class BulkSummary:
     seconds: float = 0.0
     manifest: dict[str, Any] | None = None
     error_lines: list[str] = field(default_factory=list)
-
-
-def lightning_devices(device: str, devices: str) -> tuple[str, int | str | list[int]]:
-    """`egtr predict --device` (auto, cpu, cuda, cuda:N) and `--devices` (a count or "auto") in Lightning's terms:
-    (accelerator, devices). BulkInputError for a combination that means nothing; ValueError (from
-    `egtr.runtime.resolve_device`) for a device that is not there."""
-    if devices != "auto" and not (devices.isdigit() and int(devices) > 0):
-        raise BulkInputError(f"--devices must be a positive number or 'auto', got {devices!r}")
-    count: int | str = int(devices) if devices.isdigit() else devices
-    resolve_device(device)  # a clear error when CUDA is asked for and absent
-    kind, _, index = device.partition(":")
-    if device in ("auto", "cpu"):
-        return device, count
-    if kind != "cuda":
-        raise BulkInputError(f"--device {device}: bulk prediction runs on auto, cpu, cuda or cuda:N")
-    if index:
-        if count != 1:
-            raise BulkInputError(f"--device {device} names one GPU; use --device cuda --devices {devices} for several")
-        return "gpu", [int(index)]
-    return "gpu", count
+    already_complete: bool = False  # the folder held every record already: nothing was run or written
 
 
 def bulk_settings(predictor: Predictor, corpus: Corpus, options: BulkOptions) -> dict[str, Any]:
@@ -142,6 +129,9 @@ def predict_corpus(predictor: Predictor, corpus: Corpus, options: BulkOptions) -
     folder = OutputFolder(options.out, options.output_format)
     settings = bulk_settings(predictor, corpus, options)
     folder.check_settings(settings, options.overwrite)
+    complete = None if options.overwrite else folder.complete_manifest(settings=settings)
+    if complete is not None:  # a rerun of a finished run: it stays exactly as it is
+        return BulkSummary(manifest=complete, already_complete=True)
     _quiet_lightning()
     module = _BulkModule(predictor, corpus, folder, settings, options)
     writer = _ShardWriter(folder, settings, options)
@@ -160,7 +150,13 @@ def predict_corpus(predictor: Predictor, corpus: Corpus, options: BulkOptions) -
         use_distributed_sampler=False,  # the dataset splits itself by rank and worker
         callbacks=[writer],
     )
-    trainer.predict(module, return_predictions=False)
+    try:
+        trainer.predict(module, return_predictions=False)
+    except Exception as error:
+        lost = explain_lost_process(error, trainer.global_rank, trainer.world_size)
+        if lost is None:
+            raise
+        raise lost from error  # one line naming the process that died, instead of torch's or gloo's words
     return writer.summary
 
 
@@ -176,14 +172,17 @@ class _BulkModule(pl.LightningModule):
         self.predictor = predictor
         self.corpus, self.folder, self.settings, self.options = corpus, folder, settings, options
         self.dataset: CorpusDataset | None = None
+        self.threads = 0
 
     def setup(self, stage: str) -> None:
         if self.trainer.is_global_zero:
             self.folder.prepare(self.settings, self.options.overwrite)
         self.trainer.strategy.barrier("egtr-bulk-prepare")  # nobody lists done units before the folder is ready
-        if self.trainer.world_size > 1 and self.trainer.strategy.root_device.type == "cpu":
-            # processes of one node share its cores (Lightning leaves every process all of them)
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, self.trainer.num_devices)))
+        # The processes of one machine share its cores (Lightning leaves every process all of them); a single
+        # process keeps its caller's setting unless told.
+        if self.options.threads is not None or self.trainer.num_devices > 1:
+            set_threads(self.options.threads, self.trainer.num_devices)
+        self.threads = torch.get_num_threads()
 
     def on_predict_start(self) -> None:
         if isinstance(self.predictor.runtime, TorchRuntime):
@@ -282,7 +281,12 @@ class _ShardWriter(BasePredictionWriter):
         )
         trainer.strategy.barrier("egtr-bulk-finish")  # the manifest describes the shards of every rank
         if trainer.is_global_zero:
-            extra = {"world_size": trainer.world_size, "complete": True}
+            extra = {
+                "world_size": trainer.world_size,
+                "threads": pl_module.threads,
+                "request": self.options.request,
+                "complete": True,
+            }
             summary.manifest = self.folder.finish(self.settings, self.started, extra)
             counts = summary.manifest["counts"]
             logger.info(

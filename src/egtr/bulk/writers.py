@@ -117,11 +117,7 @@ class OutputFolder:
             raise BulkInputError(
                 f"{self.settings_path}: unreadable ({error}); use --overwrite to start over"
             ) from error
-        changes = [
-            f"{name} {existing_value!r} -> {new_value!r}"
-            for name, existing_value, new_value in _differences(existing, settings)
-            if name != "model"  # the same weights (same SHA-256) may have moved
-        ]
+        changes = [f"{name} {old!r} -> {new!r}" for name, old, new in _setting_changes(existing, settings)]
         if changes:
             raise BulkInputError(
                 f"{self.root} holds results made with other settings ({'; '.join(changes[:4])}"
@@ -140,6 +136,23 @@ class OutputFolder:
             folder.mkdir(exist_ok=True)
             remove_stale_temporaries(folder)  # of writes a kill -9 interrupted; nobody else writes yet
         write_json(self.settings_path, settings)
+
+    def complete_manifest(
+        self, *, settings: dict[str, Any] | None = None, request: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """The manifest of a finished run of these `settings` (or of this command-line `request`) whose shards are
+        all on disk, else None: a rerun of a complete run has nothing to do and must change nothing."""
+        try:
+            manifest = json.loads(self.manifest_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        if not manifest.get("complete") or manifest.get("output_format") != self.output_format:
+            return None
+        if settings is not None and _setting_changes(manifest.get("settings"), settings):
+            return None
+        if request is not None and _differences(manifest.get("request"), request):
+            return None
+        return manifest if all((self.root / shard["file"]).is_file() for shard in manifest["shards"]) else None
 
     # ------------------------------------------------------------------ units
     def committed_units(self) -> set[str]:
@@ -217,6 +230,12 @@ def _json_lines(items: Iterable[dict[str, Any]]) -> Iterable[bytes]:
 
 def _iso(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def _setting_changes(old: Any, new: Any) -> list[tuple[str, Any, Any]]:
+    """The differences between two runs' settings that matter: all but the model's path (the same weights, by their
+    SHA-256, may have moved)."""
+    return [change for change in _differences(old, new) if change[0] != "model"]
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:

@@ -106,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_request:  # --help, --version, or a usage error (argparse printed it; code 2)
         return int(exit_request.code or 0)
+    args.command_line = list(sys.argv[1:] if argv is None else argv)  # to start more processes of this command
     debug = getattr(args, "debug", False)
     configure_logging(getattr(args, "verbose", False))
     tune_cpu_allocator()  # freed activations are reused instead of page-faulted in again (see egtr.allocator)

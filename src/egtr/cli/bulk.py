@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from egtr.cli.options import adopt_lightning_logging, positive_int
 
 if TYPE_CHECKING:
+    from egtr.bulk.sources import Corpus
     from egtr.inference import Predictor
 
 
@@ -65,9 +66,33 @@ def listed_images(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 
 
 def run(args: argparse.Namespace, make_predictor: Callable[[argparse.Namespace], Predictor]) -> int:
-    """`egtr predict --output-format jsonl|jsonl.gz|parquet`; `make_predictor` is predict's (from the options)."""
-    adopt_lightning_logging()
-    from egtr.bulk import BulkInputError, BulkOptions, Corpus, lightning_devices, predict_corpus, split_inputs
+    """`egtr predict --output-format jsonl|jsonl.gz|parquet`; `make_predictor` is predict's (from the options).
+
+    Everything that can be checked without the model is checked before Lightning is imported (it takes 20 s to
+    90 s on a busy machine): the inputs, the devices, and whether the folder already holds this run complete.
+    """
+    from egtr.bulk.launch import lightning_devices, local_processes, started_externally, supervise
+
+    corpus, unmatched = _checked_corpus(args)
+    accelerator, devices = lightning_devices(args.device, args.devices)
+    request = _request(args, corpus)
+    if not args.overwrite:
+        from egtr.bulk.writers import OutputFolder
+
+        manifest = OutputFolder(args.out, args.output_format).complete_manifest(request=request)
+        if manifest is not None:
+            return _say_complete(args.out, manifest, unmatched)
+    processes = local_processes(accelerator, devices)
+    if processes > 1 and args.num_nodes == 1 and not started_externally():
+        # egtr starts and watches the ranks, so that one that dies is named (see egtr.bulk.launch)
+        return supervise([sys.executable, "-m", "egtr.cli", *args.command_line], processes)
+    return _run_rank(args, make_predictor, corpus, unmatched, (accelerator, devices), request)
+
+
+def _checked_corpus(args: argparse.Namespace) -> tuple[Corpus, list[str]]:
+    """The corpus of the command, checked (lists exist and have the path column, shards exist), and the inputs that
+    matched nothing (warned about)."""
+    from egtr.bulk import BulkInputError, Corpus, split_inputs
     from egtr.inference.files import expand_image_paths
     from egtr.video.commandline import is_video_input
 
@@ -86,22 +111,89 @@ def run(args: argparse.Namespace, make_predictor: Callable[[argparse.Namespace],
         data_root=args.data_root,
         path_column=args.path_column,
         shard_size=args.shard_size,
-    ).check()  # before the model loads: a missing list fails at once
-    accelerator, devices = lightning_devices(args.device, args.devices)
+    ).check()
+    return corpus, unmatched
+
+
+# Options that change how a run executes, never its records (the folder's settings leave them out too).
+_EXECUTION_OPTIONS = frozenset(
+    {"device", "devices", "num_nodes", "decode_workers", "threads", "no_progress", "overwrite", "out", "verbose"}
+    | {"debug", "run", "command_line"}
+)
+
+
+def _request(args: argparse.Namespace, corpus: Corpus) -> dict[str, object]:
+    """What the command asks for, before the model is loaded: the options that can change the records (every option
+    but `_EXECUTION_OPTIONS`), the model's files (path, sizes, times) and the inputs' fingerprint. A rerun with the
+    same request on a complete folder has nothing to do."""
+    options = {
+        name: value
+        for name, value in sorted(vars(args).items())
+        if name not in _EXECUTION_OPTIONS and isinstance(value, (str, int, float, bool, list, type(None)))
+    }
+    return {"options": options, "model": _files_fingerprint(args.model), "inputs": corpus.fingerprint()}
+
+
+def _files_fingerprint(path: str | None) -> list[list[object]] | None:
+    """(name, size, modification time) of a file, or of every file under a folder: changes when the model does,
+    without reading it."""
+    if path is None or not Path(path).exists():
+        return None
+    root = Path(path).resolve()
+    files = [root] if root.is_file() else sorted(item for item in root.rglob("*") if item.is_file())
+    return [[str(item.relative_to(root.parent)), item.stat().st_size, item.stat().st_mtime_ns] for item in files]
+
+
+def _say_complete(out: str, manifest: dict, unmatched: list[str]) -> int:
+    """The rerun of a complete run: one line, nothing changed; the exit code the run had."""
+    counts = manifest["counts"]
+    print(
+        f"{out}: complete, nothing to do ({counts['records']} records in {counts['shards']} shards, "
+        f"{counts['errors']} unreadable, finished {manifest['finished']}); --overwrite predicts them again"
+    )
+    return 1 if counts["errors"] or unmatched else 0
+
+
+def _run_rank(
+    args: argparse.Namespace,
+    make_predictor: Callable[[argparse.Namespace], Predictor],
+    corpus: Corpus,
+    unmatched: list[str],
+    lightning: tuple[str, int | str | list[int]],
+    request: dict[str, object],
+) -> int:
+    """This process's part of the run: load the model and predict its units (all of them in a single process)."""
+    from egtr.bulk.launch import PeerLostError, local_processes, report_status, supervised
+    from egtr.runtime import threads_per_process
+
+    adopt_lightning_logging()
+    from egtr.bulk.runner import BulkOptions, predict_corpus
+
     # Loaded on the CPU: Lightning moves the model to each rank's device (not every rank's copy to cuda:0 first).
     predictor = make_predictor(argparse.Namespace(**{**vars(args), "device": "cpu"}))
     options = BulkOptions(
         out=Path(args.out),
         output_format=args.output_format,
-        accelerator=accelerator,
-        devices=devices,
+        accelerator=lightning[0],
+        devices=lightning[1],
         num_nodes=args.num_nodes,
         num_workers=args.decode_workers,
         bucket=args.bucket,
         overwrite=args.overwrite,
         progress=not args.no_progress,  # a bar on a terminal, plain lines in a log file
+        threads=args.threads or threads_per_process(local_processes(*lightning)),
+        request=request,
     )
-    summary = predict_corpus(predictor, corpus, options)
+    try:
+        summary = predict_corpus(predictor, corpus, options)
+    except PeerLostError:
+        if not supervised():
+            raise
+        report_status("peer-lost")  # the process that started the ranks names the one that died
+        return 1
+    report_status("done")
+    if summary.already_complete and summary.manifest is not None:
+        return _say_complete(args.out, summary.manifest, unmatched)
     if summary.manifest is not None:  # rank 0: the whole run
         counts = summary.manifest["counts"]
         print(

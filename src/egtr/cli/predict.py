@@ -65,6 +65,12 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
     parser.add_argument(
         "--decode-workers", type=non_negative_int, default=2, help="threads decoding ahead of the model (default 2)"
     )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="torch CPU threads per process (default: the cores available to the command / its processes)",
+    )
     add_max_pixels(parser, "skip (and report)")
     parser.add_argument(
         "--boxes",
@@ -93,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
         raise argparse.ArgumentTypeError("--boxes works with image files and --output-format files only")
     if args.output_format != "files":
         return run_bulk(args, make_predictor)
+    from egtr.runtime import set_threads
+
+    set_threads(args.threads)  # bulk mode sets them in each of its processes
     if is_video_input(args.images):
         return run_video_predict(args, make_predictor)
     image_inputs, listed = listed_images(args)

@@ -10,7 +10,7 @@ supervision.Detections of a graph, + class vote per track), `temporal` (EMA + hy
 (a clip with known truth and the metrics against it).
 """
 
-from egtr.video.decode import VideoError, VideoFrame, iter_frames, video_info
+from egtr.video.decode import VideoEndedEarly, VideoError, VideoFrame, iter_frames, video_info
 from egtr.video.pipeline import TemporalSceneGraphs, VideoReport, predict_video
 from egtr.video.temporal import RelationSmoother, SmoothingConfig
 from egtr.video.tracking import SceneGraphTracker, TrackingConfig
@@ -21,6 +21,7 @@ __all__ = [
     "SmoothingConfig",
     "TemporalSceneGraphs",
     "TrackingConfig",
+    "VideoEndedEarly",
     "VideoError",
     "VideoFrame",
     "VideoReport",

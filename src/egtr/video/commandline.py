@@ -81,7 +81,8 @@ def is_video_input(items: list[str]) -> bool:
 
 
 def run_video_predict(args: argparse.Namespace, make_predictor: Callable[[argparse.Namespace], Predictor]) -> int:
-    """`egtr predict` for video inputs; exit code 0, or 1 if some of several videos could not be read.
+    """`egtr predict` for video inputs; exit code 0, or 1 if some of several videos could not be read or one broke
+    off before its end (its frames up to the break are written).
 
     `make_predictor` builds the `Predictor` from the options, as `egtr predict` does for images. User errors (bad
     options, a missing extra, a single unreadable video) are raised for `egtr.cli.main` to print as one line.
@@ -143,7 +144,10 @@ def run_video_predict(args: argparse.Namespace, make_predictor: Callable[[argpar
             print(f"error: {error}", file=sys.stderr)
             failures.append(source)
             continue
-        if report.frames == 0:
+        if report.ended_early is not None:  # the frames before the break are written: a warning, and exit 1
+            print(f"warning: {report.ended_early}", file=sys.stderr)
+            failures.append(source)
+        elif report.frames == 0:
             print(f"warning: {source}: no frame in the sampled window (--start/--end)", file=sys.stderr)
         written = ", ".join(str(path) for path in report.outputs.values())
         print(f"{source}: {report.frames} frames at {report.sample_rate:g} per second -> {written}")

@@ -2,24 +2,23 @@
 
 `iter_frames` samples a video by time (`fps`) or by count (`stride`) inside an optional `[start, end)` window and
 yields `VideoFrame`s (index of the decoded frame, presentation time in seconds, RGB array). Every failure to open or
-decode is a `VideoError` whose one-line message names the source; a stream that breaks off after some frames were
-decoded ends the iteration with a logged warning instead (what was processed so far stays valid).
+decode is a `VideoError` whose one-line message names the source; a video that breaks off after some frames were
+decoded (a truncated file, a decode error) raises `VideoEndedEarly` after the frames before the break were yielded,
+so a caller keeps what it processed and knows that the video did not end there.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from egtr.errors import DataError
-
-logger = logging.getLogger(__name__)
 
 # Suffixes `egtr predict` routes to the video path (anything PyAV opens works through the Python API).
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp")
@@ -29,6 +28,21 @@ STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp:/
 class VideoError(DataError):
     """A video that cannot be opened or decoded; the message names the source (the CLI prints it as one line and
     exits with 2)."""
+
+
+class VideoEndedEarly(VideoError):
+    """A video that breaks off after some frames: raised by `iter_frames` once the frames before the break have been
+    yielded. `last_index` / `last_time` are those of the last decoded frame; the message names the source, that
+    frame and the cause."""
+
+    def __init__(self, message: str, last_index: int, last_time: float) -> None:
+        super().__init__(message)
+        self.last_index = last_index
+        self.last_time = last_time
+
+
+class _DamagedEnd(Exception):
+    """Internal: the stream's last packet is cut short (the file ends inside it)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +111,30 @@ def _open(source: str):  # -> av.container.InputContainer (PyAV has no public al
     return container
 
 
+def _decoded_frames(container: Any, stream: Any) -> Iterator[Any]:
+    """The video stream's frames (PyAV `VideoFrame`s) in presentation order; `_DamagedEnd` after the last frame
+    when the file ends inside a packet.
+
+    Packets are demuxed here rather than by `container.decode`: with FFmpeg's frame threads (thread_type AUTO) the
+    packet that a truncated file cuts short raises nothing, decoding just stops, and an MP4 whose index comes first
+    (`movflags=faststart`) looked complete at 16 of 60 frames. The demuxer flags such a packet corrupt. A corrupt
+    packet that more packets follow is a glitch, decoded as usual (FFmpeg conceals it); one followed only by the
+    end of the stream is the cut: it is not decoded, the decoder is flushed (the frames before it come out), and
+    the cut is raised.
+    """
+    damaged = None
+    for packet in container.demux(stream):
+        if damaged is not None and packet.size:  # the stream goes on after the damaged packet
+            yield from stream.decode(damaged)
+            damaged = None
+        if packet.is_corrupt and packet.size:
+            damaged = packet
+            continue
+        yield from stream.decode(packet)  # the last packet (size 0) flushes the decoder
+    if damaged is not None:
+        raise _DamagedEnd("the file ends in the middle of a frame's data (truncated)")
+
+
 def _reason(error: Exception) -> str:
     text = getattr(error, "strerror", None) or str(error)
     return " ".join(str(text).split())
@@ -163,6 +201,8 @@ def iter_frames(
 
     Raises:
         VideoError: the source cannot be opened, has no video stream, or its first frame cannot be decoded.
+        VideoEndedEarly: the video breaks off (truncated, undecodable) after some frames; raised after the frames
+            decoded before the break were yielded.
     """
     import av
 
@@ -180,18 +220,22 @@ def iter_frames(
         next_time = start or 0.0
         rate = float(stream.average_rate) if stream.average_rate else None
         decoded = 0  # decoded frames inside the window (for stride)
-        count = -1
-        frames = container.decode(stream)
+        count, index, time = -1, -1, 0.0
+        frames = _decoded_frames(container, stream)
         while True:
             try:
                 frame = next(frames)
             except StopIteration:
                 return
-            except av.FFmpegError as error:
+            except (av.FFmpegError, _DamagedEnd) as error:
                 if count < 0:
                     raise VideoError(f"{source}: cannot decode the video stream ({_reason(error)})") from error
-                logger.warning("%s: the stream ended early after %d frames (%s)", source, count + 1, _reason(error))
-                return
+                raise VideoEndedEarly(
+                    f"{source}: the video breaks off after frame {index} ({time:.3f} s): {_reason(error)}; "
+                    f"the {count + 1} frames before are kept",
+                    index,
+                    time,
+                ) from error
             count += 1
             time = float(frame.time) - offset if frame.time is not None else count / (rate or 25.0)
             index = round(time * rate) if rate else count

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from egtr.fileio import write_json
 from egtr.inference.scene_graph import SceneGraph
 from egtr.video.annotate import RelationLine, TrackBox, render_frame
-from egtr.video.decode import VideoFrame, check_sampling, iter_frames, video_info
+from egtr.video.decode import VideoEndedEarly, VideoFrame, check_sampling, iter_frames, video_info
 from egtr.video.temporal import RelationSmoother, SmoothingConfig, TripletKey
 from egtr.video.tracking import SceneGraphTracker, TrackingConfig
 from egtr.video.writers import JsonLinesWriter, MP4Writer
@@ -143,12 +143,23 @@ class TemporalSceneGraphs:
 
 @dataclass
 class VideoReport:
-    """What `predict_video` did: frames processed and the files written (an empty MP4 slot if not drawn)."""
+    """What `predict_video` did: frames processed and the files written (an empty MP4 slot if not drawn);
+    `ended_early` says where and why the video broke off (None: it was read to its end or to `end`)."""
 
     source: str
     frames: int
     outputs: dict[str, Path]
     sample_rate: float
+    ended_early: str | None = None
+
+
+def _until_broken_off(frames: Iterator[VideoFrame], broken: list[VideoEndedEarly]) -> Iterator[VideoFrame]:
+    """The frames up to where the video breaks off, if it does; the break is put in `broken` (so that the frames
+    before it, even those of an unfinished batch, are processed and written as usual)."""
+    try:
+        yield from frames
+    except VideoEndedEarly as error:
+        broken.append(error)
 
 
 def _batches(frames: Iterator[VideoFrame], size: int) -> Iterator[list[VideoFrame]]:
@@ -191,6 +202,10 @@ def predict_video(
         draw_relations: relations listed (and drawn in the graph panel) per annotated frame.
         name: output file stem (default: the source's stem; "camera<N>" / "stream" otherwise).
 
+    Returns:
+        The report; its `ended_early` is set when the video breaks off (a truncated file, a decode error): the
+        frames before the break are processed and written, and the message names the source and the last frame.
+
     Raises:
         VideoError: the source cannot be opened or decoded (before any output file is created).
     """
@@ -217,7 +232,8 @@ def predict_video(
     if info.duration:
         window = min(end or info.duration, info.duration) - (start or 0.0)
         total = max(0, round(window * sample_rate))
-    frames = iter_frames(source, fps=fps, stride=stride, start=start, end=end)
+    broken: list[VideoEndedEarly] = []
+    frames = _until_broken_off(iter_frames(source, fps=fps, stride=stride, start=start, end=end), broken)
     try:
         with tqdm(total=total, unit="frame", disable=not progress, dynamic_ncols=True) as bar:
             for batch in _batches(frames, predictor.batch_size):
@@ -239,11 +255,18 @@ def predict_video(
         if video is not None and video.close() is not None:
             outputs["video"] = video.path
         events = temporal.events()
+        ended_early = str(broken[0]) if broken else None
         write_json(
             outputs["events"],
-            {"source": source, "sample_rate": sample_rate, "sampling": _sampling(fps, stride, start, end), **events},
+            {
+                "source": source,
+                "sample_rate": sample_rate,
+                "sampling": _sampling(fps, stride, start, end),
+                "ended_early": ended_early,
+                **events,
+            },
         )
-    return VideoReport(source=source, frames=temporal.frames, outputs=outputs, sample_rate=sample_rate)
+    return VideoReport(source, temporal.frames, outputs, sample_rate, ended_early)
 
 
 def _sampling(fps: float | None, stride: int | None, start: float | None, end: float | None) -> dict[str, Any]:

@@ -26,8 +26,10 @@ class TrackingConfig:
     """Settings of `SceneGraphTracker` (ByteTrack's, in seconds where ByteTrack counts frames).
 
     Attributes:
-        activation_threshold: an unmatched object starts a new track only with a score at least this.
-        high_score_threshold: objects at or above it are associated first (ByteTrack's two stages).
+        activation_threshold: an unmatched object starts a new track only with a score at least this
+            (`egtr predict --track-threshold`).
+        high_score_threshold: objects at or above it are associated first (ByteTrack's two stages); capped at
+            `activation_threshold` (see `association_threshold`).
         iou_threshold: least IoU between a track's predicted box and an object to associate them.
         lost_track_seconds: a track that finds no object is kept this long for re-association.
         min_track_frames: frames a new track must be seen in a row before it gets an id (before: no id).
@@ -41,11 +43,18 @@ class TrackingConfig:
     min_track_frames: int = 2
     duplicate_iou: float | None = 0.7
 
+    @property
+    def association_threshold(self) -> float:
+        """The score that splits ByteTrack's two stages as used. ByteTrack starts tracks only from objects of the
+        first (high-score) stage, so an activation threshold below `high_score_threshold` would otherwise start no
+        track below the latter: every object that may start a track is associated first."""
+        return min(self.high_score_threshold, self.activation_threshold)
+
     def to_dict(self) -> dict[str, str | float | None]:
         return {
             "tracker": "ByteTrack (trackers.ByteTrackTracker)",
             "activation_threshold": self.activation_threshold,
-            "high_score_threshold": self.high_score_threshold,
+            "high_score_threshold": self.association_threshold,
             "iou_threshold": self.iou_threshold,
             "lost_track_seconds": self.lost_track_seconds,
             "min_track_frames": self.min_track_frames,
@@ -105,7 +114,7 @@ class SceneGraphTracker:
             track_activation_threshold=self.config.activation_threshold,
             minimum_consecutive_frames=self.config.min_track_frames,
             minimum_iou_threshold=self.config.iou_threshold,
-            high_conf_det_threshold=self.config.high_score_threshold,
+            high_conf_det_threshold=self.config.association_threshold,
         )
         self.tracks: dict[int, TrackSummary] = {}
 
