@@ -11,6 +11,8 @@ returns an exit code. Shared options are declared once in `egtr.cli.options`.
   traceback in every case;
 - logging: egtr's own messages at INFO (`-v`: DEBUG), other libraries' at WARNING (`-v`: INFO), each line once,
   without the advertisements and deprecation warnings about libraries' internals that users cannot act on;
+- SIGTERM and SIGINT (`egtr.stopping`): one line, `stopped by SIGTERM: <what was saved>; <how to continue>`, exit
+  143 (SIGTERM) or 130 (SIGINT); commands add what they saved to the `Stopped` exception on its way up;
 - `--version`, and `-v` / `--debug` accepted before or after the sub-command.
 """
 
@@ -27,6 +29,7 @@ import egtr
 from egtr.allocator import tune_cpu_allocator
 from egtr.cli import benchmark, data, demo, evaluate, info, predict, serve, train
 from egtr.errors import EgtrError
+from egtr.stopping import Stopped, stop_on_signals
 
 COMMANDS = (info, data, predict, benchmark, evaluate, train, demo, serve)
 # Libraries whose INFO lines are noise at the default verbosity.
@@ -101,7 +104,8 @@ def _one_line(error: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one `egtr` command; returns the exit code (0 success, 1 failure, 2 bad input, 130 interrupted)."""
+    """Run one `egtr` command; returns the exit code (0 success, 1 failure, 2 bad input, 143 / 130 stopped by
+    SIGTERM / SIGINT)."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_request:  # --help, --version, or a usage error (argparse printed it; code 2)
@@ -110,9 +114,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(getattr(args, "verbose", False))
     tune_cpu_allocator()  # freed activations are reused instead of page-faulted in again (see egtr.allocator)
     try:
-        return int(args.run(args))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        with stop_on_signals():
+            return int(args.run(args))
+    except Stopped as stop:
+        if debug:
+            traceback.print_exc()
+        print(stop.message(), file=sys.stderr)
+        return stop.exit_code
+    except KeyboardInterrupt:  # raised by code outside the handlers' reach (a thread), as Ctrl-C
+        print("stopped by SIGINT", file=sys.stderr)
         return 130
     except Exception as error:
         if debug:

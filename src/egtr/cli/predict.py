@@ -25,6 +25,7 @@ from egtr.cli.options import (
 )
 from egtr.images import describe_source
 from egtr.preprocessing import PAPER_LONGEST_EDGE, PAPER_SHORTEST_EDGE
+from egtr.stopping import Stopped
 
 if TYPE_CHECKING:
     from egtr.inference import Predictor
@@ -84,7 +85,7 @@ def make_predictor(args: argparse.Namespace) -> Predictor:
 
 
 def run(args: argparse.Namespace) -> int:
-    from egtr.predict_files import expand_image_paths, predict_files
+    from egtr.predict_files import FilesReport, expand_image_paths, predict_files
     from egtr.video.commandline import is_video_input, run_video_predict
 
     if args.boxes is not None and (args.output_format != "files" or is_video_input(args.images)):
@@ -107,17 +108,27 @@ def run(args: argparse.Namespace) -> int:
         given_boxes, unused = boxes_for_images(read_boxes_file(args.boxes, predictor.class_names), paths, args.boxes)
         for key in unused:
             print(f"warning: {args.boxes}: entry {key!r} names none of the images to predict", file=sys.stderr)
-    report = predict_files(
-        predictor,
-        paths,
-        args.out,
-        draw_formats=[] if args.no_draw else (args.format or ["png"]),
-        max_draw_relations=args.draw_relations,
-        dpi=args.dpi,
-        progress=progress_enabled(args),
-        decode_workers=args.decode_workers,
-        given_boxes=given_boxes,
-    )
+    report = FilesReport(outputs={}, failures={})
+    try:
+        predict_files(
+            predictor,
+            paths,
+            args.out,
+            draw_formats=[] if args.no_draw else (args.format or ["png"]),
+            max_draw_relations=args.draw_relations,
+            dpi=args.dpi,
+            progress=progress_enabled(args),
+            decode_workers=args.decode_workers,
+            given_boxes=given_boxes,
+            report=report,
+        )
+    except Stopped as stop:
+        rest = len(paths) - len(report.outputs) - len(report.failures)
+        stop.add_detail(
+            f"{len(report.outputs)} of {len(paths)} images written to {args.out} (each complete), {rest} not "
+            "processed; run the command again for those"
+        )
+        raise
     print(f"{len(report.outputs)} of {len(paths)} images processed; results in {args.out}")
     if report.failures:
         print(f"{len(report.failures)} image(s) could not be read or written and were skipped:", file=sys.stderr)

@@ -26,6 +26,7 @@ from egtr.cli.options import (
 )
 from egtr.fileio import is_disk_full
 from egtr.runtime import LIGHTNING_PRECISION, dtype_name
+from egtr.stopping import Stopped
 
 # Named options that map one-to-one onto TrainConfig fields (dest -> field).
 FIELD_OPTIONS = (
@@ -152,6 +153,17 @@ def surviving_checkpoint(run_dir: Path) -> str:
     return f"the last complete checkpoint is {newest}{where}"
 
 
+def how_to_continue(run_dir: Path, command: str, fast_dev_run: int | None = None) -> str:
+    """What a stopped training left and the command that continues it (`--resume` only where there is a checkpoint
+    to resume from: without one, `--resume` would start from the beginning anyway)."""
+    if fast_dev_run:
+        return "a fast-dev-run saves nothing"
+    saved = surviving_checkpoint(run_dir)
+    if saved.startswith("no checkpoint"):
+        return f"{saved}; start again with the same command"
+    return f"{saved}; continue with `{command} --resume --out {run_dir}`"
+
+
 def run(args: argparse.Namespace, stage: str) -> int:
     adopt_lightning_logging()
     from egtr.training import resolve_train_config
@@ -175,8 +187,12 @@ def run(args: argparse.Namespace, stage: str) -> int:
     from egtr.training.module import NonFiniteLossError
 
     function = pretrain_detector if stage == "detector" else train_egtr
+    command = "pretrain-detector" if stage == "detector" else "train"
     try:
         result = function(config, resume=args.resume)
+    except Stopped as stop:
+        stop.add_detail(how_to_continue(Path(config.output_dir), f"egtr {command}", config.fast_dev_run))
+        raise
     except NonFiniteLossError as error:
         raise SystemExit(f"error: {error}") from error
     except DatasetCheckError as error:  # the whole report (the common handler prints one line)
