@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,56 @@ def test_a_symlink_loop_as_the_model_is_named(tmp_path: Path, capsys):
     os.symlink(loop, loop)
     assert _predict(loop, tmp_path / "out") == 2
     assert _error_line(capsys) == f"error: {loop}: symlink loop (following its links never reaches a file)"
+
+
+@pytest.mark.parametrize(
+    ("command", "wrong"),
+    [
+        (["predict", str(ASTRONAUT), "--model", "no-such-model"], "exists and is a file, not a folder"),
+        (["train", "--data-root", "no-such-data"], "exists and is a file, not a folder"),
+        (["demo"], "exists and is a file, not a folder"),
+        (["data", "synth"], "exists and is a file, not a folder"),
+        (["data", "import", "coco-relations", "no-such-source"], "exists and is a file, not a folder"),
+    ],
+)
+def test_an_out_that_is_a_file_is_refused_before_any_work(command: list[str], wrong: str, tmp_path: Path, capsys):
+    # Before: the model loaded (here it does not even exist) and then raw errno text, exit 1.
+    out = tmp_path / "results"
+    out.write_text("not a folder")
+    assert main([*command, "--out", str(out)]) == 2
+    assert _error_line(capsys) == f"error: --out {out}: {wrong}"
+
+
+@pytest.mark.parametrize("command", [["evaluate", "--model", "no-such-model"], ["benchmark", "--model", "nowhere"]])
+def test_an_out_file_that_is_a_folder_is_refused_before_any_work(command: list[str], tmp_path: Path, capsys):
+    assert main([*command, "--out", str(tmp_path)]) == 2
+    assert _error_line(capsys) == f"error: --out {tmp_path}: is a folder; give a file name"
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path):
+    """A folder nothing can be written in: a read-only tmpfs where the tests run as root, else mode 0555."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip("root, but no tmpfs can be mounted here")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_a_read_only_out_is_refused_before_the_model_loads(read_only_folder: Path, capsys):
+    # Before: every image computed, then each result discarded with "[Errno 30] Read-only file system", exit 1.
+    assert main(["predict", str(ASTRONAUT), "--model", "no-such-model", "--out", str(read_only_folder)]) == 2
+    error = _error_line(capsys)
+    assert error.startswith(f"error: --out {read_only_folder}: cannot write in {read_only_folder} ("), error
+    sub = read_only_folder / "sub"  # a folder to create there
+    assert main(["predict", str(ASTRONAUT), "--model", "no-such-model", "--out", str(sub)]) == 2
+    assert _error_line(capsys).startswith(f"error: --out {sub}: cannot write in {sub} (")

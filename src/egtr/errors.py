@@ -30,3 +30,8 @@ class DataError(EgtrError, ValueError):
 class ImageError(DataError):
     """An image that cannot be used: missing, not an image, truncated, of an unsupported mode, or over the pixel
     limit."""
+
+
+class OutputError(EgtrError, ValueError):
+    """An output location (`--out`) where nothing can be written: a file where a folder is needed, a read-only file
+    system, no permission. Found before any work is done."""

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from egtr.cli.options import Subparsers, add_deprecated, add_device, add_dtype, add_model, add_sizes, positive_int
+from egtr.cli.options import (
+    Subparsers,
+    add_deprecated,
+    add_device,
+    add_dtype,
+    add_model,
+    add_sizes,
+    check_out,
+    positive_int,
+)
 from egtr.preprocessing import FPS_LONGEST_EDGE, FPS_SHORTEST_EDGE
 
 
@@ -53,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     from egtr.config import EGTRConfig
     from egtr.models import EGTR, read_checkpoint
 
+    if args.out:
+        check_out(args.out, "file")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.model and args.model_config:

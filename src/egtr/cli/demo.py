@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from egtr.cli.options import Subparsers, adopt_lightning_logging
+from egtr.cli.options import Subparsers, adopt_lightning_logging, check_out
 from egtr.stopping import Stopped
 
 
@@ -25,6 +25,7 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    check_out(args.out)
     adopt_lightning_logging()
     from egtr.demo import run_demo
 

@@ -12,6 +12,7 @@ from egtr.cli.options import (
     add_device,
     add_progress,
     add_sizes,
+    check_out,
     non_negative_int,
     positive_int,
     progress_enabled,
@@ -88,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         raise argparse.ArgumentTypeError(
             "--task applies to --model; a predictions file keeps the task it was made with"
         )
+    output_file = check_out(args.out or f"evaluation-{args.split}.json", "file")
     report, output = run_evaluation(
         model=args.model,
         predictions=args.predictions,
@@ -107,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         zero_shot=args.zero_shot,
         max_images=args.max_images,
         save_predictions=args.save_predictions,
-        output=args.out or f"evaluation-{args.split}.json",
+        output=output_file,
         progress=progress_enabled(args),
     )
     print(report.format_table())

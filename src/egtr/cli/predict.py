@@ -18,6 +18,7 @@ from egtr.cli.options import (
     add_prediction_options,
     add_progress,
     add_sizes,
+    check_out,
     load_predictor,
     non_negative_int,
     positive_int,
@@ -88,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from egtr.predict_files import FilesReport, expand_image_paths, predict_files
     from egtr.video.commandline import is_video_input, run_video_predict
 
+    check_out(args.out)  # before the model loads: a file or a read-only folder must not cost a model load
     if args.boxes is not None and (args.output_format != "files" or is_video_input(args.images)):
         raise argparse.ArgumentTypeError("--boxes works with image files and --output-format files only")
     if args.output_format != "files":

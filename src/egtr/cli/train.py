@@ -20,6 +20,7 @@ from egtr.cli.options import (
     add_dtype,
     add_progress,
     adopt_lightning_logging,
+    check_out,
     non_negative_int,
     positive_int,
     progress_enabled,
@@ -182,6 +183,7 @@ def run(args: argparse.Namespace, stage: str) -> int:
         return 0
     if not config.data.root:
         raise argparse.ArgumentTypeError("no dataset: pass --data-root (or data.root=...)")
+    check_out(config.output_dir)
     from egtr.training.data_checks import DatasetCheckError
     from egtr.training.engine import pretrain_detector, train_egtr
     from egtr.training.module import NonFiniteLossError
