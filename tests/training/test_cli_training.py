@@ -80,3 +80,13 @@ def test_missing_dataset_is_a_clear_error(capsys):
     assert main(["train", "--out", "/tmp/nowhere"]) == 2
     error = capsys.readouterr().err  # errors go to stderr, as one line
     assert error.startswith("error: no dataset: pass --data-root") and len(error.splitlines()) == 1
+
+
+def test_settings_may_follow_options_and_unknown_options_are_still_refused(capsys):
+    # Before: "unrecognized arguments: lr=1e-4" for a setting placed after an option.
+    arguments = ["--data-root", "D", "--out", "R", "model.d_model=64", "--max-epochs", "1", "lr=1e-4", "lr=2e-4"]
+    assert main(["train", *arguments, "--print-config"]) == 0
+    config = json.loads(capsys.readouterr().out)
+    assert config["model"]["d_model"] == 64 and config["max_epochs"] == 1 and config["lr"] == 2e-4  # the last wins
+    assert main(["train", "--print-config", "--bogus", "lr=1e-4"]) == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
