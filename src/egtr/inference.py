@@ -48,7 +48,7 @@ PREDICTION_OPTIONS = ("top_k", "score_threshold", "graph_constraint", "object_th
 PredictionOptions = dict[str, int | float | bool | None]
 T = TypeVar("T")
 BoxesInput = np.ndarray | torch.Tensor | Sequence[Sequence[float]]  # (M, 4) xyxy pixels
-LabelsInput = np.ndarray | torch.Tensor | Sequence[int]  # (M,) class indices
+LabelsInput = np.ndarray | torch.Tensor | Sequence[int] | Sequence[str]  # (M,) class indices or class names
 
 
 @dataclass
@@ -310,6 +310,7 @@ class Predictor:
                 self.config.num_labels,
                 source=item.path or f"image {index}",
                 num_queries=self.config.num_queries,
+                class_names=self.class_names,
             )
             for index, (item, image_boxes) in enumerate(zip(batch, boxes))
         ]
