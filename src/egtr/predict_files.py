@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,7 +59,8 @@ class FilesReport:
     """What `predict_files` did: one JSON (and drawings) per processed image, and the files it skipped."""
 
     outputs: dict[str, list[Path]]  # image path -> files written for it
-    failures: dict[str, str]  # image path -> why it was skipped
+    failures: dict[str, str]  # image path -> why it was skipped (unreadable, or its results could not be written)
+    rejected: dict[str, str] = field(default_factory=dict)  # image path -> why its given boxes were refused
 
 
 def predict_files(
@@ -123,7 +124,7 @@ def predict_files(
             given = None
             if given_boxes is not None:
                 checked = len(prepared)
-                prepared, given = _check_given_boxes(predictor, prepared, given_boxes, report.failures)
+                prepared, given = _check_given_boxes(predictor, prepared, given_boxes, report.rejected)
                 bar.update(checked - len(prepared))  # the images skipped for their boxes
             if not prepared:
                 continue

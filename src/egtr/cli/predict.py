@@ -125,16 +125,22 @@ def run(args: argparse.Namespace) -> int:
             report=report,
         )
     except Stopped as stop:
-        rest = len(paths) - len(report.outputs) - len(report.failures)
+        rest = len(paths) - len(report.outputs) - len(report.failures) - len(report.rejected)
         stop.add_detail(
             f"{len(report.outputs)} of {len(paths)} images written to {args.out} (each complete), {rest} not "
             "processed; run the command again for those"
         )
         raise
     print(f"{len(report.outputs)} of {len(paths)} images processed; results in {args.out}")
-    if report.failures:
-        print(f"{len(report.failures)} image(s) could not be read or written and were skipped:", file=sys.stderr)
-        for path, reason in report.failures.items():
-            print(f"  {reason if path in reason else f'{describe_source(path)}: {reason}'}", file=sys.stderr)
-        return 1
-    return 1 if unmatched else 0
+    _print_skipped(report.rejected, f"their given boxes (--boxes {args.boxes}) were rejected")
+    _print_skipped(report.failures, "they could not be read or their results could not be written")
+    return 1 if report.failures or report.rejected or unmatched else 0
+
+
+def _print_skipped(reasons: dict[str, str], why: str) -> None:
+    """`N image(s) skipped because WHY:`, then one line per image with its reason."""
+    if not reasons:
+        return
+    print(f"{len(reasons)} image(s) skipped because {why}:", file=sys.stderr)
+    for path, reason in reasons.items():
+        print(f"  {reason if path in reason else f'{describe_source(path)}: {reason}'}", file=sys.stderr)
