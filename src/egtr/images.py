@@ -113,6 +113,8 @@ def _decode(handle: BinaryIO, label: str, exif_transpose: bool, max_pixels: int 
             # load() decodes every pixel now, so a truncated file fails here and not later inside a transform.
             opened.load()
             picture = ImageOps.exif_transpose(opened) if exif_transpose else opened.copy()
+    except ImageError:
+        raise  # our own verdict (over the pixel limit) is no decoding error: it was called "corrupt or truncated"
     except UnidentifiedImageError as error:
         raise ImageError(f"{label}: not a readable image file ({error})") from error
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
