@@ -154,15 +154,16 @@ def surviving_checkpoint(run_dir: Path) -> str:
     return f"the last complete checkpoint is {newest}{where}"
 
 
-def how_to_continue(run_dir: Path, command: str, fast_dev_run: int | None = None) -> str:
+def how_to_continue(run_dir: Path, command: str, fast_dev_run: int | None = None, change: str = "") -> str:
     """What a stopped training left and the command that continues it (`--resume` only where there is a checkpoint
-    to resume from: without one, `--resume` would start from the beginning anyway)."""
+    to resume from: without one, `--resume` would start from the beginning anyway); `change` is a setting to give
+    (`lr=<a lower rate>`)."""
     if fast_dev_run:
         return "a fast-dev-run saves nothing"
     saved = surviving_checkpoint(run_dir)
     if saved.startswith("no checkpoint"):
-        return f"{saved}; start again with the same command"
-    return f"{saved}; continue with `{command} --resume --out {run_dir}`"
+        return f"{saved}; start again with the same command" + (f" and {change}" if change else "")
+    return f"{saved}; continue with `{command} --resume --out {run_dir}" + (f" {change}`" if change else "`")
 
 
 def run(args: argparse.Namespace, stage: str) -> int:
@@ -195,8 +196,9 @@ def run(args: argparse.Namespace, stage: str) -> int:
     except Stopped as stop:
         stop.add_detail(how_to_continue(Path(config.output_dir), f"egtr {command}", config.fast_dev_run))
         raise
-    except NonFiniteLossError as error:
-        raise SystemExit(f"error: {error}") from error
+    except NonFiniteLossError as error:  # "resume" only where a checkpoint exists to resume from
+        advice = how_to_continue(Path(config.output_dir), f"egtr {command}", change="lr=<a lower rate>")
+        raise SystemExit(f"error: {error}; {advice}") from error
     except DatasetCheckError as error:  # the whole report (the common handler prints one line)
         print(f"error: {error}", file=sys.stderr)
         return 2
