@@ -206,6 +206,8 @@ def run(args: argparse.Namespace, stage: str) -> int:
         if not is_disk_full(error):
             raise
         raise SystemExit(f"error: {error}; {surviving_checkpoint(Path(config.output_dir))}") from error
+    if config.fast_dev_run:
+        print(f"fast-dev-run: {len(result.passes)} pass(es) ran; nothing was saved")
     if result.model_dir is not None:
         for item in result.passes:
             loss = "n/a" if item.best_validation_loss is None else f"{item.best_validation_loss:.4f}"
