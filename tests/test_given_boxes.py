@@ -132,15 +132,25 @@ def test_zero_boxes_and_lists_of_images(random_predictor, image):
         ([[-20, -20, 0, 0]], None, "outside"),
         ([[np.nan, 0, 1, 1]], None, "not finite"),
         ([[1, 2, 3]], None, r"\(M, 4\)"),
-        ([[1, 2, 30, 40]], [8], "label 8, not in 0..7"),
+        ([[1, 2, 30, 40]], [8], "box 0 label: class index 8 is not in 0..7"),
+        ([[1, 2, 30, 40]], ["unicorn"], "box 0 label: 'unicorn' is not a class name of the model"),
         ([[1, 2, 30, 40]], [1, 2], "2 labels for 1 boxes"),
-        ([[1, 2, 30, 40]], [0.5], "integer"),
+        ([[1, 2, 30, 40]], [0.5], "0.5 is neither a class index nor a class name"),
         (np.tile([[0, 0, 5, 5]], (13, 1)), None, "13 boxes given but the model has only 12 object queries"),
     ],
 )
 def test_unusable_boxes_raise_clear_errors(random_predictor, image, boxes, labels, message):
     with pytest.raises(GivenBoxesError, match=message):
         random_predictor(image, boxes=boxes, labels=labels)
+
+
+def test_labels_may_be_class_names_as_in_the_boxes_file(random_predictor, image):
+    # Before: the Python API refused names ("labels must be integer class indices") that --boxes files accept.
+    names = [random_predictor.class_names[3], random_predictor.class_names[5]]
+    by_name = random_predictor(image, boxes=BOXES[:2], labels=names)
+    by_index = random_predictor(image, boxes=BOXES[:2], labels=[3, 5])
+    assert [item.label for item in by_name.objects] == [item.label for item in by_index.objects] == [3, 5]
+    assert by_name.to_dict() == by_index.to_dict()
 
 
 def test_assignment_prefers_the_query_with_the_box_and_the_label():
@@ -192,7 +202,7 @@ def photos(tmp_path: Path, image) -> list[Path]:
     return paths
 
 
-def test_predict_with_a_boxes_file(model_dir, photos, tmp_path):
+def test_predict_with_a_boxes_file(model_dir, photos, tmp_path, capsys):
     import json
 
     from egtr.cli import main
@@ -232,7 +242,12 @@ def test_predict_with_a_boxes_file(model_dir, photos, tmp_path):
     # A box outside an image: that image is reported and skipped (exit 1), the other one is still predicted.
     outside = tmp_path / "outside.json"
     outside.write_text(json.dumps({"a.png": [{"box": [100, 100, 120, 120]}], "b.png": []}))
+    capsys.readouterr()
     assert main(["predict", *args, "--boxes", str(outside), "--size", "64"]) == 1
+    # Before: "1 image(s) could not be read or written and were skipped", about boxes that were refused.
+    error = [line for line in capsys.readouterr().err.splitlines() if not line.startswith(("INFO", "WARNING"))]
+    assert error[0] == f"1 image(s) skipped because their given boxes (--boxes {outside}) were rejected:", error
+    assert "box 0 [100, 100, 120, 120] lies outside the 80x64 image" in error[1], error
 
 
 @pytest.mark.parametrize(
@@ -241,6 +256,8 @@ def test_predict_with_a_boxes_file(model_dir, photos, tmp_path):
         ("{not json", "not valid JSON"),
         ('{"a.png": [{"box": [1, 2, 3]}]}', "record 'a.png' object 0: field 'box' must be 4 numbers"),
         ('{"a.png": [{"box": [1, 2, 3, 4], "label_name": "zebra"}]}', "'zebra' is not a class"),
+        # Before: an index out of range skipped the image (exit 1) where an unknown name stopped the command.
+        ('{"a.png": [{"box": [1, 2, 3, 4], "label": 99}]}', "object 0: field 'label': class index 99 is not in 0..7"),
         ('{"a.png": [{"box": [1, 2, 3, 4], "label": 1}, {"box": [1, 2, 3, 4]}]}', "object 1: has no 'label'"),
         ('{"b.png": []}', "no entry for image"),
         ('[{"objects": []}]', "record 0: needs a string field 'image_path'"),

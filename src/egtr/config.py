@@ -213,7 +213,8 @@ class EGTRConfig:
             sizes["class_names"] = names
         if values.get("rel_categories"):
             sizes["predicate_names"] = list(values["rel_categories"])
-        return cls(**sizes).validate()
+        # The same field and type checks as our own layout: `"num_queries": "sixteen"` is named, not a torch error.
+        return cls(**check_fields(cls, sizes)).validate()
 
     @classmethod
     def from_json(cls, path: str | Path) -> EGTRConfig:

@@ -38,3 +38,8 @@ class MissingExtraError(EgtrError, ImportError):
     def __init__(self, what: str, extra: str) -> None:
         super().__init__(f'{what} needs the {extra} extra: pip install "egtr[{extra}]"')
         self.extra = extra
+
+
+class OutputError(EgtrError, ValueError):
+    """An output location (`--out`) where nothing can be written: a file where a folder is needed, a read-only file
+    system, no permission. Found before any work is done."""

@@ -51,14 +51,16 @@ def test_training_refuses_a_faulty_dataset_before_the_first_step(tmp_path: Path,
         "rel.json, train['99'], field train: relations for an image id that is not in the split",
     ):
         assert fault in report, report
-    assert "error(s)" in report.splitlines()[-1] and "before training" in report.splitlines()[-1]
+    assert "error(s)" in report.splitlines()[0] and "before training" in report.splitlines()[0]
     assert not (tmp_path / "run" / "config.json").exists()  # stopped before anything was built or written
 
     config_file = tmp_path / "config.json"
     config.save(config_file)
     assert main(["train", "--config", str(config_file)]) == 2
     output = capsys.readouterr().err
-    assert output.startswith("error: ") and "Traceback" not in output
+    # Before: "error: ERROR: ..." and the deprecated `egtr data validate ROOT` spelling.
+    assert output.startswith(f"error: {root}: ") and "error: ERROR" not in output and "Traceback" not in output
+    assert f"`egtr data validate --data-root {root}` repeats the check" in output
     assert "missing.jpg" in output and "rel.json, train['99']" in output  # the full report, not its first line
 
 

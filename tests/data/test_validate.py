@@ -76,7 +76,8 @@ def test_every_planted_vg_fault_is_reported(tmp_path: Path) -> None:
     _find(problems, "error", "truncated.jpg", "image 21", "corrupt or truncated")
     _find(problems, "error", "garbage.jpg", "image 22", "not a readable image")
     _find(problems, "error", "train.json", "image 7, object 0", "9 outside 1..4")
-    _find(problems, "error", "train.json", "annotations[1]", "duplicate annotation id")
+    # Before: only the second occurrence was named.
+    _find(problems, "error", "train.json", "annotations[1]", "duplicate annotation id 1 (also annotations[0])")
     _find(problems, "error", "train.json", "image 7", "duplicate image id")
     _find(problems, "error", "rel.json", "train['7'], relation 1", "object index 5 outside 0..1")
     _find(problems, "error", "rel.json", "train['7'], relation 2", "predicate 4 outside 1..3")

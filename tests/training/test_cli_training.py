@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from tests.training.conftest import tiny_train_config
 
-from egtr import EGTR
 from egtr.cli import main
 from egtr.training import TrainConfig
 
@@ -49,7 +48,7 @@ def test_config_of_the_other_stage_is_refused(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_fast_dev_run_trains_both_passes_and_exports(synthetic_root: Path, tmp_path: Path, dtype, capsys):
+def test_fast_dev_run_trains_both_passes_and_saves_nothing(synthetic_root: Path, tmp_path: Path, dtype, capsys):
     config_file = tmp_path / "config.json"
     tiny_train_config(synthetic_root, tmp_path / "unused", finetune_epochs=1).save(config_file)
     code = main(
@@ -66,17 +65,26 @@ def test_fast_dev_run_trains_both_passes_and_exports(synthetic_root: Path, tmp_p
     )
     assert code == 0
     captured = capsys.readouterr()
-    assert "final model:" in captured.out
+    assert "fast-dev-run: 2 pass(es) ran; nothing was saved" in captured.out and "final model:" not in captured.out
     # Lightning's lines come once, through egtr's handler, without its advertisements.
     log_lines = [line for line in captured.err.splitlines() if line.strip()]
     assert not any("Tip" in line or "litlogger" in line.lower() for line in log_lines)
     assert not any(line.startswith("INFO: ") for line in log_lines)  # the format of Lightning's own handler
-    assert not list((tmp_path / "run").rglob("*.ckpt"))  # a smoke test writes no checkpoints
-    model = EGTR.from_pretrained(tmp_path / "run" / "model")
-    assert model.config.num_labels == 8
+    # Before: a model, configs and metrics were written although docs/training.md says "nothing saved".
+    assert not [path for path in (tmp_path / "run").rglob("*") if path.is_file()]
 
 
 def test_missing_dataset_is_a_clear_error(capsys):
     assert main(["train", "--out", "/tmp/nowhere"]) == 2
     error = capsys.readouterr().err  # errors go to stderr, as one line
     assert error.startswith("error: no dataset: pass --data-root") and len(error.splitlines()) == 1
+
+
+def test_settings_may_follow_options_and_unknown_options_are_still_refused(capsys):
+    # Before: "unrecognized arguments: lr=1e-4" for a setting placed after an option.
+    arguments = ["--data-root", "D", "--out", "R", "model.d_model=64", "--max-epochs", "1", "lr=1e-4", "lr=2e-4"]
+    assert main(["train", *arguments, "--print-config"]) == 0
+    config = json.loads(capsys.readouterr().out)
+    assert config["model"]["d_model"] == 64 and config["max_epochs"] == 1 and config["lr"] == 2e-4  # the last wins
+    assert main(["train", "--print-config", "--bogus", "lr=1e-4"]) == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

@@ -151,6 +151,10 @@ def test_a_diverging_run_stops_cleanly_before_the_matcher(synthetic_root: Path, 
         main(["train", "--config", _saved(config, tmp_path)])
     error = str(stop.value.code)
     assert error.startswith("error: non-finite model outputs (class logits or boxes)") and "\n" not in error, error
+    # Before: "precision=32-true or bf16-mixed instead of 16-mixed" and "Resume from the last checkpoint" (none).
+    assert "--dtype float32 or bfloat16 instead of float16" in error and "precision=" not in error, error
+    assert error.endswith("no checkpoint was completed yet; start again with the same command and lr=<a lower rate>")
+    assert "--resume" not in error, error
     assert not _error_lines(capsys)  # nothing else: no traceback, no matcher ValueError
 
 

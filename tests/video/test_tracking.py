@@ -99,7 +99,7 @@ def test_a_duplicate_box_gets_no_track_of_its_own():
 def test_a_low_track_threshold_starts_tracks_for_low_score_objects():
     """`--track-threshold 0.2` (`TrackingConfig.activation_threshold`) starts tracks for objects scored 0.3: ByteTrack
     starts tracks only from its high-score stage, whose threshold (0.5 by default) must not stay above it."""
-    from egtr.scene_graph import SceneGraph, SceneObject
+    from egtr.inference.scene_graph import SceneGraph, SceneObject
     from egtr.video.tracking import SceneGraphTracker, TrackingConfig
 
     faint = SceneGraph(

@@ -11,6 +11,8 @@ returns an exit code. Shared options are declared once in `egtr.cli.options`.
   traceback in every case;
 - logging: egtr's own messages at INFO (`-v`: DEBUG), other libraries' at WARNING (`-v`: INFO), each line once,
   without the advertisements and deprecation warnings about libraries' internals that users cannot act on;
+- SIGTERM and SIGINT (`egtr.stopping`): one line, `stopped by SIGTERM: <what was saved>; <how to continue>`, exit
+  143 (SIGTERM) or 130 (SIGINT); commands add what they saved to the `Stopped` exception on its way up;
 - `--version`, and `-v` / `--debug` accepted before or after the sub-command.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import traceback
 import warnings
@@ -27,8 +30,10 @@ import egtr
 from egtr.allocator import tune_cpu_allocator
 from egtr.cli import benchmark, data, demo, evaluate, export, info, predict, serve, train
 from egtr.errors import EgtrError
+from egtr.stopping import Stopped, stop_on_signals
 
 COMMANDS = (info, data, predict, benchmark, evaluate, export, train, demo, serve)
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")  # a `key=value` training setting (dotted for nested ones)
 # Libraries whose INFO lines are noise at the default verbosity.
 _QUIET_LIBRARIES = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "torch", "PIL")
 # Messages nobody can act on: third-party advertisements and deprecations inside a library's own code.
@@ -100,10 +105,28 @@ def _one_line(error: BaseException) -> str:
     return " ".join(text.split("\n")) if "\n" not in text.strip() else text.split("\n")[0] + " ..."
 
 
+def parse_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """`parse_args`, except that `key=value` settings of the commands that take them (`overrides`) may stand anywhere.
+
+    argparse gives a positional list one place only: `egtr train --out R model.d_model=64 --max-epochs 1 lr=1e-4`
+    left `lr=1e-4` unrecognized. Such leftovers are appended to `overrides` in their order; anything else left over
+    (a mistyped option) is still refused.
+    """
+    args, leftovers = parser.parse_known_args(argv)
+    settings = [item for item in leftovers if _OVERRIDE.match(item)] if hasattr(args, "overrides") else []
+    unknown = [item for item in leftovers if item not in settings]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if settings:
+        args.overrides = [*args.overrides, *settings]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one `egtr` command; returns the exit code (0 success, 1 failure, 2 bad input, 130 interrupted)."""
+    """Run one `egtr` command; returns the exit code (0 success, 1 failure, 2 bad input, 143 / 130 stopped by
+    SIGTERM / SIGINT)."""
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_arguments(build_parser(), argv)
     except SystemExit as exit_request:  # --help, --version, or a usage error (argparse printed it; code 2)
         return int(exit_request.code or 0)
     args.command_line = list(sys.argv[1:] if argv is None else argv)  # to start more processes of this command
@@ -111,9 +134,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(getattr(args, "verbose", False))
     tune_cpu_allocator()  # freed activations are reused instead of page-faulted in again (see egtr.allocator)
     try:
-        return int(args.run(args))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        with stop_on_signals():
+            return int(args.run(args))
+    except Stopped as stop:
+        if debug:
+            traceback.print_exc()
+        print(stop.message(), file=sys.stderr)
+        return stop.exit_code
+    except KeyboardInterrupt:  # raised by code outside the handlers' reach (a thread), as Ctrl-C
+        print("stopped by SIGINT", file=sys.stderr)
         return 130
     except Exception as error:
         if debug:

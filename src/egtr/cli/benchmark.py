@@ -12,6 +12,7 @@ from egtr.cli.options import (
     add_model,
     add_runtime,
     add_sizes,
+    check_out,
     positive_int,
 )
 from egtr.preprocessing import FPS_LONGEST_EDGE, FPS_SHORTEST_EDGE
@@ -65,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     from egtr.inference.runtimes import ModelRuntime
     from egtr.models import EGTR
 
+    if args.out:
+        check_out(args.out, "file")
     if args.model and args.model_config:
         raise argparse.ArgumentTypeError("give --model or --model-config, not both")
     if args.runtime not in (None, "torch") and not args.model:

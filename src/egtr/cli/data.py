@@ -9,6 +9,7 @@ from egtr.cli.options import (
     Subparsers,
     add_data_root,
     add_dataset,
+    check_out,
     data_root_of,
     deprecation_note,
     non_negative_int,
@@ -101,6 +102,7 @@ def run_synth(args: argparse.Namespace) -> int:
         out = args.legacy_path
     if out is None:
         raise argparse.ArgumentTypeError("no output folder: pass --out DIR")
+    check_out(out)
     root = generate_synthetic_dataset(out, args.num_train, args.num_val, args.num_test, args.image_size, args.seed)
     print(f"synthetic scene world written to {root}")
     return 0

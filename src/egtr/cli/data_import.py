@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from egtr.cli.options import Subparsers, add_data_root, data_root_of, positive_int
+from egtr.cli.options import Subparsers, add_data_root, check_out, data_root_of, positive_int
 
 
 def _fraction(text: str) -> float:
@@ -54,6 +54,8 @@ def add_commands(commands: Subparsers, common: argparse.ArgumentParser) -> None:
 def run_import(args: argparse.Namespace) -> int:
     from egtr.data.importers import ImportOptions, import_dataset
 
+    check_out(args.out, "new-folder")
+
     options = ImportOptions(
         images=Path(args.images) if args.images else None,
         link=args.link,
@@ -74,6 +76,8 @@ def run_import(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from egtr.data.importers.export import export_coco_relations
+
+    check_out(args.out)
 
     files = export_coco_relations(str(data_root_of(args)), args.out, overwrite=args.overwrite)
     print("written: " + ", ".join(str(path) for path in files))

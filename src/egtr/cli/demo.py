@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
-from egtr.cli.options import Subparsers, adopt_lightning_logging
+from egtr.cli.options import Subparsers, adopt_lightning_logging, check_out
+from egtr.stopping import Stopped
 
 
 def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -22,8 +25,33 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    check_out(args.out)
     adopt_lightning_logging()
     from egtr.demo import run_demo
 
-    run_demo(args.out, quick=args.quick, restart=args.restart)
+    try:
+        run_demo(args.out, quick=args.quick, restart=args.restart)
+    except Stopped as stop:
+        stop.add_detail(demo_progress(Path(args.out), args.quick))
+        raise
     return 0
+
+
+def demo_progress(out_dir: Path, quick: bool) -> str:
+    """What a stopped demo keeps (its finished steps, the last checkpoint of a training step) and how to go on: a
+    second run reuses finished steps and resumes an interrupted training from its last checkpoint."""
+    from egtr.cli.train import surviving_checkpoint
+    from egtr.demo import STATE_FILE, STEPS
+
+    state_file = out_dir / STATE_FILE
+    try:
+        finished = [step for step in STEPS if step in json.loads(state_file.read_text()).get("steps", {})]
+    except (OSError, ValueError):
+        finished = []
+    parts = [f"finished steps kept in {state_file}: {', '.join(finished)}" if finished else "no step was finished"]
+    current = next((step for step in STEPS if step not in finished), None)
+    if current in ("detector", "egtr") and (out_dir / current).is_dir():
+        parts.append(f"step {current}: {surviving_checkpoint(out_dir / current)}")
+    rerun = f"egtr demo --out {out_dir}" + (" --quick" if quick else "")
+    parts.append(f"run `{rerun}` again to continue (finished steps are reused, a training resumes)")
+    return "; ".join(parts)

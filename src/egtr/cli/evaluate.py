@@ -13,6 +13,7 @@ from egtr.cli.options import (
     add_progress,
     add_runtime,
     add_sizes,
+    check_out,
     non_negative_int,
     positive_int,
     progress_enabled,
@@ -92,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         raise argparse.ArgumentTypeError(
             "--task applies to --model; a predictions file keeps the task it was made with"
         )
+    output_file = check_out(args.out or f"evaluation-{args.split}.json", "file")
     report, output = run_evaluation(
         model=args.model,
         predictions=args.predictions,
@@ -112,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         zero_shot=args.zero_shot,
         max_images=args.max_images,
         save_predictions=args.save_predictions,
-        output=args.out or f"evaluation-{args.split}.json",
+        output=output_file,
         progress=progress_enabled(args),
     )
     print(report.format_table())

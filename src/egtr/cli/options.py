@@ -21,9 +21,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
+from egtr.errors import OutputError
 from egtr.runtime import DTYPE_CHOICES
 
 if TYPE_CHECKING:
@@ -182,6 +185,41 @@ def data_root_of(args: argparse.Namespace) -> str | None:
         deprecation_note(f"a positional dataset folder is deprecated; use --data-root {legacy}")
         return str(legacy)
     return args.data_root
+
+
+def check_out(path: str | Path, kind: Literal["folder", "file", "new-folder"] = "folder") -> Path:
+    """Make sure results can be written at `--out` before any work is done (a model loaded, images computed).
+
+    `kind` is what `path` is: a `folder` the command writes into (created here), a `file`, or a `new-folder` the
+    command creates itself (an import renames its finished folder into place). The folder that receives the writes
+    is created and a temporary file is written there and removed: a read-only file system or a missing permission
+    shows now, as one `OutputError` line (exit 2), not as errno text after the first image.
+
+    Raises:
+        OutputError: `path` is a file where a folder is needed (or the reverse), or nothing can be written there.
+    """
+    target = Path(path)
+    if target.exists() and target.is_dir() != (kind != "file"):
+        wrong = "is a folder; give a file name" if kind == "file" else "exists and is a file, not a folder"
+        raise OutputError(f"--out {target}: {wrong}")
+    folder = target if kind == "folder" else target.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".egtr-write-test-"):
+            pass
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(f"--out {target}: {_first_file_on_the_way(folder)} is a file, not a folder") from None
+    except OSError as error:
+        raise OutputError(f"--out {target}: cannot write in {folder} ({error.strerror or error})") from error
+    return target
+
+
+def _first_file_on_the_way(folder: Path) -> Path:
+    """The path component of `folder` that exists as a file (what made `mkdir(parents=True)` fail)."""
+    for parent in (*reversed(folder.parents), folder):
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return folder
 
 
 def progress_enabled(args: argparse.Namespace) -> bool:

@@ -19,6 +19,7 @@ from egtr.cli.options import (
     add_progress,
     add_runtime,
     add_sizes,
+    check_out,
     load_predictor,
     non_negative_int,
     positive_int,
@@ -26,6 +27,7 @@ from egtr.cli.options import (
 )
 from egtr.images import describe_source
 from egtr.preprocessing import PAPER_LONGEST_EDGE, PAPER_SHORTEST_EDGE
+from egtr.stopping import Stopped
 
 if TYPE_CHECKING:
     from egtr.inference import Predictor
@@ -92,9 +94,10 @@ def make_predictor(args: argparse.Namespace) -> Predictor:
 
 
 def run(args: argparse.Namespace) -> int:
-    from egtr.inference.files import expand_image_paths, predict_files
+    from egtr.inference.files import FilesReport, expand_image_paths, predict_files
     from egtr.video.commandline import is_video_input, run_video_predict
 
+    check_out(args.out)  # before the model loads: a file or a read-only folder must not cost a model load
     if args.boxes is not None and (args.output_format != "files" or is_video_input(args.images)):
         raise argparse.ArgumentTypeError("--boxes works with image files and --output-format files only")
     if args.output_format != "files":
@@ -118,21 +121,37 @@ def run(args: argparse.Namespace) -> int:
         given_boxes, unused = boxes_for_images(read_boxes_file(args.boxes, predictor.class_names), paths, args.boxes)
         for key in unused:
             print(f"warning: {args.boxes}: entry {key!r} names none of the images to predict", file=sys.stderr)
-    report = predict_files(
-        predictor,
-        paths,
-        args.out,
-        draw_formats=[] if args.no_draw else (args.format or ["png"]),
-        max_draw_relations=args.draw_relations,
-        dpi=args.dpi,
-        progress=progress_enabled(args),
-        decode_workers=args.decode_workers,
-        given_boxes=given_boxes,
-    )
+    report = FilesReport(outputs={}, failures={})
+    try:
+        predict_files(
+            predictor,
+            paths,
+            args.out,
+            draw_formats=[] if args.no_draw else (args.format or ["png"]),
+            max_draw_relations=args.draw_relations,
+            dpi=args.dpi,
+            progress=progress_enabled(args),
+            decode_workers=args.decode_workers,
+            given_boxes=given_boxes,
+            report=report,
+        )
+    except Stopped as stop:
+        rest = len(paths) - len(report.outputs) - len(report.failures) - len(report.rejected)
+        stop.add_detail(
+            f"{len(report.outputs)} of {len(paths)} images written to {args.out} (each complete), {rest} not "
+            "processed; run the command again for those"
+        )
+        raise
     print(f"{len(report.outputs)} of {len(paths)} images processed; results in {args.out}")
-    if report.failures:
-        print(f"{len(report.failures)} image(s) could not be read or written and were skipped:", file=sys.stderr)
-        for path, reason in report.failures.items():
-            print(f"  {reason if path in reason else f'{describe_source(path)}: {reason}'}", file=sys.stderr)
-        return 1
-    return 1 if unmatched else 0
+    _print_skipped(report.rejected, f"their given boxes (--boxes {args.boxes}) were rejected")
+    _print_skipped(report.failures, "they could not be read or their results could not be written")
+    return 1 if report.failures or report.rejected or unmatched else 0
+
+
+def _print_skipped(reasons: dict[str, str], why: str) -> None:
+    """`N image(s) skipped because WHY:`, then one line per image with its reason."""
+    if not reasons:
+        return
+    print(f"{len(reasons)} image(s) skipped because {why}:", file=sys.stderr)
+    for path, reason in reasons.items():
+        print(f"  {reason if path in reason else f'{describe_source(path)}: {reason}'}", file=sys.stderr)

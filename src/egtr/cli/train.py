@@ -20,12 +20,14 @@ from egtr.cli.options import (
     add_dtype,
     add_progress,
     adopt_lightning_logging,
+    check_out,
     non_negative_int,
     positive_int,
     progress_enabled,
 )
 from egtr.fileio import is_disk_full
 from egtr.runtime import LIGHTNING_PRECISION, dtype_name
+from egtr.stopping import Stopped
 
 # Named options that map one-to-one onto TrainConfig fields (dest -> field).
 FIELD_OPTIONS = (
@@ -152,6 +154,18 @@ def surviving_checkpoint(run_dir: Path) -> str:
     return f"the last complete checkpoint is {newest}{where}"
 
 
+def how_to_continue(run_dir: Path, command: str, fast_dev_run: int | None = None, change: str = "") -> str:
+    """What a stopped training left and the command that continues it (`--resume` only where there is a checkpoint
+    to resume from: without one, `--resume` would start from the beginning anyway); `change` is a setting to give
+    (`lr=<a lower rate>`)."""
+    if fast_dev_run:
+        return "a fast-dev-run saves nothing"
+    saved = surviving_checkpoint(run_dir)
+    if saved.startswith("no checkpoint"):
+        return f"{saved}; start again with the same command" + (f" and {change}" if change else "")
+    return f"{saved}; continue with `{command} --resume --out {run_dir}" + (f" {change}`" if change else "`")
+
+
 def run(args: argparse.Namespace, stage: str) -> int:
     adopt_lightning_logging()
     from egtr.training import resolve_train_config
@@ -170,15 +184,21 @@ def run(args: argparse.Namespace, stage: str) -> int:
         return 0
     if not config.data.root:
         raise argparse.ArgumentTypeError("no dataset: pass --data-root (or data.root=...)")
+    check_out(config.output_dir)
     from egtr.training.data_checks import DatasetCheckError
     from egtr.training.engine import pretrain_detector, train_egtr
     from egtr.training.module import NonFiniteLossError
 
     function = pretrain_detector if stage == "detector" else train_egtr
+    command = "pretrain-detector" if stage == "detector" else "train"
     try:
         result = function(config, resume=args.resume)
-    except NonFiniteLossError as error:
-        raise SystemExit(f"error: {error}") from error
+    except Stopped as stop:
+        stop.add_detail(how_to_continue(Path(config.output_dir), f"egtr {command}", config.fast_dev_run))
+        raise
+    except NonFiniteLossError as error:  # "resume" only where a checkpoint exists to resume from
+        advice = how_to_continue(Path(config.output_dir), f"egtr {command}", change="lr=<a lower rate>")
+        raise SystemExit(f"error: {error}; {advice}") from error
     except DatasetCheckError as error:  # the whole report (the common handler prints one line)
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -186,6 +206,8 @@ def run(args: argparse.Namespace, stage: str) -> int:
         if not is_disk_full(error):
             raise
         raise SystemExit(f"error: {error}; {surviving_checkpoint(Path(config.output_dir))}") from error
+    if config.fast_dev_run:
+        print(f"fast-dev-run: {len(result.passes)} pass(es) ran; nothing was saved")
     if result.model_dir is not None:
         for item in result.passes:
             loss = "n/a" if item.best_validation_loss is None else f"{item.best_validation_loss:.4f}"

@@ -243,15 +243,16 @@ def _validate_vg(root: Path, report: _Report, splits: Iterable[str], decode: boo
                     )
                 other.setdefault(key, split)
         objects: dict[Any, list[tuple[int, dict[str, Any]]]] = {image_id: [] for image_id in images}
-        seen_annotation_ids: set[Any] = set()
+        first_with_id: dict[Any, int] = {}  # annotation id -> position of its first occurrence
         for position, annotation in enumerate(coco["annotations"]):
             record = f"annotations[{position}]"
             if not isinstance(annotation, dict):
                 report.error(split_file, record, "", "annotation is not an object")
                 continue
-            if annotation.get("id") in seen_annotation_ids:
-                report.error(split_file, record, "id", f"duplicate annotation id {annotation.get('id')}")
-            seen_annotation_ids.add(annotation.get("id"))
+            first = first_with_id.setdefault(annotation.get("id"), position)
+            if first != position:  # both occurrences named: the second alone left the first to be searched for
+                message = f"duplicate annotation id {annotation.get('id')} (also annotations[{first}])"
+                report.error(split_file, record, "id", message)
             if annotation.get("image_id") not in images:
                 report.error(split_file, record, "image_id", f"unknown image id {annotation.get('image_id')!r}")
                 continue

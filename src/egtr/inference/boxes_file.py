@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from egtr.errors import EgtrError
+from egtr.inference.given_boxes import class_index
 
 
 class BoxesFileError(EgtrError, ValueError):
@@ -67,7 +68,6 @@ def read_boxes_file(path: str | Path, class_names: Sequence[str]) -> dict[str, I
             records.append((item["image_path"], item, f"record {index} ({item['image_path']!r})"))
     else:
         raise BoxesFileError(f"{path}: expected an object {{image: objects}} or a list of scene graphs")
-    names = {name: index for index, name in enumerate(class_names)}
     result: dict[str, ImageBoxes] = {}
     for key, value, record in records:
         if key in result:
@@ -75,11 +75,11 @@ def read_boxes_file(path: str | Path, class_names: Sequence[str]) -> dict[str, I
         objects = value.get("objects") if isinstance(value, dict) else value
         if not isinstance(objects, list):
             raise BoxesFileError(f"{path}: {record}: field 'objects' must be a list of objects")
-        result[key] = _parse_objects(objects, names, f"{path}: {record}")
+        result[key] = _parse_objects(objects, class_names, f"{path}: {record}")
     return result
 
 
-def _parse_objects(objects: list[Any], names: dict[str, int], where: str) -> ImageBoxes:
+def _parse_objects(objects: list[Any], class_names: Sequence[str], where: str) -> ImageBoxes:
     boxes: list[list[float]] = []
     labels: list[int | None] = []
     for index, item in enumerate(objects):
@@ -93,17 +93,17 @@ def _parse_objects(objects: list[Any], names: dict[str, int], where: str) -> Ima
         ):
             raise BoxesFileError(f"{where} object {index}: field 'box' must be 4 numbers [x1, y1, x2, y2]")
         boxes.append([float(v) for v in box])
+        # Bad labels, by index or by name, are bad input found here, before any image (exit 2 on the command line).
         if "label" in item:
             label = item["label"]
             if not isinstance(label, int) or isinstance(label, bool):
                 raise BoxesFileError(f"{where} object {index}: field 'label' must be an integer class index")
-            labels.append(label)
+            labels.append(class_index(label, class_names, f"{where} object {index}: field 'label'", BoxesFileError))
         elif "label_name" in item:
-            if item["label_name"] not in names:
-                raise BoxesFileError(
-                    f"{where} object {index}: field 'label_name' {item['label_name']!r} is not a class of the model"
-                )
-            labels.append(names[item["label_name"]])
+            field = f"{where} object {index}: field 'label_name'"
+            if not isinstance(item["label_name"], str):
+                raise BoxesFileError(f"{field} must be a class name")
+            labels.append(class_index(item["label_name"], class_names, field, BoxesFileError))
         else:
             labels.append(None)
     given = [label is not None for label in labels]

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from egtr.errors import EgtrError
 from egtr.images import describe_source, is_image_file_name
 from egtr.inference.predictor import Predictor, PreparedImage, batched
+from egtr.stopping import finish_before_stopping
 
 if TYPE_CHECKING:
     from egtr.inference.boxes_file import ImageBoxes
@@ -58,7 +59,8 @@ class FilesReport:
     """What `predict_files` did: one JSON (and drawings) per processed image, and the files it skipped."""
 
     outputs: dict[str, list[Path]]  # image path -> files written for it
-    failures: dict[str, str]  # image path -> why it was skipped
+    failures: dict[str, str]  # image path -> why it was skipped (unreadable, or its results could not be written)
+    rejected: dict[str, str] = field(default_factory=dict)  # image path -> why its given boxes were refused
 
 
 def predict_files(
@@ -72,6 +74,7 @@ def predict_files(
     progress: bool = True,
     decode_workers: int = 2,
     given_boxes: Mapping[Path, ImageBoxes] | None = None,
+    report: FilesReport | None = None,
 ) -> FilesReport:
     """Predict every image file, writing `<out_dir>/<name>.json` and `<out_dir>/<name>.<format>` drawings.
 
@@ -90,6 +93,8 @@ def predict_files(
             GIL while decoding and resizing, so this keeps a second core busy); 0 decodes in the calling thread.
         given_boxes: the objects given for every path (`egtr.inference.boxes_file.boxes_for_images`): relations between
             them instead of detected objects. An image whose boxes are unusable is reported and skipped.
+        report: filled in as images are done (default: a new one), so that a caller still has it when the run is
+            stopped (`egtr.stopping.Stopped`) before this function returns.
     """
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -100,7 +105,7 @@ def predict_files(
     if formats:
         _require_drawing_libraries()
     stems = _unique_stems(paths)
-    report = FilesReport(outputs={}, failures={})
+    report = report if report is not None else FilesReport(outputs={}, failures={})
     # logging_redirect_tqdm: warnings about skipped files print above the bar instead of breaking it
     with (
         logging_redirect_tqdm(),
@@ -119,7 +124,7 @@ def predict_files(
             given = None
             if given_boxes is not None:
                 checked = len(prepared)
-                prepared, given = _check_given_boxes(predictor, prepared, given_boxes, report.failures)
+                prepared, given = _check_given_boxes(predictor, prepared, given_boxes, report.rejected)
                 bar.update(checked - len(prepared))  # the images skipped for their boxes
             if not prepared:
                 continue
@@ -127,18 +132,20 @@ def predict_files(
             graphs = predictor.postprocess(predictor.forward(items), items, given)
             for (path, item), graph in zip(prepared, graphs):
                 written = [out_dir / f"{stems[path]}.json"]
-                try:
-                    graph.to_json(written[0])
-                    for fmt in formats:
-                        written.append(out_dir / f"{stems[path]}.{fmt}")
-                        graph.draw(written[-1], image=item.image, max_relations=max_draw_relations, dpi=dpi)
-                except (OSError, ValueError, TypeError, UnicodeError) as error:
-                    # One image whose outputs cannot be written must not stop the images after it (issue #13.9).
-                    reason = f"{describe_source(written[-1])}: cannot write the result ({error})"
-                    report.failures[describe_source(path)] = reason
-                    logger.warning("skipped %s", reason)
-                else:
-                    report.outputs[str(path)] = written
+                # SIGTERM / Ctrl-C (egtr.stopping) take effect between images, never within one image's files.
+                with finish_before_stopping():
+                    try:
+                        graph.to_json(written[0])
+                        for fmt in formats:
+                            written.append(out_dir / f"{stems[path]}.{fmt}")
+                            graph.draw(written[-1], image=item.image, max_relations=max_draw_relations, dpi=dpi)
+                    except (OSError, ValueError, TypeError, UnicodeError) as error:
+                        # One image whose outputs cannot be written must not stop the images after it (issue #13.9).
+                        reason = f"{describe_source(written[-1])}: cannot write the result ({error})"
+                        report.failures[describe_source(path)] = reason
+                        logger.warning("skipped %s", reason)
+                    else:
+                        report.outputs[str(path)] = written
                 bar.update(1)
     return report
 

@@ -68,23 +68,43 @@ class GivenObjects:
         return "sgcls" if self.labels is None else "predcls"
 
 
+def class_index(
+    label: object, class_names: Sequence[str] | int, where: str, error: type[EgtrError] = GivenBoxesError
+) -> int:
+    """One given label as a class index: an index in range, or a class name of the model (accepted by the Python API
+    and the `--boxes` file alike). `class_names` may be just the class count where names are unknown."""
+    count = class_names if isinstance(class_names, int) else len(class_names)
+    if isinstance(label, str):
+        names = [] if isinstance(class_names, int) else list(class_names)
+        if label not in names:
+            raise error(f"{where}: {label!r} is not a class name of the model")
+        return names.index(label)
+    if not isinstance(label, (int, np.integer)) or isinstance(label, bool):
+        raise error(f"{where}: {label!r} is neither a class index nor a class name")
+    if not 0 <= int(label) < count:
+        raise error(f"{where}: class index {label} is not in 0..{count - 1}")
+    return int(label)
+
+
 def check_given_objects(
     boxes: np.ndarray | Sequence[Sequence[float]] | torch.Tensor,
-    labels: np.ndarray | Sequence[int] | torch.Tensor | None,
+    labels: np.ndarray | Sequence[int | str] | torch.Tensor | None,
     image_size_hw: tuple[int, int],
     num_classes: int,
     source: str = "image",
     num_queries: int | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> GivenObjects:
     """Validate the boxes (and labels) given for one image; see the module docstring for what is refused.
 
     Args:
         boxes: (M, 4) xyxy pixels.
-        labels: (M,) class indices (PredCls) or None (SGCls).
+        labels: (M,) class indices or class names (PredCls), or None (SGCls).
         image_size_hw: the image's (height, width).
         num_classes: C, the range of the labels.
         source: the image's name in error messages.
         num_queries: the model's N, when known: more boxes than queries is refused here already.
+        class_names: the model's class names, for labels given by name.
     """
     array = np.asarray(boxes.detach().cpu() if isinstance(boxes, torch.Tensor) else boxes, dtype=np.float64)
     if array.size == 0:
@@ -106,16 +126,13 @@ def check_given_objects(
             raise GivenBoxesError(f"{box} lies outside the {width}x{height} image")
     checked_labels = None
     if labels is not None:
-        checked_labels = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels)
-        checked_labels = checked_labels.reshape(-1)
-        if len(checked_labels) != len(array):
-            raise GivenBoxesError(f"{source}: {len(checked_labels)} labels for {len(array)} boxes")
-        if len(checked_labels) and not np.issubdtype(checked_labels.dtype, np.integer):
-            raise GivenBoxesError(f"{source}: labels must be integer class indices, got {checked_labels.dtype}")
-        for index, label in enumerate(checked_labels.tolist()):
-            if not 0 <= label < num_classes:
-                raise GivenBoxesError(f"{source}: box {index} has label {label}, not in 0..{num_classes - 1}")
-        checked_labels = checked_labels.astype(np.int64)
+        given = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels, dtype=object)
+        given = given.reshape(-1)
+        if len(given) != len(array):
+            raise GivenBoxesError(f"{source}: {len(given)} labels for {len(array)} boxes")
+        names: Sequence[str] | int = num_classes if class_names is None else class_names
+        indices = [class_index(label, names, f"{source}: box {index} label") for index, label in enumerate(given)]
+        checked_labels = np.asarray(indices, dtype=np.int64)
     return GivenObjects(array.astype(np.float32), checked_labels)
 
 

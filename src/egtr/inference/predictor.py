@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 BoxesInput = np.ndarray | torch.Tensor | Sequence[Sequence[float]]  # (M, 4) xyxy pixels
-LabelsInput = np.ndarray | torch.Tensor | Sequence[int]  # (M,) class indices
+LabelsInput = np.ndarray | torch.Tensor | Sequence[int] | Sequence[str]  # (M,) class indices or class names
 OptionValue = int | float | bool | None
 
 
@@ -291,6 +291,7 @@ class Predictor:
                 self.config.num_labels,
                 source=item.path or f"image {index}",
                 num_queries=self.config.num_queries,
+                class_names=self.class_names,
             )
             for index, (item, image_boxes) in enumerate(zip(batch, boxes))
         ]

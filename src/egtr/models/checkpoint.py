@@ -22,9 +22,11 @@ never needs Lightning installed.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,9 +113,7 @@ def _parse_weights(path: Path, data: bytes) -> tuple[StateDict, dict[str, object
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # pickle errors, truncated files, code-carrying pickles refused by weights_only
-        raise CheckpointError(
-            f"{path}: cannot be read as a PyTorch checkpoint with weights_only=True ({error})"
-        ) from error
+        raise CheckpointError(f"{path}: {_why_unreadable(data, error)}") from error
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: holds a {type(payload).__name__}, not a state dict")
     if isinstance(payload.get("state_dict"), dict):
@@ -127,6 +127,36 @@ def _parse_weights(path: Path, data: bytes) -> tuple[StateDict, dict[str, object
     else:
         state_dict, extra = payload, {}
     return state_dict, extra
+
+
+# Files people pass as a model by mistake, by their first bytes.
+_FILE_SIGNATURES = (
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"GIF8", "a GIF image"),
+    (b"%PDF", "a PDF document"),
+    (b"\x1f\x8b", "a gzip archive"),
+)
+
+
+def _why_unreadable(data: bytes, error: Exception) -> str:
+    """What a file that `torch.load(weights_only=True)` refused is, in words.
+
+    PyTorch's own message advises `weights_only=False`, i.e. running code from the file: egtr never does that, so
+    the message must not suggest it (issue #23).
+    """
+    kind = next((name for signature, name in _FILE_SIGNATURES if data.startswith(signature)), None)
+    if kind is not None:
+        return f"{kind}, not a model checkpoint"
+    text = str(error)
+    if "GLOBAL" in text or data.startswith(b"\x80"):  # a pickle (protocol 2+) weights_only refused to run
+        return "a pickle that needs code execution to load; egtr only reads weights_only pickles"
+    # Keep PyTorch's diagnosis, never its advice to load with weights_only=False.
+    detail = text.split("WeightsUnpickler error:")[-1].split("Check the documentation")[0]
+    detail = " ".join(detail.split())
+    if "weights_only" in detail:
+        detail = ""
+    return f"not a PyTorch checkpoint ({type(error).__name__}: {detail})" if detail else "not a PyTorch checkpoint"
 
 
 def _read_weights(path: Path) -> tuple[StateDict, dict[str, object], str]:
@@ -204,14 +234,27 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         CheckpointError: anything else that is not a readable EGTR model; the message says what the path looks like.
     """
     source = Path(path)
-    if not source.exists():
-        raise FileNotFoundError(f"{source}: no such file or directory")
+    _check_exists(source)
     if source.is_file():
         return _read_checkpoint_file(source, source)
     if is_training_run(source):
         logger.info("%s is a training run: loading its exported model %s/", source, RUN_MODEL_DIR)
         return _read_directory(source / RUN_MODEL_DIR, source, "training-run")
     return _read_directory(source, source, None)
+
+
+def _check_exists(source: Path) -> None:
+    """`Path.exists()` is False for a symlink loop and a dangling link alike: both were "no such file"."""
+    try:
+        os.stat(source)
+    except FileNotFoundError:
+        if source.is_symlink():
+            raise FileNotFoundError(f"{source}: a symlink to {os.readlink(source)}, which does not exist") from None
+        raise FileNotFoundError(f"{source}: no such file or directory") from None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise CheckpointError(f"{source}: symlink loop (following its links never reaches a file)") from None
+        raise CheckpointError(f"{source}: cannot be read ({error.strerror or error})") from error
 
 
 def _read_directory(directory: Path, source: Path, layout: str | None) -> Checkpoint:
@@ -302,17 +345,26 @@ def check_state_dict(model: nn.Module, state_dict: StateDict, source: str) -> No
         if key in state_dict and state_dict[key].shape != expected[key].shape
     ]
     if missing or unexpected or mismatched:
-
-        def listing(title: str, items: list[str]) -> str:
-            shown = "\n    ".join(items[:20]) + (f"\n    ... and {len(items) - 20} more" if len(items) > 20 else "")
-            return f"\n  {title} ({len(items)}):\n    {shown}" if items else ""
-
+        # One line (the command line prints one): the shapes first, since they say which sizes differ.
+        listings = [
+            _listing(title, items)
+            for title, items in (
+                ("shape mismatches", mismatched),
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+            )
+            if items
+        ]
         raise CheckpointError(
-            f"{source} does not fit the EGTR model: it looks like {describe_state_dict(state_dict)}."
-            + listing("missing keys", missing)
-            + listing("unexpected keys", unexpected)
-            + listing("shape mismatches", mismatched)
+            f"{source} does not fit the EGTR model (it looks like {describe_state_dict(state_dict)}): "
+            + "; ".join(listings)
         )
+
+
+def _listing(title: str, items: list[str], shown: int = 8) -> str:
+    """`title (N): a, b, ... and K more`: a long list is cut after `shown` entries, with its count."""
+    rest = f", ... and {len(items) - shown} more" if len(items) > shown else ""
+    return f"{title} ({len(items)}): " + ", ".join(items[:shown]) + rest
 
 
 def load_state_dict_strictly(model: nn.Module, state_dict: StateDict, source: str) -> None:

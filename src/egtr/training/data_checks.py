@@ -42,7 +42,7 @@ def check_dataset_before_training(data: DataConfig) -> list[Problem]:
         The warnings (logged as a count here).
 
     Raises:
-        DatasetCheckError: with one line per problem and a summary line.
+        DatasetCheckError: a summary line, then one line per problem.
     """
     root = Path(data.root)
     splits = [
@@ -52,15 +52,18 @@ def check_dataset_before_training(data: DataConfig) -> list[Problem]:
     errors = [problem for problem in problems if problem.severity == "error"]
     warnings = [problem for problem in problems if problem.severity == "warning"]
     if errors:
-        lines = [str(problem) for problem in problems]
-        lines.append(
+        # The summary first: the command line prefixes the first line with "error: ", and the report lines carry
+        # their own ERROR / WARNING (last, it printed "error: ERROR: ...").
+        summary = (
             f"{root}: {len(errors)} error(s), {len(warnings)} warning(s) in the dataset check before training "
-            f"(splits {', '.join(splits)}); fix them and train again (`egtr data validate {root}` repeats the check)"
+            f"(splits {', '.join(splits)}); fix them and train again (`egtr data validate --data-root {root}` "
+            "repeats the check):"
         )
-        raise DatasetCheckError("\n".join(lines))
+        raise DatasetCheckError("\n".join([summary, *(str(problem) for problem in problems)]))
     if warnings:
         logger.warning(
-            "dataset check: %d warning(s), handled by the loaders as documented (`egtr data validate %s` lists them)",
+            "dataset check: %d warning(s), handled by the loaders as documented (`egtr data validate --data-root %s` "
+            "lists them)",
             len(warnings),
             root,
         )

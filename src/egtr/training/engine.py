@@ -116,11 +116,12 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
     """Run every pass of `config.stage` in `config.output_dir` and export the final model (see module docstring).
 
     The run directory is locked for the whole run (`egtr.runlock.RunLock`): a second run or resume into it raises
-    `RunLockedError` naming the holder.
+    `RunLockedError` naming the holder. A `fast_dev_run` (smoke test) writes nothing there, so it takes no lock and
+    exports no model (`TrainResult.model_dir` is None), as docs/training.md says.
     """
     config.validate()
     run_dir = Path(config.output_dir)
-    if getattr(rank_zero_only, "rank", 0) != 0:  # DDP ranks > 0 run inside rank 0's lock
+    if config.fast_dev_run or getattr(rank_zero_only, "rank", 0) != 0:  # DDP ranks > 0 run inside rank 0's lock
         return _run_training_locked(config, resume, run_dir)
     with RunLock(run_dir, f"egtr training ({config.stage} stage)"):
         return _run_training_locked(config, resume, run_dir)
@@ -128,6 +129,7 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
 
 def _run_training_locked(config: TrainConfig, resume: bool, run_dir: Path) -> TrainResult:
     is_rank_zero = getattr(rank_zero_only, "rank", 0) == 0
+    writes = is_rank_zero and not config.fast_dev_run  # one process writes; a smoke test writes nothing
     if not resume and (run_dir / "main" / "checkpoints" / LAST_CHECKPOINT).exists():
         raise FileExistsError(
             f"{run_dir} already holds a training run; pass resume=True (--resume) to continue it, or choose "
@@ -135,7 +137,7 @@ def _run_training_locked(config: TrainConfig, resume: bool, run_dir: Path) -> Tr
         )
     if config.check_data:
         check_dataset_before_training(config.data)  # before anything is written: errors stop with the full report
-    if is_rank_zero:
+    if writes:
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume and (run_dir / CONFIG_NAME).is_file():
             for change in config_changes(TrainConfig.load(run_dir / CONFIG_NAME).to_dict(), config.to_dict()):
@@ -175,23 +177,23 @@ def _run_training_locked(config: TrainConfig, resume: bool, run_dir: Path) -> Tr
             logger.info("resuming pass %s from %s", pass_name, resume_from)
         elif not results:
             model, report = initial_model_and_report(config, datamodule)
-            if is_rank_zero:
+            if writes:
                 write_json(run_dir / INITIALIZATION_NAME, report)
             new_heads = new_class_head(report)
         else:
             model = _model_after(results[-1], model)
         result, model = _run_pass(config, datamodule, model, pass_name, max_epochs, lr_factor, resume_from, new_heads)
         results.append(result)
-        if is_rank_zero and not config.fast_dev_run:
+        if writes:
             write_json(done_file, dataclasses.asdict(result))
     model = _model_after(results[-1], model)
     model_dir = None
-    if is_rank_zero:
+    if writes:
         model_dir = run_dir / "model"
         export_model(model, model_dir, config.data)
         write_json(run_dir / "summary.json", {"passes": [dataclasses.asdict(result) for result in results]})
         logger.info("final model written to %s", model_dir)
-        if config.stage == "egtr" and config.evaluate_split and not config.fast_dev_run:
+        if config.stage == "egtr" and config.evaluate_split:
             _evaluate(config, model, run_dir)
     return TrainResult(run_dir=run_dir, model_dir=model_dir, passes=results)
 
@@ -420,7 +422,7 @@ def _run_pass(
 ) -> tuple[PassResult, EGTR]:
     pl.seed_everything(config.seed, workers=True)
     pass_dir = Path(config.output_dir) / pass_name
-    if getattr(rank_zero_only, "rank", 0) == 0:
+    if getattr(rank_zero_only, "rank", 0) == 0 and not config.fast_dev_run:
         # The official artifact layout (config.json + checkpoints/*.ckpt): `EGTR.from_pretrained(pass_dir)` loads
         # the best checkpoint, `EGTR.from_pretrained(any .ckpt of the pass)` that checkpoint.
         pass_dir.mkdir(parents=True, exist_ok=True)

@@ -200,8 +200,8 @@ class EGTRLightningModule(pl.LightningModule):
         raise NonFiniteLossError(
             f"non-finite {what} on {where} at epoch {self.current_epoch}, global step {self.global_step}{terms}. "
             "Training stopped; no checkpoint was written for this state. Try a lower learning rate, "
-            "gradient clipping, precision=32-true or bf16-mixed instead of 16-mixed, and check the data "
-            "(`egtr data validate`). Resume from the last checkpoint with --resume."
+            "gradient clipping, --dtype float32 or bfloat16 instead of float16, and check the data "
+            "(`egtr data validate`)"
         )
 
     def _log_throughput(self, batch_size: int) -> None:
