@@ -21,6 +21,17 @@ benchmark() { "$python" -m egtr.cli benchmark --device cuda --scope model "$@"; 
     benchmark --dtype bfloat16 --compile reduce-overhead --warmup 20 --out "$OUT/batch1_bf16_compiled.json"
     # Throughput: a batch of 32 padded 600x1000 inputs.
     benchmark --dtype bfloat16 --batch-size 32 --runs 20 --out "$OUT/batch32_bf16.json"
+    # ONNX Runtime's CUDA and TensorRT execution providers (needs onnxruntime-gpu; skipped with a line if absent).
+    if "$python" -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())"; then
+        "$python" -m egtr.cli export --out "$OUT/vg_onnx" --model "$("$python" -c "
+import tempfile, torch; from egtr import EGTR, EGTRConfig; d = tempfile.mkdtemp(); torch.manual_seed(0)
+EGTR(EGTRConfig()).save_pretrained(d); print(d)")"
+        benchmark --model "$OUT/vg_onnx" --runtime onnxruntime --out "$OUT/batch1_onnxruntime_cuda.json"
+        benchmark --model "$OUT/vg_onnx" --runtime onnxruntime --device tensorrt --warmup 5 \
+            --out "$OUT/batch1_onnxruntime_tensorrt.json"
+    else
+        echo "onnxruntime-gpu is not installed: the ONNX Runtime CUDA/TensorRT rows are not measured"
+    fi
     "$python" benchmarks/deformable_attention.py --device cuda --runs 50
     "$python" benchmarks/relation_head.py --device cuda --batch-size 4
     "$python" benchmarks/train_step.py --device cuda --dtype bf16 --batch-size 8 --steps 20

@@ -370,3 +370,26 @@ def test_schema_endpoint_matches_the_package_file(client):
 
     assert client.get("/v1/schema").json() == scene_graph_schema()
     json.dumps(scene_graph_schema())
+
+
+def test_the_service_through_openvino_answers_what_pytorch_answers(predictor, exported_reference):
+    pytest.importorskip("openvino", reason="the openvino extra is not installed: pip install 'egtr[openvino]'")
+    from egtr.inference import Predictor
+
+    options = {"size": 112, "max_size": 160, "top_k": 15}
+    exported = Predictor.from_pretrained(exported_reference, runtime="openvino", device="cpu", **options)
+    with running_server(create_app(exported, ServeSettings(warmup=False))) as url:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            answer = client.post("/v1/scene-graphs", content=ASTRONAUT.read_bytes())
+            model = client.get("/v1/model").json()
+    assert answer.status_code == 200
+    expected = predictor(load_image(ASTRONAUT)).to_dict()
+    got = answer.json()
+    assert [(r["subject"], r["predicate"], r["object"]) for r in got["relations"]] == [
+        (r["subject"], r["predicate"], r["object"]) for r in expected["relations"]
+    ]
+    np.testing.assert_allclose(
+        [r["score"] for r in got["relations"]], [r["score"] for r in expected["relations"]], atol=1e-4
+    )
+    assert model["runtime"]["runtime"] == "openvino" and model["config"]["parameters"] is None
+    assert model["weights_sha256"] == predictor.source["weights_sha256"]  # the exported model's source weights

@@ -135,3 +135,23 @@ def test_a_window_past_the_end_says_so(clip, model, tmp_path, capsys):
     assert code == 0 and "no frame in the sampled window" in capsys.readouterr().err
     assert (tmp_path / "moving.frames.jsonl").read_text() == ""
     assert json.loads((tmp_path / "moving.events.json").read_text())["frames"] == 0
+
+
+def test_a_clip_through_onnx_runtime_gives_the_pytorch_frames(clip, model, exported_reference, tmp_path):
+    path, _ = clip
+    common = [str(path), "--stride", "8", "--end", "4", *MODEL_OPTIONS, "--size", "96", "--max-size", "96"]
+    assert main(["predict", *common, "--model", model, "--out", str(tmp_path / "torch")]) == 0
+    assert main(["predict", *common, "--model", str(exported_reference), "--out", str(tmp_path / "onnx")]) == 0
+
+    def frames(folder):
+        return [json.loads(line) for line in (folder / "moving.frames.jsonl").read_text().splitlines()]
+
+    expected, got = frames(tmp_path / "torch"), frames(tmp_path / "onnx")
+    assert len(got) == len(expected) == 5
+    for want, have in zip(expected, got):
+        assert [(r["subject"], r["predicate"], r["object"]) for r in have["relations"]] == [
+            (r["subject"], r["predicate"], r["object"]) for r in want["relations"]
+        ]
+        assert [o["track_id"] for o in have["objects"]] == [o["track_id"] for o in want["objects"]]
+        scores = ([r["score"] for r in have["relations"]], [r["score"] for r in want["relations"]])
+        assert scores[0] == pytest.approx(scores[1], abs=1e-4)

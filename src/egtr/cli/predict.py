@@ -71,7 +71,7 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
         "--threads",
         type=positive_int,
         default=None,
-        help="torch CPU threads per process (default: the cores available to the command / its processes)",
+        help="the runtime's CPU threads per process (default: the cores available to the command / its processes)",
     )
     add_max_pixels(parser, "skip (and report)")
     parser.add_argument(
