@@ -96,9 +96,9 @@ def model_gflop(height: int, width: int) -> float:
 
     from egtr import EGTR, EGTRConfig
 
-    model = EGTR(EGTRConfig()).eval()
-    counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
+    model = EGTR(EGTRConfig()).eval().requires_grad_(False)
+    counter = FlopCounterMode(display=False)  # its module tracker needs autograd on: no inference_mode here
+    with counter:
         model(torch.randn(1, 3, height, width), torch.ones(1, height, width, dtype=torch.long))
     return counter.get_total_flops() / 1e9
 
