@@ -227,3 +227,9 @@ def test_the_old_module_paths_still_work_with_a_deprecation_warning():
         with pytest.warns(DeprecationWarning, match=f"{old} moved to {new}"):
             module = importlib.import_module(old)
         assert module is importlib.import_module(new)
+
+
+def test_commands_that_need_pytorch_weights_say_what_an_exported_folder_is(exported_reference, capsys):
+    assert main(["info", "--model", str(exported_reference)]) == 2
+    error = capsys.readouterr().err
+    assert "an `egtr export` folder" in error and "need the original model" in error

@@ -35,9 +35,23 @@ from egtr.stopping import Stopped, stop_on_signals
 COMMANDS = (info, data, predict, benchmark, evaluate, export, train, demo, serve)
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")  # a `key=value` training setting (dotted for nested ones)
 # Libraries whose INFO lines are noise at the default verbosity.
-_QUIET_LIBRARIES = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "torch", "PIL")
+_QUIET_LIBRARIES = (
+    "lightning",
+    "lightning.pytorch",
+    "lightning.fabric",
+    "pytorch_lightning",
+    "torch",
+    "PIL",
+    "onnxscript",  # `egtr export`: hundreds of INFO lines of its graph optimiser
+    "onnx_ir",
+)
 # Messages nobody can act on: third-party advertisements and deprecations inside a library's own code.
-_SUPPRESSED_MESSAGES = ("litmodels", "💡 Tip", "LitLogger")
+_SUPPRESSED_MESSAGES = (
+    "litmodels",
+    "💡 Tip",
+    "LitLogger",
+    "torchvision is not installed",  # torch.onnx's exporter looks for torchvision's ops; egtr uses none
+)
 _SUPPRESSED_WARNINGS = (
     r".*isinstance\(treespec, LeafSpec\).*",  # Lightning's pytree use under torch >= 2.9
     r".*does not have many workers which may be a bottleneck.*",  # Lightning's advice for num_workers=0 runs

@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,18 +261,22 @@ def _export_onnx(network: EGTR, path: Path, opset: int) -> None:
         torch.zeros(EXAMPLE_BATCH, 3, example_height, example_width),
         torch.ones(EXAMPLE_BATCH, example_height, example_width, dtype=torch.int64),
     )
-    torch.onnx.export(
-        _GraphOutputs(network).eval(),
-        example,
-        str(path),
-        dynamo=True,
-        opset_version=opset,
-        input_names=["pixel_values", "pixel_mask"],
-        output_names=list(OUTPUT_NAMES),
-        dynamic_shapes=({0: batch, 2: height, 3: width}, {0: batch, 1: height, 2: width}),
-        external_data=False,
-        verbose=False,
-    )
+    with warnings.catch_warnings():
+        # torch.onnx's notes that cannot be acted on: dims sharing a constraint, a pytree deprecation of its own
+        warnings.filterwarnings("ignore", message=".*will not be used, since it shares the same shape constraints.*")
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+        torch.onnx.export(
+            _GraphOutputs(network).eval(),
+            example,
+            str(path),
+            dynamo=True,
+            opset_version=opset,
+            input_names=["pixel_values", "pixel_mask"],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_shapes=({0: batch, 2: height, 3: width}, {0: batch, 1: height, 2: width}),
+            external_data=False,
+            verbose=False,
+        )
 
 
 def _convert_to_openvino(folder: Path) -> None:

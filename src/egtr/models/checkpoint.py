@@ -274,6 +274,11 @@ def _read_directory(directory: Path, source: Path, layout: str | None) -> Checkp
             "EGTR model. Use it to initialise relation training (`egtr train --detector-weights`), or load the "
             "EGTR artifact (config.json + checkpoints/*.ckpt)."
         )
+    elif (directory / "export.json").is_file():
+        raise CheckpointError(
+            f"{directory}: an `egtr export` folder (a graph for ONNX Runtime / OpenVINO, no PyTorch weights): "
+            "predict, serve, evaluate and benchmark run it; training and `egtr info` need the original model"
+        )
     else:
         raise CheckpointError(f"{directory}: config.json found but no model.safetensors or checkpoints/*.ckpt")
     checkpoint, config_inside = _read_weights_with_config(weights, source, config)
