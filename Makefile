@@ -13,7 +13,7 @@ $(BIN)/egtr: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[all]"
+	$(BIN)/pip install --quiet -e ".[all,dev,docs]"
 	touch $(BIN)/egtr
 
 setup: $(BIN)/egtr
