@@ -116,14 +116,17 @@ class Predictor:
         dtype: str | torch.dtype = "float32",
         runtime: str | None = None,
         threads: int | None = None,
+        revision: str | None = None,
         **options: OptionValue,
     ) -> Predictor:
         """Load a model and wrap it; `options` are the constructor's (top_k, score_threshold, graph_constraint,
         object_threshold, batch_size, max_pixels).
 
-        `path`: any layout `egtr.models.read_checkpoint` knows, or an `egtr export` folder. `runtime`: "torch",
-        "onnxruntime" or "openvino"; default: torch for a checkpoint, the folder's own for an export. A checkpoint
-        asked to run elsewhere is exported once into the cache (`egtr.inference.loading.load_runtime`).
+        `path`: any layout `egtr.models.read_checkpoint` knows, an `egtr export` folder, or a model on the Hugging
+        Face Hub by name (`"org/name"`, at `revision`; an existing local path wins: `egtr.models.hub`).
+        `runtime`: "torch", "onnxruntime" or "openvino"; default: torch for a checkpoint, the folder's own for an
+        export. A checkpoint asked to run elsewhere is exported once into the cache
+        (`egtr.inference.loading.load_runtime`).
         `threads`: the runtime's CPU threads (None: its default).
 
         Preprocessing: `size` / `max_size` given here win; the rest comes from the model directory's
@@ -132,7 +135,7 @@ class Predictor:
         """
         from egtr.inference.loading import load_runtime
 
-        loaded = load_runtime(path, runtime, device=device, dtype=dtype, threads=threads)
+        loaded = load_runtime(path, runtime, device=device, dtype=dtype, threads=threads, revision=revision)
         return cls(
             loaded.runtime,
             preprocessor=resolve_preprocessing(loaded.preprocessor, size, max_size),

@@ -189,14 +189,17 @@ class EGTR(nn.Module):
             self.rel_dist.copy_(rel_dist)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> EGTR:
+    def from_pretrained(
+        cls, path: str | Path, map_location: str | torch.device = "cpu", *, revision: str | None = None
+    ) -> EGTR:
         """Load a model in any layout `egtr.models.checkpoint.read_checkpoint` knows: our directory, the official
-        EGTR artifact or one of its `.ckpt` files, a Lightning checkpoint of `egtr train`, a training run or pass.
+        EGTR artifact or one of its `.ckpt` files, a Lightning checkpoint of `egtr train`, a training run or pass,
+        or a model on the Hugging Face Hub by name (`"org/name"`, at `revision`; `egtr.models.hub`).
 
         Loading is strict: a file that does not fit raises `CheckpointError` saying what it looks like. The model
         comes back in eval mode, with `preprocessor` set to the preprocessing recorded with it (None: the paper's).
         """
-        return cls.from_checkpoint(read_checkpoint(path), map_location)
+        return cls.from_checkpoint(read_checkpoint(path, revision), map_location)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, map_location: str | torch.device = "cpu") -> EGTR:
