@@ -49,6 +49,9 @@ COMMANDS = [
         ["predict", "{tmp}/a.jpg", "--model", NO_MODEL, "--out", "{tmp}/o", "--runtime", "onnxruntime"],
         '--runtime onnxruntime needs the onnx extra: pip install "egtr[onnx]"',
     ),
+    ("hub", ["hub", "push", NO_MODEL, "acme/x"], 'egtr hub push needs the hub extra: pip install "egtr[hub]"'),
+    ("hub", ["info", "--model", "hf://acme/x"], 'hf://acme/x needs the hub extra: pip install "egtr[hub]"'),
+    ("hub", ["info", "--model", "acme/x"], "acme/x: no such file or folder; loading it by name from the Hub needs"),
     ("openvino", ["benchmark", "--model", NO_MODEL, "--runtime", "openvino"], "--runtime openvino needs the openvino"),
 ]
 

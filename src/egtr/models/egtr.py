@@ -12,7 +12,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -218,6 +218,13 @@ class EGTR(nn.Module):
         """
         recorded = preprocessor or self.preprocessor or PreprocessorConfig()
         return save_model_directory(self, self.config, directory, recorded)
+
+    def push_to_hub(self, repo_id: str, **options: Any) -> str:
+        """Upload this model (config, safetensors, preprocessing, a generated model card) to the Hugging Face Hub
+        repository `repo_id`; `options` are `egtr.models.publish.push_to_hub`'s. Returns the commit's URL."""
+        from egtr.models.publish import push_to_hub
+
+        return push_to_hub(self, repo_id, **options)
 
     # ------------------------------------------------------------------ forward
     def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> EGTROutput:
