@@ -70,8 +70,11 @@ class Predictor:
             (800 / 1333, ImageNet).
         device: "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...
         dtype: "float32", "bfloat16" or "float16" (or the torch dtype, or fp32/bf16/fp16).
-        top_k, score_threshold, graph_constraint, object_threshold: the defaults of `PredictionOptions`, or give
-            `options` (one `PredictionOptions`) instead.
+        top_k: relations kept per image; with `score_threshold`, `graph_constraint` and `object_threshold`, the
+            fields of `PredictionOptions` (or give `options`, one `PredictionOptions`, instead).
+        score_threshold: drop relations with a lower triplet score.
+        graph_constraint: one predicate per subject/object pair.
+        object_threshold: also keep objects with at least this score that are in no kept relation.
         batch_size: images per forward pass when a list is given.
         max_pixels: refuse larger images (decompression bombs; None: no limit).
         source: where the model came from (`Checkpoint.provenance()`), for reports; set by `from_pretrained`.

@@ -308,13 +308,16 @@ class EGTR(nn.Module):
         (573 MB per image at N=200), gates it with one shared Linear(2D -> 1) and sums over slots before the MLPs.
         Both the gate and the first layer of each MLP are linear in the concatenation, so they split into a
         subject term plus an object term:
+
             gate[i, j, s] = sigmoid(w_sub . S[s, i] + w_obj . O[s, j] + b)
             W [sum_s gate[i,j,s] [S[s,i]; O[s,j]]] = sum_s gate[i,j,s] (W_sub S[s,i]) + sum_s gate[i,j,s] (W_obj O[s,j])
+
         which is the same function (up to float rounding) computed per node instead of per pair.
         `relation_head_dense` is the straightforward form; tests check that both agree.
 
         Args:
-            queries, keys: (B, L, N, D) self-attention projections of every decoder layer.
+            queries: (B, L, N, D) self-attention query projections of every decoder layer.
+            keys: (B, L, N, D) the key projections.
             last_hidden: (B, N, D) final decoder output.
 
         Returns:
