@@ -66,13 +66,14 @@ def _add_card_options(parser: argparse.ArgumentParser) -> None:
 def run_convert(args: argparse.Namespace) -> int:
     import torch
 
+    from egtr.models import EGTR
     from egtr.models.publish import write_hub_folder
 
     out = check_out(args.out, "new-folder")
     if out.is_dir() and any(out.iterdir()):
         raise OutputError(f"--out {out}: already exists and is not an empty folder")
     folder = write_hub_folder(
-        args.model,
+        EGTR.from_pretrained(args.model),
         out,
         repo_id=args.repo_id,
         evaluations=args.evaluation,
@@ -86,10 +87,11 @@ def run_convert(args: argparse.Namespace) -> int:
 
 def run_push(args: argparse.Namespace) -> int:
     require_extra("hub", "egtr hub push")
+    from egtr.models import EGTR
     from egtr.models.publish import push_to_hub
 
     url = push_to_hub(
-        args.model,
+        EGTR.from_pretrained(args.model),
         args.repo_id,
         revision=args.revision,
         private=args.private or None,

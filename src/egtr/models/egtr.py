@@ -101,6 +101,8 @@ class EGTR(nn.Module):
         self.config = config = (config or EGTRConfig()).validate()
         # The preprocessing the weights were trained for, when known (set by from_pretrained, kept by save_pretrained).
         self.preprocessor: PreprocessorConfig | None = None
+        # The path it was loaded from (`from_pretrained`): where its evaluation reports are looked for on upload.
+        self.source: Path | None = None
         d_model, num_classes, num_predicates = config.d_model, config.num_labels, config.num_rel_labels
         # Frequency tables: non-trainable parameters, as in the original (they count in the parameter total).
         self.triplet_dist = nn.Parameter(
@@ -207,6 +209,7 @@ class EGTR(nn.Module):
         model = cls(checkpoint.config)
         load_state_dict_strictly(model, checkpoint.state_dict, str(checkpoint.weights_file))
         model.preprocessor = checkpoint.preprocessor
+        model.source = checkpoint.source
         logger.info("loaded %s (%s)", checkpoint.weights_file, checkpoint.layout)
         return model.to(map_location).eval()
 
@@ -220,8 +223,9 @@ class EGTR(nn.Module):
         return save_model_directory(self, self.config, directory, recorded)
 
     def push_to_hub(self, repo_id: str, **options: Any) -> str:
-        """Upload this model (config, safetensors, preprocessing, a generated model card) to the Hugging Face Hub
-        repository `repo_id`; `options` are `egtr.models.publish.push_to_hub`'s. Returns the commit's URL."""
+        """Upload this model (config, safetensors, preprocessing, a generated model card quoting the evaluation
+        reports of the run it was loaded from) to the Hugging Face Hub repository `repo_id`; `options` are
+        `egtr.models.publish.push_to_hub`'s. Returns the commit's URL."""
         from egtr.models.publish import push_to_hub
 
         return push_to_hub(self, repo_id, **options)

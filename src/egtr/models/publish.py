@@ -4,27 +4,30 @@ The folder holds what `EGTR.from_pretrained("org/name")` reads back (`egtr.model
 architecture and the class and predicate names), `model.safetensors`, `preprocessor_config.json`, plus `README.md`,
 a model card written from them and from the model's evaluation reports when there are any (`evaluation_*.json` of
 an `egtr train` run, or a report of `egtr evaluate` passed in). `egtr convert` writes such a folder from any layout
-`read_checkpoint` knows (the released artifacts included); `push_to_hub` / `egtr hub push` write it to a temporary
-folder and upload it with `huggingface_hub.HfApi.upload_folder`.
+`read_checkpoint` knows (the released artifacts included); `push_to_hub` / `egtr hub push` / `EGTR.push_to_hub`
+write it to a temporary folder and upload it with `huggingface_hub.HfApi.upload_folder`.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from egtr.errors import CheckpointError, HubError
 from egtr.extras import require_extra
-from egtr.models.checkpoint import RUN_MODEL_DIR, RUN_SUMMARY_NAME, read_checkpoint
-from egtr.models.egtr import EGTR
+from egtr.models.checkpoint import RUN_MODEL_DIR, RUN_SUMMARY_NAME
 from egtr.version import __version__
+
+if TYPE_CHECKING:  # EGTR.push_to_hub calls this module: no import back at run time
+    from egtr.models.egtr import EGTR
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ def find_evaluation_reports(model_path: Path) -> list[Path]:
 
 
 def write_hub_folder(
-    model: EGTR | str | Path,
+    network: EGTR,
     folder: str | Path,
     *,
     repo_id: str | None = None,
@@ -71,37 +74,27 @@ def write_hub_folder(
     dtype: torch.dtype | None = None,
     license: str = DEFAULT_LICENSE,
 ) -> Path:
-    """Write `model` (a network, or any layout `read_checkpoint` knows) as a Hub-ready folder with its card.
+    """Write `network` (e.g. `EGTR.from_pretrained` of any layout) as a Hub-ready folder with its card.
 
-    `evaluations`: reports to quote besides those found with the model; `dtype`: store the weights in this
-    precision (e.g. torch.float16, half the size; they load back as float32); `repo_id`: the name the card's
-    examples use.
+    `evaluations`: reports to quote besides those found with the model it was loaded from; `dtype`: store the
+    weights in this precision (e.g. torch.float16, half the size; they load back as float32); `repo_id`: the name
+    the card's examples use.
     """
     reports = [Path(path) for path in evaluations]
-    if isinstance(model, EGTR):
-        network, origin = model, "an in-memory EGTR model"
-    else:
-        checkpoint = read_checkpoint(model)
-        network, origin = EGTR.from_checkpoint(checkpoint), f"{checkpoint.layout} ({checkpoint.weights_file.name})"
-        reports += [path for path in find_evaluation_reports(checkpoint.source) if path not in reports]
+    if network.source is not None:
+        reports += [path for path in find_evaluation_reports(network.source) if path not in reports]
+    origin = f"`{network.source.name}`" if network.source is not None else "an in-memory EGTR model"
     summaries = [EvaluationSummary.read(path) for path in reports]
     folder = Path(folder)
-    stored = network if dtype is None else _copy_in(network, dtype)
+    stored = network if dtype is None else copy.deepcopy(network).to(dtype)
     stored.save_pretrained(folder, preprocessor=network.preprocessor)
     card = model_card(network, repo_id=repo_id, evaluations=summaries, origin=origin, license=license, dtype=dtype)
     (folder / CARD_NAME).write_text(card, encoding="utf-8")
     return folder
 
 
-def _copy_in(network: EGTR, dtype: torch.dtype) -> EGTR:
-    copy = EGTR(network.config)
-    copy.load_state_dict(network.state_dict())
-    copy.preprocessor = network.preprocessor
-    return copy.to(dtype)
-
-
 def push_to_hub(
-    model: EGTR | str | Path,
+    network: EGTR,
     repo_id: str,
     *,
     revision: str | None = None,
@@ -111,7 +104,7 @@ def push_to_hub(
     evaluations: Sequence[str | Path] = (),
     license: str = DEFAULT_LICENSE,
 ) -> str:
-    """Upload `model` with its card to the Hub repository `repo_id` (created if missing); returns the commit's URL.
+    """Upload `network` with its card to the Hub repository `repo_id` (created if missing); returns the commit's URL.
 
     Raises:
         MissingExtraError: huggingface_hub is not installed (the hub extra).
@@ -122,7 +115,7 @@ def push_to_hub(
     from huggingface_hub.errors import HfHubHTTPError
 
     with tempfile.TemporaryDirectory(prefix="egtr-push-") as staging:
-        folder = write_hub_folder(model, staging, repo_id=repo_id, evaluations=evaluations, license=license)
+        folder = write_hub_folder(network, staging, repo_id=repo_id, evaluations=evaluations, license=license)
         api = HfApi(token=token)
         try:
             api.create_repo(repo_id, private=private, exist_ok=True)
