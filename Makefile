@@ -7,13 +7,13 @@ TORCH_SPEC ?= torch==2.13.0
 # Extra options of `egtr demo`, e.g. make demo DEMO_ARGS="--quick" (CI) or DEMO_ARGS="--restart".
 DEMO_ARGS ?=
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint docs clean
 
 $(BIN)/egtr: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[all]"
+	$(BIN)/pip install --quiet -e ".[all,dev,docs]"
 	touch $(BIN)/egtr
 
 setup: $(BIN)/egtr
@@ -21,8 +21,12 @@ setup: $(BIN)/egtr
 demo: setup
 	$(BIN)/egtr demo $(DEMO_ARGS)
 
-test: setup lint
+test: setup lint docs
 	$(BIN)/python -m pytest -q tests
+
+# The documentation site (mkdocs.yml) into site/; --strict: a broken link or docstring reference fails the build.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # Style and types, clean on every commit (CI runs them through `make test`).
 lint: setup
@@ -31,4 +35,4 @@ lint: setup
 	$(BIN)/mypy src
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) demo_out .pytest_cache site

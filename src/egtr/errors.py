@@ -40,6 +40,11 @@ class MissingExtraError(EgtrError, ImportError):
         self.extra = extra
 
 
+class HubError(EgtrError, ValueError):
+    """A model name (`org/name`) the Hugging Face Hub or its cache cannot provide: unknown, no such revision, not
+    cached while offline, the Hub unreachable, or an upload refused."""
+
+
 class OutputError(EgtrError, ValueError):
     """An output location (`--out`) where nothing can be written: a file where a folder is needed, a read-only file
     system, no permission. Found before any work is done."""

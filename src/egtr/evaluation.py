@@ -138,7 +138,8 @@ def evaluate_model(
             or a `ModelRuntime` / `egtr.inference.loading.LoadedModel` (ONNX Runtime, OpenVINO).
         data_config: `egtr.data.DataConfig` (dataset kind, root, evaluation resize).
         split: "train", "val" or "test".
-        batch_size, num_workers: DataLoader settings (the original evaluates with batch size 1).
+        batch_size: images per forward pass (the original evaluates with batch size 1).
+        num_workers: DataLoader worker processes.
         device: where the forward pass runs ("auto": CUDA when available).
         top_k: triplets kept per image (100).
         modes: relation sets to evaluate, from "graph_constraint", "no_graph_constraint", "open_images"; default:

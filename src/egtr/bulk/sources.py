@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from egtr.errors import EgtrError
+from egtr.extras import require_extra
 from egtr.fileio import file_sha256
 from egtr.images import IMAGE_SUFFIXES
 
@@ -170,12 +171,10 @@ def unit_name(kind: str, chunk: int, shard: int | None = None) -> str:
 def split_inputs(inputs: Sequence[str]) -> tuple[list[str], list[str]]:
     """Separate tar shards (`.tar`, brace ranges like `shards/{000..127}.tar` and globs expanded) from image
     inputs (files, folders, globs: left for `egtr.inference.expand_image_paths`)."""
-    from braceexpand import braceexpand
-
     images: list[str] = []
     tars: list[str] = []
     for item in inputs:
-        for expanded in braceexpand(item):
+        for expanded in _expand_braces(item):
             if not expanded.lower().endswith(".tar"):
                 images.append(expanded)
             elif glob.has_magic(expanded):
@@ -186,6 +185,17 @@ def split_inputs(inputs: Sequence[str]) -> tuple[list[str], list[str]]:
             else:
                 tars.append(expanded)
     return images, list(dict.fromkeys(tars))
+
+
+def _expand_braces(item: str) -> list[str]:
+    """`shards/{000..127}.tar` as its 128 names; an input without braces as itself, so that predicting image files
+    needs no braceexpand (a module of the bulk extra)."""
+    if "{" not in item:
+        return [item]
+    require_extra("bulk", f"the brace range {item}")
+    from braceexpand import braceexpand
+
+    return list(braceexpand(item))
 
 
 # -------------------------------------------------------------------------------------------- list files

@@ -28,11 +28,11 @@ from collections.abc import Sequence
 
 import egtr
 from egtr.allocator import tune_cpu_allocator
-from egtr.cli import benchmark, data, demo, evaluate, export, info, predict, serve, train
+from egtr.cli import benchmark, data, demo, evaluate, export, hub, info, predict, serve, train
 from egtr.errors import EgtrError
 from egtr.stopping import Stopped, stop_on_signals
 
-COMMANDS = (info, data, predict, benchmark, evaluate, export, train, demo, serve)
+COMMANDS = (info, data, predict, benchmark, evaluate, export, hub, train, demo, serve)
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")  # a `key=value` training setting (dotted for nested ones)
 # Libraries whose INFO lines are noise at the default verbosity.
 _QUIET_LIBRARIES = (

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from egtr.cli.options import adopt_lightning_logging, positive_int
+from egtr.extras import require_extra
 
 if TYPE_CHECKING:
     from egtr.bulk.sources import Corpus
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace, make_predictor: Callable[[argparse.Namespace],
     Everything that can be checked without the model is checked before Lightning is imported (it takes 20 s to
     90 s on a busy machine): the inputs, the devices, and whether the folder already holds this run complete.
     """
+    require_extra("bulk", f"--output-format {args.output_format}")
     from egtr.bulk.launch import lightning_devices, local_processes, started_externally, supervise
 
     corpus, unmatched = _checked_corpus(args)

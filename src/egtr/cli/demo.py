@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from egtr.cli.options import Subparsers, adopt_lightning_logging, check_out
+from egtr.extras import require_extra
 from egtr.stopping import Stopped
 
 
@@ -25,6 +26,8 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    require_extra("train", "egtr demo")  # it trains a detector and EGTR, then draws
+    require_extra("viz", "egtr demo")
     check_out(args.out)
     adopt_lightning_logging()
     from egtr.demo import run_demo

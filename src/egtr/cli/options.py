@@ -72,8 +72,9 @@ def add_model(parser: argparse.ArgumentParser, required: bool = True, extra: str
         "--model",
         required=required,
         default=None,
-        help="model: our directory, the official artifact or a .ckpt, an `egtr train` run or pass folder, or an "
-        "`egtr export` folder" + extra,
+        help="model: our directory, the official artifact or a .ckpt, an `egtr train` run or pass folder, an "
+        "`egtr export` folder, or a Hugging Face Hub name org/name[@revision] (hf://org/name: the Hub even where a "
+        "local folder of that name exists; the hub extra)" + extra,
     )
 
 
@@ -125,9 +126,9 @@ def add_prediction_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_predictor(args: argparse.Namespace, **options: int) -> Predictor:
+def load_predictor(args: argparse.Namespace, batch_size: int = 1) -> Predictor:
     """`Predictor.from_pretrained` with `--model`, `--runtime`, `--size`, `--max-size`, `--device`, `--dtype`,
-    `--max-pixels` and the options of `add_prediction_options`; `options` adds others (batch_size=...)."""
+    `--max-pixels` and the options of `add_prediction_options`, `batch_size` images per forward pass."""
     from egtr.inference import Predictor
 
     return Predictor.from_pretrained(
@@ -143,7 +144,7 @@ def load_predictor(args: argparse.Namespace, **options: int) -> Predictor:
         graph_constraint=not args.no_graph_constraint,
         object_threshold=args.object_threshold,
         max_pixels=args.max_pixels,
-        **options,
+        batch_size=batch_size,
     )
 
 

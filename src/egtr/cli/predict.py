@@ -25,6 +25,8 @@ from egtr.cli.options import (
     positive_int,
     progress_enabled,
 )
+from egtr.errors import MissingExtraError
+from egtr.extras import has_extra, require_extra
 from egtr.images import describe_source
 from egtr.preprocessing import PAPER_LONGEST_EDGE, PAPER_SHORTEST_EDGE
 from egtr.stopping import Stopped
@@ -113,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {item}: no such file, no images in this folder, or no match", file=sys.stderr)
     if not paths:
         raise FileNotFoundError("no images to process")
+    formats = draw_formats(args)  # a missing extra is said before the model loads
     predictor = make_predictor(args)
     given_boxes = None
     if args.boxes is not None:
@@ -127,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             predictor,
             paths,
             args.out,
-            draw_formats=[] if args.no_draw else (args.format or ["png"]),
+            draw_formats=formats,
             max_draw_relations=args.draw_relations,
             dpi=args.dpi,
             progress=progress_enabled(args),
@@ -146,6 +149,20 @@ def run(args: argparse.Namespace) -> int:
     _print_skipped(report.rejected, f"their given boxes (--boxes {args.boxes}) were rejected")
     _print_skipped(report.failures, "they could not be read or their results could not be written")
     return 1 if report.failures or report.rejected or unmatched else 0
+
+
+def draw_formats(args: argparse.Namespace) -> list[str]:
+    """The drawings to make: none with --no-draw, those of --format (which need the viz extra), else PNG when the
+    viz extra is installed. A core install (`pip install egtr`) writes the JSON files and says why nothing is drawn."""
+    if args.no_draw:
+        return []
+    if args.format:
+        require_extra("viz", "--format " + " ".join(args.format))
+        return list(args.format)
+    if not has_extra("viz"):
+        print(f"note: JSON only, no drawings: {MissingExtraError('drawing', 'viz')} (or --no-draw)", file=sys.stderr)
+        return []
+    return ["png"]
 
 
 def _print_skipped(reasons: dict[str, str], why: str) -> None:

@@ -17,6 +17,7 @@ from egtr.cli.options import (
     load_predictor,
     positive_int,
 )
+from egtr.extras import require_extra
 from egtr.preprocessing import PAPER_LONGEST_EDGE, PAPER_SHORTEST_EDGE
 
 
@@ -80,12 +81,7 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    try:  # before the model loads
-        import fastapi  # noqa: F401
-        import python_multipart  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError as error:
-        raise ImportError(f"egtr serve needs the serve extra, pip install 'egtr[serve]' ({error})") from error
+    require_extra("serve", "egtr serve")  # before the model loads
     from egtr.serve.server import bind_socket, check_bind_address, serve
     from egtr.serve.settings import ServeSettings
 

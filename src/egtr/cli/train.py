@@ -25,6 +25,7 @@ from egtr.cli.options import (
     positive_int,
     progress_enabled,
 )
+from egtr.extras import require_extra
 from egtr.fileio import is_disk_full
 from egtr.runtime import LIGHTNING_PRECISION, dtype_name
 from egtr.stopping import Stopped
@@ -167,6 +168,7 @@ def how_to_continue(run_dir: Path, command: str, fast_dev_run: int | None = None
 
 
 def run(args: argparse.Namespace, stage: str) -> int:
+    require_extra("train", "egtr pretrain-detector" if stage == "detector" else "egtr train")
     adopt_lightning_logging()
     from egtr.training import resolve_train_config
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from egtr.data.base import SceneGraphDataset
 from egtr.data.statistics import count_triplets
+from egtr.extras import require_extra
 
 
 @dataclass
@@ -100,13 +101,12 @@ def format_summary(summary: DatasetSummary, top: int = 20) -> str:
 
 def plot_summary(summary: DatasetSummary, path: str | Path) -> Path:
     """Write a PNG with the class and predicate histograms (needs matplotlib, the `viz` extra)."""
-    try:
-        import matplotlib
+    require_extra("viz", "plotting histograms")
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as error:
-        raise RuntimeError("plotting needs matplotlib: pip install 'egtr[viz]'") from error
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     figure, axes = plt.subplots(2, 1, figsize=(max(8, 0.12 * summary.class_counts.size + 4), 9))
     for axis, names, counts, title in (
         (axes[0], summary.class_names, summary.class_counts, "objects per class"),

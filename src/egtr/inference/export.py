@@ -33,6 +33,7 @@ import torch
 
 from egtr.config import EGTRConfig
 from egtr.errors import CheckpointError, ConfigError, MissingExtraError
+from egtr.extras import has_extra, require_extra
 from egtr.fileio import read_json, write_json
 from egtr.inference.processor import ModelInputs
 from egtr.inference.runtimes import OUTPUT_NAMES, ModelRuntime
@@ -238,16 +239,12 @@ def _convert_export(source: ExportedModel, folder: Path, verify: bool) -> dict[s
 
 
 def _require_exporters(format: str) -> None:
-    try:
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError as error:
-        raise MissingExtraError(f"egtr export --format {format}", "onnx") from error
-    if format == "openvino":
-        try:
-            import openvino  # noqa: F401
-        except ImportError as error:
-            raise MissingExtraError("egtr export --format openvino", "openvino") from error
+    # Both extras bring the exporter (onnx, onnxscript); the exported graph is checked in onnxruntime (onnx extra)
+    # or OpenVINO (the openvino extra alone runs ONNX files too), and OpenVINO converts it to its own format.
+    if format == "openvino" or (has_extra("openvino") and not has_extra("onnx")):
+        require_extra("openvino", f"egtr export --format {format}")
+    else:
+        require_extra("onnx", f"egtr export --format {format}")
 
 
 def _export_onnx(network: EGTR, path: Path, opset: int) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from egtr.errors import EgtrError
+from egtr.extras import require_extra
 from egtr.images import describe_source, is_image_file_name
 from egtr.inference.predictor import Predictor, PreparedImage, batched
 from egtr.stopping import finish_before_stopping
@@ -103,7 +104,7 @@ def predict_files(
     out_dir.mkdir(parents=True, exist_ok=True)
     formats = [fmt.lower().lstrip(".") for fmt in draw_formats]
     if formats:
-        _require_drawing_libraries()
+        require_extra("viz", "drawing scene graphs")
     stems = _unique_stems(paths)
     report = report if report is not None else FilesReport(outputs={}, failures={})
     # logging_redirect_tqdm: warnings about skipped files print above the bar instead of breaking it
@@ -202,14 +203,6 @@ def _prepare_ahead(
         while pending:
             done_path, future = pending.popleft()
             yield done_path, future.result()
-
-
-def _require_drawing_libraries() -> None:
-    import importlib.util
-
-    missing = [name for name in ("matplotlib", "networkx") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ImportError(f"drawing needs {' and '.join(missing)}: pip install 'egtr[viz]' (or skip drawings)")
 
 
 def _unique_stems(paths: Sequence[Path]) -> dict[Path, str]:

@@ -20,6 +20,7 @@ import torch
 from egtr.inference.export import ExportedModel, export_model, is_exported_folder
 from egtr.inference.runtimes import ModelRuntime, TorchRuntime, check_runtime_name, exported_runtime
 from egtr.models import EGTR, Checkpoint, read_checkpoint
+from egtr.models.hub import resolve_model_path
 from egtr.preprocessing import PreprocessorConfig
 from egtr.version import __version__
 
@@ -51,11 +52,13 @@ def load_runtime(
     dtype: str | torch.dtype = "float32",
     threads: int | None = None,
     compile_mode: str | None = None,
+    revision: str | None = None,
 ) -> LoadedModel:
-    """Load `model` (a checkpoint in any layout, or an `egtr export` folder) into `runtime` (torch, onnxruntime,
-    openvino; None: torch for a checkpoint, the folder's own for an export)."""
+    """Load `model` (a checkpoint in any layout, an `egtr export` folder, or either by name from the Hugging Face
+    Hub at `revision`: `egtr.models.hub`) into `runtime` (torch, onnxruntime, openvino; None: torch for a
+    checkpoint, the folder's own for an export)."""
     check_runtime_name(runtime)
-    path = Path(model)
+    path = resolve_model_path(model, revision)
     if is_exported_folder(path):
         exported = ExportedModel.read(path)
         loaded = exported_runtime(exported, runtime, _device_name(device), dtype, threads)

@@ -70,8 +70,11 @@ class Predictor:
             (800 / 1333, ImageNet).
         device: "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...
         dtype: "float32", "bfloat16" or "float16" (or the torch dtype, or fp32/bf16/fp16).
-        top_k, score_threshold, graph_constraint, object_threshold: the defaults of `PredictionOptions`, or give
-            `options` (one `PredictionOptions`) instead.
+        top_k: relations kept per image; with `score_threshold`, `graph_constraint` and `object_threshold`, the
+            fields of `PredictionOptions` (or give `options`, one `PredictionOptions`, instead).
+        score_threshold: drop relations with a lower triplet score.
+        graph_constraint: one predicate per subject/object pair.
+        object_threshold: also keep objects with at least this score that are in no kept relation.
         batch_size: images per forward pass when a list is given.
         max_pixels: refuse larger images (decompression bombs; None: no limit).
         source: where the model came from (`Checkpoint.provenance()`), for reports; set by `from_pretrained`.
@@ -116,14 +119,17 @@ class Predictor:
         dtype: str | torch.dtype = "float32",
         runtime: str | None = None,
         threads: int | None = None,
+        revision: str | None = None,
         **options: OptionValue,
     ) -> Predictor:
         """Load a model and wrap it; `options` are the constructor's (top_k, score_threshold, graph_constraint,
         object_threshold, batch_size, max_pixels).
 
-        `path`: any layout `egtr.models.read_checkpoint` knows, or an `egtr export` folder. `runtime`: "torch",
-        "onnxruntime" or "openvino"; default: torch for a checkpoint, the folder's own for an export. A checkpoint
-        asked to run elsewhere is exported once into the cache (`egtr.inference.loading.load_runtime`).
+        `path`: any layout `egtr.models.read_checkpoint` knows, an `egtr export` folder, or a model on the Hugging
+        Face Hub by name (`"org/name"`, at `revision`; an existing local path wins: `egtr.models.hub`).
+        `runtime`: "torch", "onnxruntime" or "openvino"; default: torch for a checkpoint, the folder's own for an
+        export. A checkpoint asked to run elsewhere is exported once into the cache
+        (`egtr.inference.loading.load_runtime`).
         `threads`: the runtime's CPU threads (None: its default).
 
         Preprocessing: `size` / `max_size` given here win; the rest comes from the model directory's
@@ -132,7 +138,7 @@ class Predictor:
         """
         from egtr.inference.loading import load_runtime
 
-        loaded = load_runtime(path, runtime, device=device, dtype=dtype, threads=threads)
+        loaded = load_runtime(path, runtime, device=device, dtype=dtype, threads=threads, revision=revision)
         return cls(
             loaded.runtime,
             preprocessor=resolve_preprocessing(loaded.preprocessor, size, max_size),

@@ -25,6 +25,7 @@ import torch
 
 from egtr.config import EGTRConfig
 from egtr.errors import ConfigError, MissingExtraError
+from egtr.extras import require_extra
 from egtr.models import EGTR
 from egtr.runtime import autocast_context, dtype_name, resolve_device, resolve_dtype
 
@@ -44,6 +45,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
+RUNTIME_EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}
 # An ONNX Runtime execution provider: its name, or (name, its options).
 Provider = str | tuple[str, dict[str, object]]
 OUTPUT_NAMES = ("logits", "pred_boxes", "pred_rel", "pred_connectivity")
@@ -297,5 +299,9 @@ def exported_runtime(
 
 
 def check_runtime_name(runtime: str | None) -> None:
+    """A known runtime whose extra is installed (the onnx extra for onnxruntime, the openvino extra for openvino:
+    each also exports a checkpoint to run it), said before anything is loaded or exported."""
     if runtime is not None and runtime not in RUNTIMES:
         raise ConfigError(f"--runtime {runtime}: expected one of {', '.join(RUNTIMES)}")
+    if runtime in RUNTIME_EXTRAS:
+        require_extra(RUNTIME_EXTRAS[runtime], f"--runtime {runtime}")

@@ -39,6 +39,7 @@ from torch import nn
 from egtr.config import EGTRConfig
 from egtr.errors import CheckpointError
 from egtr.fileio import atomic_write, write_json
+from egtr.models.hub import resolve_model_path
 from egtr.preprocessing import PreprocessorConfig, load_preprocessor_config
 
 logger = logging.getLogger(__name__)
@@ -226,14 +227,16 @@ def is_training_run(path: Path) -> bool:
     return path.is_dir() and (path / RUN_SUMMARY_NAME).is_file() and (path / RUN_MODEL_DIR / CONFIG_NAME).is_file()
 
 
-def read_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a model in any layout of the module docstring.
+def read_checkpoint(path: str | Path, revision: str | None = None) -> Checkpoint:
+    """Read a model in any layout of the module docstring, or by name from the Hugging Face Hub (`org/name`,
+    `hf://org/name`, at `revision`: see `egtr.models.hub`; an existing local path wins).
 
     Raises:
         FileNotFoundError: `path` does not exist.
         CheckpointError: anything else that is not a readable EGTR model; the message says what the path looks like.
+        HubError: a model name the Hub or its cache cannot provide.
     """
-    source = Path(path)
+    source = resolve_model_path(path, revision)
     _check_exists(source)
     if source.is_file():
         return _read_checkpoint_file(source, source)

@@ -12,7 +12,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -101,6 +101,8 @@ class EGTR(nn.Module):
         self.config = config = (config or EGTRConfig()).validate()
         # The preprocessing the weights were trained for, when known (set by from_pretrained, kept by save_pretrained).
         self.preprocessor: PreprocessorConfig | None = None
+        # The path it was loaded from (`from_pretrained`): where its evaluation reports are looked for on upload.
+        self.source: Path | None = None
         d_model, num_classes, num_predicates = config.d_model, config.num_labels, config.num_rel_labels
         # Frequency tables: non-trainable parameters, as in the original (they count in the parameter total).
         self.triplet_dist = nn.Parameter(
@@ -189,14 +191,17 @@ class EGTR(nn.Module):
             self.rel_dist.copy_(rel_dist)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> EGTR:
+    def from_pretrained(
+        cls, path: str | Path, map_location: str | torch.device = "cpu", *, revision: str | None = None
+    ) -> EGTR:
         """Load a model in any layout `egtr.models.checkpoint.read_checkpoint` knows: our directory, the official
-        EGTR artifact or one of its `.ckpt` files, a Lightning checkpoint of `egtr train`, a training run or pass.
+        EGTR artifact or one of its `.ckpt` files, a Lightning checkpoint of `egtr train`, a training run or pass,
+        or a model on the Hugging Face Hub by name (`"org/name"`, at `revision`; `egtr.models.hub`).
 
         Loading is strict: a file that does not fit raises `CheckpointError` saying what it looks like. The model
         comes back in eval mode, with `preprocessor` set to the preprocessing recorded with it (None: the paper's).
         """
-        return cls.from_checkpoint(read_checkpoint(path), map_location)
+        return cls.from_checkpoint(read_checkpoint(path, revision), map_location)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, map_location: str | torch.device = "cpu") -> EGTR:
@@ -204,6 +209,7 @@ class EGTR(nn.Module):
         model = cls(checkpoint.config)
         load_state_dict_strictly(model, checkpoint.state_dict, str(checkpoint.weights_file))
         model.preprocessor = checkpoint.preprocessor
+        model.source = checkpoint.source
         logger.info("loaded %s (%s)", checkpoint.weights_file, checkpoint.layout)
         return model.to(map_location).eval()
 
@@ -215,6 +221,14 @@ class EGTR(nn.Module):
         """
         recorded = preprocessor or self.preprocessor or PreprocessorConfig()
         return save_model_directory(self, self.config, directory, recorded)
+
+    def push_to_hub(self, repo_id: str, **options: Any) -> str:
+        """Upload this model (config, safetensors, preprocessing, a generated model card quoting the evaluation
+        reports of the run it was loaded from) to the Hugging Face Hub repository `repo_id`; `options` are
+        `egtr.models.publish.push_to_hub`'s. Returns the commit's URL."""
+        from egtr.models.publish import push_to_hub
+
+        return push_to_hub(self, repo_id, **options)
 
     # ------------------------------------------------------------------ forward
     def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> EGTROutput:
@@ -298,13 +312,16 @@ class EGTR(nn.Module):
         (573 MB per image at N=200), gates it with one shared Linear(2D -> 1) and sums over slots before the MLPs.
         Both the gate and the first layer of each MLP are linear in the concatenation, so they split into a
         subject term plus an object term:
+
             gate[i, j, s] = sigmoid(w_sub . S[s, i] + w_obj . O[s, j] + b)
             W [sum_s gate[i,j,s] [S[s,i]; O[s,j]]] = sum_s gate[i,j,s] (W_sub S[s,i]) + sum_s gate[i,j,s] (W_obj O[s,j])
+
         which is the same function (up to float rounding) computed per node instead of per pair.
         `relation_head_dense` is the straightforward form; tests check that both agree.
 
         Args:
-            queries, keys: (B, L, N, D) self-attention projections of every decoder layer.
+            queries: (B, L, N, D) self-attention query projections of every decoder layer.
+            keys: (B, L, N, D) the key projections.
             last_hidden: (B, N, D) final decoder output.
 
         Returns:

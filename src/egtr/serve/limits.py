@@ -59,7 +59,7 @@ class BodyLimits:
                 return await receive()
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise BodyTimeout(
                     f"the request body did not arrive in full within {self.timeout_s:g} s ({received:,} bytes came)"
                 ) from None

@@ -8,7 +8,6 @@ library calls (`egtr.video.predict_video`), so the library itself never sees arg
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import sys
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from egtr.cli.options import progress_enabled
 from egtr.errors import ConfigError
+from egtr.extras import require_extra
 from egtr.video.decode import VideoError, check_sampling, is_video_source, video_info
 
 if TYPE_CHECKING:
@@ -94,9 +94,7 @@ def run_video_predict(args: argparse.Namespace, make_predictor: Callable[[argpar
     images = [item for item in args.images if not is_video_source(item)]
     if images:
         raise ConfigError(f"give either videos or images, not both (images: {', '.join(images)})")
-    missing = [name for name in ("av", "supervision", "trackers") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ConfigError(f"videos need {', '.join(missing)}: pip install 'egtr[video]'")
+    require_extra("video", "egtr predict on videos")
     try:
         smoothing = SmoothingConfig(args.smoothing, args.relation_on, args.relation_off)
         check_sampling(args.fps, args.stride, args.start, args.end)
