@@ -33,8 +33,8 @@ from scipy.optimize import linear_sum_assignment
 
 from egtr.box_ops import box_cxcywh_to_xyxy, box_iou, box_xyxy_to_cxcywh
 from egtr.errors import EgtrError
-from egtr.inference.postprocess import ScenePrediction, postprocess_scene_graphs
-from egtr.inference.scene_graph import SceneGraph, scene_graph_from_arrays
+from egtr.inference.postprocess import ScenePrediction, postprocess_scene_graphs, scene_graph_of_prediction
+from egtr.inference.scene_graph import SceneGraph
 from egtr.losses.matcher import HungarianMatcher
 from egtr.metrics.core import SceneGroundTruth
 
@@ -295,20 +295,9 @@ def given_box_scene_graphs(
     paths = list(image_paths) if image_paths is not None else [None] * len(predictions)
     graphs = []
     for prediction, queries, size_hw, path in zip(predictions, assigned, image_sizes_hw, paths):
-        graph = scene_graph_from_arrays(
-            prediction.boxes,
-            prediction.labels,
-            prediction.scores,
-            prediction.relations,
-            prediction.relation_scores,
-            prediction.predicate_scores,
-            class_names=class_names,
-            predicate_names=predicate_names,
-            image_size=tuple(size_hw),  # type: ignore[arg-type]
-            top_k=options.top_k,
-            score_threshold=options.score_threshold,
-            object_threshold=-math.inf,  # every given object, in the given order
-            image_path=path,
+        # every given object, in the given order
+        graph = scene_graph_of_prediction(
+            prediction, size_hw, path, options, class_names, predicate_names, object_threshold=-math.inf
         )
         # The given boxes exactly (scene_graph_from_arrays clips to the image) and the assigned queries.
         graph.objects = [

@@ -349,8 +349,6 @@ def scene_graphs_from_outputs(
 ) -> list[SceneGraph]:
     """Rank a batch of model outputs (`postprocess_scene_graphs`) and select, re-index and name one `SceneGraph`
     per image (`scene_graph_from_arrays`): inference's third part, a pure function of the outputs."""
-    from egtr.inference.scene_graph import scene_graph_from_arrays
-
     image_sizes = torch.as_tensor(image_sizes_hw, dtype=torch.float32, device=outputs.logits.device)
     predictions = postprocess_scene_graphs(
         outputs.logits.float(),
@@ -363,20 +361,35 @@ def scene_graphs_from_outputs(
     )
     paths = list(image_paths) if image_paths is not None else [None] * len(predictions)
     return [
-        scene_graph_from_arrays(
-            prediction.boxes,
-            prediction.labels,
-            prediction.scores,
-            prediction.relations,
-            prediction.relation_scores,
-            prediction.predicate_scores,
-            class_names=class_names,
-            predicate_names=predicate_names,
-            image_size=tuple(size_hw),  # type: ignore[arg-type]
-            top_k=options.top_k,
-            score_threshold=options.score_threshold,
-            object_threshold=options.object_threshold,
-            image_path=path,
-        )
+        scene_graph_of_prediction(prediction, size_hw, path, options, class_names, predicate_names)
         for prediction, size_hw, path in zip(predictions, image_sizes_hw, paths)
     ]
+
+
+def scene_graph_of_prediction(
+    prediction: ScenePrediction,
+    image_size_hw: tuple[int, int],
+    image_path: str | None,
+    options: PredictionOptions,
+    class_names: Sequence[str],
+    predicate_names: Sequence[str],
+    object_threshold: float | None = None,
+) -> SceneGraph:
+    """One ranked prediction as a `SceneGraph` under `options` (`object_threshold` overrides the options' own)."""
+    from egtr.inference.scene_graph import scene_graph_from_arrays
+
+    return scene_graph_from_arrays(
+        prediction.boxes,
+        prediction.labels,
+        prediction.scores,
+        prediction.relations,
+        prediction.relation_scores,
+        prediction.predicate_scores,
+        class_names=class_names,
+        predicate_names=predicate_names,
+        image_size=(int(image_size_hw[0]), int(image_size_hw[1])),
+        top_k=options.top_k,
+        score_threshold=options.score_threshold,
+        object_threshold=options.object_threshold if object_threshold is None else object_threshold,
+        image_path=image_path,
+    )

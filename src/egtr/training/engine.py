@@ -55,6 +55,7 @@ from egtr.training.data_checks import check_dataset_before_training
 from egtr.training.datamodule import SceneGraphDataModule
 from egtr.training.initialization import load_backbone_weights, load_initial_weights, new_class_head
 from egtr.training.module import EGTRLightningModule
+from egtr.training.progress import ProgressLines
 from egtr.training.resume import clean_checkpoint_directory, config_changes
 
 logger = logging.getLogger(__name__)
@@ -377,6 +378,8 @@ def build_trainer(
         )
     if config.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="validation_loss", mode="min", patience=config.early_stopping_patience))
+    if not config.progress_bar:  # no terminal: a line per epoch instead of a bar redrawn with carriage returns
+        callbacks.append(ProgressLines(pass_dir.name))
     callbacks.extend(extra_callbacks)
     distributed = not isinstance(config.devices, int) or config.devices > 1 or config.num_nodes > 1
     strategy: Any = DDPStrategy(find_unused_parameters=config.find_unused_parameters) if distributed else "auto"
