@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     manifest = exported.manifest
     verification = manifest.get("verification")
     checked = (
-        f"; matches PyTorch within {max(verification['max_abs_difference'].values()):.1e} in {verification['runtime']}"
+        f"; matches {verification['against']} within {max(verification['max_abs_difference'].values()):.1e} in "
+        f"{verification['runtime']}"
         if verification
         else ""
     )
