@@ -253,7 +253,7 @@ def test_predict_with_a_boxes_file(model_dir, photos, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("{not json", "not valid JSON"),
+        ("{not json", "malformed JSON at line 1"),
         ('{"a.png": [{"box": [1, 2, 3]}]}', "record 'a.png' object 0: field 'box' must be 4 numbers"),
         ('{"a.png": [{"box": [1, 2, 3, 4], "label_name": "zebra"}]}', "'zebra' is not a class"),
         # Before: an index out of range skipped the image (exit 1) where an unknown name stopped the command.

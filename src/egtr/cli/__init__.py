@@ -23,26 +23,21 @@ import logging
 import re
 import sys
 import traceback
-import warnings
 from collections.abc import Sequence
 
 import egtr
 from egtr.allocator import tune_cpu_allocator
 from egtr.cli import benchmark, data, demo, evaluate, export, info, predict, serve, train
+from egtr.console import LIGHTNING_LOGGERS, route_library_logging, silence_lightning_warnings
 from egtr.errors import EgtrError
 from egtr.stopping import Stopped, stop_on_signals
 
 COMMANDS = (info, data, predict, benchmark, evaluate, export, train, demo, serve)
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")  # a `key=value` training setting (dotted for nested ones)
 # Libraries whose INFO lines are noise at the default verbosity.
-_QUIET_LIBRARIES = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "torch", "PIL")
+_QUIET_LIBRARIES = (*LIGHTNING_LOGGERS, "pytorch_lightning", "torch", "PIL")
 # Messages nobody can act on: third-party advertisements and deprecations inside a library's own code.
 _SUPPRESSED_MESSAGES = ("litmodels", "💡 Tip", "LitLogger")
-_SUPPRESSED_WARNINGS = (
-    r".*isinstance\(treespec, LeafSpec\).*",  # Lightning's pytree use under torch >= 2.9
-    r".*does not have many workers which may be a bottleneck.*",  # Lightning's advice for num_workers=0 runs
-    r".*The number of training batches .* is smaller than the logging interval.*",
-)
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -79,14 +74,9 @@ def configure_logging(verbose: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for name in _QUIET_LIBRARIES:
-        library = logging.getLogger(name)
-        library.handlers.clear()  # Lightning installs its own stream handler: with ours each line came twice
-        library.propagate = True
-        library.setLevel(logging.INFO if verbose else logging.WARNING)
+    route_library_logging(_QUIET_LIBRARIES, verbose)
     logging.captureWarnings(True)
-    for pattern in _SUPPRESSED_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
+    silence_lightning_warnings()
 
 
 def _is_user_error(error: BaseException) -> bool:

@@ -14,6 +14,7 @@ from egtr.config import check_fields
 from egtr.preprocessing import IMAGENET_MEAN, IMAGENET_STD, PAPER_LONGEST_EDGE, PAPER_SHORTEST_EDGE, PreprocessorConfig
 
 DATASET_KINDS = ("vg", "oi")
+SPLITS = ("train", "val", "test")  # the splits of every dataset layout, in this order
 
 
 def _default_train_sizes() -> tuple[int, ...]:

@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 
 from egtr.data.base import SceneGraphDataset, read_json
+from egtr.data.config import SPLITS
 from egtr.data.targets import ImageAnnotation
 from egtr.errors import DataError
 
 logger = logging.getLogger(__name__)
-SPLITS = ("train", "val", "test")
 
 
 def read_oi_categories(root: Path) -> tuple[list[str], list[str]]:

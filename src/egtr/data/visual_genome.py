@@ -15,10 +15,9 @@ from typing import Any
 import numpy as np
 
 from egtr.data.base import SceneGraphDataset, read_json
+from egtr.data.config import SPLITS
 from egtr.data.targets import ImageAnnotation
 from egtr.errors import DataError
-
-SPLITS = ("train", "val", "test")
 
 
 def _require(record: Any, key: str, where: str) -> Any:
