@@ -52,6 +52,7 @@ from egtr.metrics import (
 from egtr.models import EGTR, Checkpoint, read_checkpoint
 from egtr.preprocessing import resolve_preprocessing
 from egtr.runtime import resolve_device
+from egtr.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +61,7 @@ DEFAULT_MODES = {"vg": ("graph_constraint", "no_graph_constraint"), "oi": ("grap
 
 def code_version() -> dict[str, str | None]:
     """The package version and, inside a git checkout, the commit (with `-dirty` for local changes)."""
-    import egtr
-
-    version: dict[str, str | None] = {"egtr": egtr.__version__, "torch": torch.__version__, "git": None}
+    version: dict[str, str | None] = {"egtr": __version__, "torch": torch.__version__, "git": None}
     try:
         here = Path(__file__).parent
         commit = subprocess.run(

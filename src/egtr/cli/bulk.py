@@ -98,8 +98,8 @@ def _checked_corpus(args: argparse.Namespace) -> tuple[Corpus, list[str]]:
     """The corpus of the command, checked (lists exist and have the path column, shards exist), and the inputs that
     matched nothing (warned about)."""
     from egtr.bulk import BulkInputError, Corpus, split_inputs
+    from egtr.cli.video import is_video_input
     from egtr.inference.files import expand_image_paths
-    from egtr.video.commandline import is_video_input
 
     if args.images and is_video_input(args.images):
         raise BulkInputError(f"--output-format {args.output_format} is for images; videos: see docs/video.md")

@@ -28,7 +28,6 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-import egtr
 from egtr.inference import PredictionOptions, Predictor, PreparedImage
 from egtr.inference.scene_graph import SceneGraph
 from egtr.schemas import scene_graph_schema
@@ -37,6 +36,7 @@ from egtr.serve.images import ImageRejected, decode_image_bytes
 from egtr.serve.limits import BodyLimits, BodyTimeout, BodyTooLarge
 from egtr.serve.security import SECURITY_HEADERS, AllowedHosts, BrowserGuard, SecurityHeaders
 from egtr.serve.settings import ServeSettings, model_info, resolve_max_batch
+from egtr.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
 
     app = FastAPI(
         title="egtr scene graphs",
-        version=egtr.__version__,
+        version=__version__,
         description="Scene graph generation with EGTR (CVPR 2024). See docs/serving.md.",
         lifespan=lifespan,
         docs_url=None,  # Swagger UI and ReDoc load their scripts from a CDN; the service must work offline

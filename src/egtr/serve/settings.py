@@ -13,6 +13,7 @@ import torch
 from egtr.inference import Predictor, TorchRuntime
 from egtr.models.checkpoint import state_dict_sha256
 from egtr.serve.images import DEFAULT_MAX_PIXELS
+from egtr.version import __version__
 
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 
@@ -95,8 +96,6 @@ def is_loopback(host: str) -> bool:
 
 def model_info(predictor: Predictor, settings: ServeSettings) -> dict[str, Any]:
     """The body of GET /v1/model: names, configuration summary, preprocessing, weights hash, versions, limits."""
-    import egtr
-
     config = predictor.config
     source = predictor.source or {}
     return {
@@ -137,7 +136,7 @@ def model_info(predictor: Predictor, settings: ServeSettings) -> dict[str, Any]:
             "body_timeout_s": settings.body_timeout_s,
             "max_pixels": settings.max_pixels,
         },
-        "versions": {"egtr": egtr.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        "versions": {"egtr": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
 
 
