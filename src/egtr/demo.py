@@ -352,7 +352,7 @@ class DemoRun:
         """Step 4: R@K / mR@K (+ box AP50) on the test split, trained and untrained weights side by side."""
         import torch
 
-        from egtr.evaluation import evaluate_model
+        from egtr.evaluation import EvaluationSettings, evaluate_model
         from egtr.models.egtr import EGTR
 
         self._header("evaluate", f"evaluating on the {self.settings.num_test} test images -> {self.evaluation_dir}")
@@ -369,14 +369,13 @@ class DemoRun:
         untrained.set_frequency_tables(trained.triplet_dist.detach().clone(), trained.rel_dist.detach().clone())
         results = {}
         for name, model in (("trained", trained), ("untrained", untrained)):
-            report = evaluate_model(
-                model,
-                data_config,
+            settings = EvaluationSettings(
                 split="test",
                 batch_size=2 * self.settings.batch_size,
                 detection=name == "trained",
                 progress=stderr_is_terminal(),
             )
+            report = evaluate_model(model, data_config, settings=settings)
             report.save_json(self.evaluation_dir / f"test_{name}.json")
             results[name] = {key: value for key, value in report.metrics.items() if "/" in key}
         self.echo(

@@ -206,19 +206,18 @@ def export_model(model: EGTR, model_dir: Path, data: DataConfig) -> None:
 
 def _evaluate(config: TrainConfig, model: EGTR, run_dir: Path) -> None:
     """Scene-graph metrics of the final model on `config.evaluate_split` (as the original did after training)."""
-    from egtr.evaluation import evaluate_model
+    from egtr.evaluation import EvaluationSettings, evaluate_model
 
     assert config.evaluate_split is not None  # called only when an evaluation split is set
     use_cuda = config.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
-    report = evaluate_model(
-        model,
-        config.data,
-        config.evaluate_split,
+    settings = EvaluationSettings(
+        split=config.evaluate_split,
         batch_size=config.eval_batch_size or config.batch_size,
         num_workers=config.num_workers,
         device="cuda" if use_cuda else "cpu",
         progress=config.progress_bar,
     )
+    report = evaluate_model(model, config.data, settings=settings)
     path = report.save_json(run_dir / f"evaluation_{config.evaluate_split}.json", model.config.predicate_names)
     logger.info("evaluation on %s written to %s\n%s", config.evaluate_split, path, report.format_table())
 
