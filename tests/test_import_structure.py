@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "src" / "egtr"
 
 
@@ -130,11 +132,11 @@ LAYERS: list[tuple[str, tuple[str, ...], bool]] = [
     (
         "applications",
         (
-            "egtr.evaluation",
+            "egtr.model_evaluation",
             "egtr.video",
             "egtr.serve",
             "egtr.bulk",
-            "egtr.summary",
+            "egtr.model_summary",
             "egtr.benchmark",
         ),
         True,
@@ -153,6 +155,8 @@ LAYERS: list[tuple[str, tuple[str, ...], bool]] = [
             "egtr.visualize",
             "egtr.given_boxes",
             "egtr.boxes_file",
+            "egtr.evaluation",
+            "egtr.summary",
         ),
         False,
     ),
@@ -225,3 +229,21 @@ def test_no_package_but_the_command_line_imports_it():
         if target == "egtr.cli" or target.startswith("egtr.cli.")
     )
     assert not offending, offending
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("egtr.evaluation", "egtr.model_evaluation"),
+        ("egtr.summary", "egtr.model_summary"),
+        ("egtr.video.commandline", "egtr.cli.video"),
+    ],
+)
+def test_renamed_modules_still_import_from_their_old_path_with_a_warning(old, new):
+    import importlib
+    import sys
+
+    sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match=f"{old} moved to {new}"):
+        module = importlib.import_module(old)
+    assert module is importlib.import_module(new)

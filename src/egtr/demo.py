@@ -352,7 +352,7 @@ class DemoRun:
         """Step 4: R@K / mR@K (+ box AP50) on the test split, trained and untrained weights side by side."""
         import torch
 
-        from egtr.evaluation import EvaluationSettings, evaluate_model
+        from egtr.model_evaluation import EvaluationSettings, evaluate_model
         from egtr.models.egtr import EGTR
 
         self._header("evaluate", f"evaluating on the {self.settings.num_test} test images -> {self.evaluation_dir}")

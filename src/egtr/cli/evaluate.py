@@ -87,7 +87,7 @@ def _modes(text: str | None) -> tuple[str, ...] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from egtr.evaluation import EvaluationSettings, run_evaluation
+    from egtr.model_evaluation import EvaluationSettings, run_evaluation
 
     if args.predictions is not None and args.task != "sgdet":
         raise argparse.ArgumentTypeError(

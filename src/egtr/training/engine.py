@@ -206,7 +206,7 @@ def export_model(model: EGTR, model_dir: Path, data: DataConfig) -> None:
 
 def _evaluate(config: TrainConfig, model: EGTR, run_dir: Path) -> None:
     """Scene-graph metrics of the final model on `config.evaluate_split` (as the original did after training)."""
-    from egtr.evaluation import EvaluationSettings, evaluate_model
+    from egtr.model_evaluation import EvaluationSettings, evaluate_model
 
     assert config.evaluate_split is not None  # called only when an evaluation split is set
     use_cuda = config.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
