@@ -10,9 +10,9 @@ from egtr.cli import main
 from egtr.config import EGTRConfig
 from egtr.data import DataConfig
 from egtr.data.synthetic import CLASS_NAMES, PREDICATE_NAMES, generate_synthetic_dataset
-from egtr.model_evaluation import evaluate_model
 from egtr.fileio import file_sha256
 from egtr.metrics import evaluate_predictions_file
+from egtr.model_evaluation import evaluate_model
 from egtr.models import EGTR
 
 

@@ -14,10 +14,10 @@ from egtr import EGTR
 from egtr.config import LossConfig
 from egtr.data import DataConfig
 from egtr.data.synthetic import generate_synthetic_dataset
-from egtr.model_evaluation import evaluate_model
 from egtr.inference import Predictor
 from egtr.inference.given_boxes import GivenBoxesError, GivenObjects, assign_queries, check_given_objects
 from egtr.inference.postprocess import postprocess_scene_graphs
+from egtr.model_evaluation import evaluate_model
 from egtr.preprocessing import PreprocessorConfig
 
 # The learning test's recipe (tests/training/test_learning.py): a tiny model memorises four scenes.
