@@ -359,8 +359,8 @@ def test_input_root_is_the_base_of_relative_list_paths_and_data_root_its_old_spe
     from egtr.cli import build_parser
 
     parser = build_parser()
-    args = parser.parse_args(["predict", "--model", "M", "--input-list", "L", "--input-root", "D"])
+    args = parser.parse_args(["predict", "--model", "M", "--out", "O", "--input-list", "L", "--input-root", "D"])
     assert args.input_root == "D" and "note:" not in capsys.readouterr().err
-    args = parser.parse_args(["predict", "--model", "M", "--input-list", "L", "--data-root", "D"])
+    args = parser.parse_args(["predict", "--model", "M", "--out", "O", "--input-list", "L", "--data-root", "D"])
     assert args.input_root == "D"
     assert "--data-root is deprecated; use --input-root" in capsys.readouterr().err
