@@ -17,6 +17,13 @@ DATASET_KINDS = ("vg", "oi")
 SPLITS = ("train", "val", "test")  # the splits of every dataset layout, in this order
 
 
+def check_split(split: str) -> str:
+    """`split` when it is one of `SPLITS`; otherwise a ValueError naming the choices."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return split
+
+
 def _default_train_sizes() -> tuple[int, ...]:
     # DETR / EGTR multi-scale training: shorter side 480, 512, ..., 800.
     return tuple(range(480, 801, 32))
