@@ -19,9 +19,9 @@ import torch
 
 from egtr.box_ops import box_cxcywh_to_xyxy, box_iou
 from egtr.data import DataConfig, build_dataset, collate_fn
-from egtr.evaluation import evaluate_model
 from egtr.inference.given_boxes import ASSIGNMENTS, given_objects_of_ground_truths, postprocess_given_boxes
 from egtr.metrics import SceneGraphRecall, ground_truth_from_target
+from egtr.model_evaluation import evaluate_model
 from egtr.models import EGTR
 from egtr.preprocessing import resolve_preprocessing
 

@@ -10,9 +10,9 @@ from egtr.cli import main
 from egtr.config import EGTRConfig
 from egtr.data import DataConfig
 from egtr.data.synthetic import CLASS_NAMES, PREDICATE_NAMES, generate_synthetic_dataset
-from egtr.evaluation import evaluate_model
 from egtr.fileio import file_sha256
 from egtr.metrics import evaluate_predictions_file
+from egtr.model_evaluation import evaluate_model
 from egtr.models import EGTR
 
 
@@ -84,7 +84,7 @@ def test_evaluate_model_records_everything_and_is_reproducible_from_the_file(wor
 
 def _train_triplets(root):
     from egtr.data import build_dataset
-    from egtr.evaluation import seen_triplets_of
+    from egtr.model_evaluation import seen_triplets_of
 
     return seen_triplets_of(build_dataset(DataConfig.for_synthetic(str(root), image_size=96), "train", train=False))
 

@@ -14,10 +14,10 @@ from egtr import EGTR
 from egtr.config import LossConfig
 from egtr.data import DataConfig
 from egtr.data.synthetic import generate_synthetic_dataset
-from egtr.evaluation import evaluate_model
 from egtr.inference import Predictor
 from egtr.inference.given_boxes import GivenBoxesError, GivenObjects, assign_queries, check_given_objects
 from egtr.inference.postprocess import postprocess_scene_graphs
+from egtr.model_evaluation import evaluate_model
 from egtr.preprocessing import PreprocessorConfig
 
 # The learning test's recipe (tests/training/test_learning.py): a tiny model memorises four scenes.
@@ -253,7 +253,7 @@ def test_predict_with_a_boxes_file(model_dir, photos, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("{not json", "not valid JSON"),
+        ("{not json", "malformed JSON at line 1"),
         ('{"a.png": [{"box": [1, 2, 3]}]}', "record 'a.png' object 0: field 'box' must be 4 numbers"),
         ('{"a.png": [{"box": [1, 2, 3, 4], "label_name": "zebra"}]}', "'zebra' is not a class"),
         # Before: an index out of range skipped the image (exit 1) where an unknown name stopped the command.

@@ -213,12 +213,12 @@ def test_version_and_verbose_after_the_sub_command(capsys):
 
 
 def test_internal_errors_exit_1_with_one_line_and_debug_shows_the_traceback(monkeypatch, capsys):
-    import egtr.summary
+    import egtr.model_summary
 
     def broken(*args: object) -> str:
         raise KeyError("boom")
 
-    monkeypatch.setattr(egtr.summary, "describe_model", broken)
+    monkeypatch.setattr(egtr.model_summary, "describe_model", broken)
     assert main(["info"]) == 1
     error = capsys.readouterr().err
     assert error.startswith("internal error: KeyError") and "Traceback" not in error and len(error.splitlines()) == 1

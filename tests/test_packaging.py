@@ -199,10 +199,10 @@ def test_every_public_module_imports_or_names_a_module_of_an_extra(core_env: Pat
         "egtr.models.hub",
         "egtr.models.publish",
         "egtr.extras",
-        "egtr.evaluation",
+        "egtr.model_evaluation",
         "egtr.metrics",
         "egtr.data",
-        "egtr.video.commandline",
+        "egtr.cli.video",
         "egtr.bulk.sources",
     }
     assert core <= set(result["imported"])

@@ -16,7 +16,6 @@ device synchronisation, data loading included. Here the measurement is explicit:
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import resource
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from egtr.fileio import write_json
 from egtr.inference import ModelInputs, ModelOutputs, ModelRuntime, Predictor, PreparedImage, TorchRuntime
 from egtr.inference.scene_graph import SceneGraph
 from egtr.models import EGTR
@@ -302,7 +302,4 @@ def format_result(result: dict[str, Any]) -> str:
 
 
 def write_result(result: dict[str, Any], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    return path
+    return write_json(path, result)

@@ -20,21 +20,20 @@ were chosen by measurement to finish within the time budget on 2 CPU cores (see 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import logging
 import math
 import shutil
-import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from egtr.config import EGTRConfig, LossConfig
+from egtr.console import quiet_lightning_info, silence_lightning_warnings, stderr_is_terminal
+from egtr.fileio import read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -200,9 +199,9 @@ class DemoRun:
         if not path.is_file():
             return
         try:
-            state = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error}); use --restart to start over") from error
+            state = read_json(path)
+        except ValueError as error:
+            raise ValueError(f"{error}; use --restart to start over") from error
         if state.get("settings") != self.settings.to_dict():
             previous = (state.get("settings") or {}).get("name", "unknown")
             raise ValueError(
@@ -212,8 +211,6 @@ class DemoRun:
         self.state = state
 
     def save_state(self) -> None:
-        from egtr.fileio import write_json
-
         write_json(self.out_dir / STATE_FILE, self.state)
 
     def _done(self, step: str) -> dict[str, Any] | None:
@@ -254,7 +251,7 @@ class DemoRun:
             return record
         started = time.perf_counter()
         generate_synthetic_dataset(self.data_dir, s.num_train, s.num_val, s.num_test, s.image_size, s.seed)
-        relations = json.loads((self.data_dir / "rel.json").read_text())
+        relations = read_json(self.data_dir / "rel.json")
         counts = {split: sum(len(triplets) for triplets in relations[split].values()) for split in ("train", "test")}
         self.echo(f"      {counts['train']} training relations, {counts['test']} test relations")
         return self._finish("world", {"relations": counts}, started)
@@ -281,7 +278,7 @@ class DemoRun:
             "evaluate_split": None,  # step 4 evaluates on the test split
             "seed": s.seed,
             # Bars only for a person at a terminal: in CI logs they are escape codes and repeated lines.
-            "progress_bar": _interactive(),
+            "progress_bar": stderr_is_terminal(),
         }
         if stage == "detector":
             return TrainConfig.for_detector(
@@ -355,7 +352,7 @@ class DemoRun:
         """Step 4: R@K / mR@K (+ box AP50) on the test split, trained and untrained weights side by side."""
         import torch
 
-        from egtr.evaluation import evaluate_model
+        from egtr.model_evaluation import EvaluationSettings, evaluate_model
         from egtr.models.egtr import EGTR
 
         self._header("evaluate", f"evaluating on the {self.settings.num_test} test images -> {self.evaluation_dir}")
@@ -372,14 +369,13 @@ class DemoRun:
         untrained.set_frequency_tables(trained.triplet_dist.detach().clone(), trained.rel_dist.detach().clone())
         results = {}
         for name, model in (("trained", trained), ("untrained", untrained)):
-            report = evaluate_model(
-                model,
-                data_config,
+            settings = EvaluationSettings(
                 split="test",
                 batch_size=2 * self.settings.batch_size,
                 detection=name == "trained",
-                progress=_interactive(),
+                progress=stderr_is_terminal(),
             )
+            report = evaluate_model(model, data_config, settings=settings)
             report.save_json(self.evaluation_dir / f"test_{name}.json")
             results[name] = {key: value for key, value in report.metrics.items() if "/" in key}
         self.echo(
@@ -399,7 +395,7 @@ class DemoRun:
         if record is not None:
             return record
         started = time.perf_counter()
-        test_images = json.loads((self.data_dir / "test.json").read_text())["images"][:count]
+        test_images = read_json(self.data_dir / "test.json")["images"][:count]
         paths = [self.data_dir / "images" / image["file_name"] for image in test_images]
         predictor = Predictor.from_pretrained(
             self.model_dir,
@@ -408,7 +404,9 @@ class DemoRun:
             max_size=2 * self.settings.image_size,
             top_k=self.settings.draw_top_k,
         )
-        report = predict_files(predictor, paths, self.drawings_dir, draw_formats=("png",), progress=_interactive())
+        report = predict_files(
+            predictor, paths, self.drawings_dir, draw_formats=("png",), progress=stderr_is_terminal()
+        )
         drawings = sorted(str(path) for outputs in report.outputs.values() for path in outputs if path.suffix == ".png")
         if report.failures:
             raise RuntimeError(f"drawing failed for {sorted(report.failures)}")
@@ -472,33 +470,13 @@ def run_demo(
         clear_outputs(out_dir)
     started = time.perf_counter()
     echo(f"egtr demo ({settings.name}): every output goes to {Path(out_dir).resolve()}")
-    with warnings.catch_warnings(), _quiet_lightning():
-        # Lightning's advice to use more DataLoader workers does not apply: the demo loads in-process on purpose.
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+    with warnings.catch_warnings(), quiet_lightning_info():
+        # e.g. the advice to use more DataLoader workers: the demo loads in-process on purpose
+        silence_lightning_warnings()
         result = DemoRun(out_dir, settings, echo).run()
     echo("")
     echo(format_summary(result, time.perf_counter() - started))
     return result
-
-
-@contextlib.contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Lightning's INFO lines (model summary table, hardware, tips) drown the demo's own progress lines; its
-    progress bars and warnings stay."""
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    levels = [item.level for item in loggers]
-    for item in loggers:
-        item.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for item, level in zip(loggers, levels):
-            item.setLevel(level)
-
-
-def _interactive() -> bool:
-    return sys.stderr.isatty()
 
 
 def _percent(metrics: dict[str, float], key: str) -> str:
@@ -541,7 +519,7 @@ def format_summary(result: DemoResult, total_seconds: float | None = None) -> st
     # existed needs it on the command line, or the commands would resize to the paper's 800 px.
     size_options = ""
     if not (model / PREPROCESSOR_NAME).is_file() and (data / "synthetic.json").is_file():
-        size = json.loads((data / "synthetic.json").read_text())["image_size"]
+        size = read_json(data / "synthetic.json")["image_size"]
         size_options = f" --size {size} --max-size {2 * size}"
     example = max((data / "images").glob("*.png"), default=data / "images" / "<image>.png")
     lines += [

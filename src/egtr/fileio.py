@@ -162,9 +162,18 @@ def write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
 
 
-def write_json(path: str | Path, payload: object, allow_nan: bool = True) -> Path:
-    """Write `payload` as indented JSON (UTF-8, trailing newline) atomically; returns the path."""
-    text = json.dumps(payload, indent=2, allow_nan=allow_nan) + "\n"  # serialised first: a TypeError writes nothing
+def write_json(
+    path: str | Path,
+    payload: object,
+    allow_nan: bool = True,
+    indent: int | None = 2,
+    default: Callable[[Any], object] | None = None,
+) -> Path:
+    """Write `payload` as JSON (UTF-8, trailing newline) atomically; returns the path.
+
+    `indent=None` writes one line (large generated files); `default` converts what JSON cannot hold (`json.dumps`).
+    """
+    text = json.dumps(payload, indent=indent, allow_nan=allow_nan, default=default) + "\n"  # a TypeError writes nothing
     return write_text(path, text)
 
 

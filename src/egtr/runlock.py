@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 from egtr.errors import EgtrError
+from egtr.fileio import read_json
 
 try:
     import fcntl
@@ -97,7 +98,7 @@ class RunLock:
 
     def _holder(self) -> str:
         try:
-            holder = json.loads(self.path.read_text())
+            holder = read_json(self.path)
             return (
                 f"{holder['purpose']} (pid {holder['pid']} on {holder['host']}, started {holder['started']}: "
                 f"{holder['command']})"

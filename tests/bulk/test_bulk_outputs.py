@@ -353,3 +353,14 @@ def test_input_list_in_the_default_files_mode(corpus_files, predictor, tmp_path,
     written = json.loads((out / f"{corpus_files[1].stem}.json").read_text())
     assert written == predictor(corpus_files[1]).to_dict()
     assert sorted(path.name for path in out.iterdir()) == sorted(f"{path.stem}.json" for path in corpus_files[:2])
+
+
+def test_input_root_is_the_base_of_relative_list_paths_and_data_root_its_old_spelling(capsys):
+    from egtr.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["predict", "--model", "M", "--out", "O", "--input-list", "L", "--input-root", "D"])
+    assert args.input_root == "D" and "note:" not in capsys.readouterr().err
+    args = parser.parse_args(["predict", "--model", "M", "--out", "O", "--input-list", "L", "--data-root", "D"])
+    assert args.input_root == "D"
+    assert "--data-root is deprecated; use --input-root" in capsys.readouterr().err

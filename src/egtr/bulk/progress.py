@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-import sys
 import time
+
+from egtr.console import stderr_is_terminal
 
 logger = logging.getLogger("egtr.bulk")
 
@@ -34,7 +35,7 @@ class RankProgress:
         self._last_line = self.started
         self._bar = None
         self.enabled = enabled
-        if enabled and sys.stderr.isatty():
+        if enabled and stderr_is_terminal():
             from tqdm import tqdm
 
             self._bar = tqdm(

@@ -8,10 +8,8 @@ own units; when all ranks are done, rank 0 merges the errors and writes the mani
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,9 @@ from egtr.bulk.launch import explain_lost_process
 from egtr.bulk.progress import RankProgress, format_duration
 from egtr.bulk.sources import Corpus
 from egtr.bulk.writers import OutputFolder
+from egtr.console import silence_lightning_warnings
 from egtr.inference import Predictor, TorchRuntime
+from egtr.models.checkpoint import state_dict_sha256
 from egtr.runtime import dtype_name, set_threads
 
 logger = logging.getLogger("egtr.bulk")
@@ -102,20 +102,11 @@ def bulk_settings(predictor: Predictor, corpus: Corpus, options: BulkOptions) ->
     source = predictor.source or {}
     return {
         "model": source.get("model"),
-        "weights_sha256": source.get("weights_sha256") or _state_dict_sha256(predictor.model),
+        "weights_sha256": source.get("weights_sha256") or state_dict_sha256(predictor.model),
         "prediction": prediction,
         "output_format": options.output_format,
         "inputs": corpus.fingerprint(),
     }
-
-
-def _state_dict_sha256(model: torch.nn.Module) -> str:
-    """For a predictor built from a model object rather than a file: the SHA-256 of its tensors, in key order."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def predict_corpus(predictor: Predictor, corpus: Corpus, options: BulkOptions) -> BulkSummary:
@@ -132,7 +123,7 @@ def predict_corpus(predictor: Predictor, corpus: Corpus, options: BulkOptions) -
     complete = None if options.overwrite else folder.complete_manifest(settings=settings)
     if complete is not None:  # a rerun of a finished run: it stays exactly as it is
         return BulkSummary(manifest=complete, already_complete=True)
-    _quiet_lightning()
+    silence_lightning_warnings()  # the CLI silences its banner too
     module = _BulkModule(predictor, corpus, folder, settings, options)
     writer = _ShardWriter(folder, settings, options)
     distributed = options.num_nodes > 1 or (
@@ -296,10 +287,3 @@ class _ShardWriter(BasePredictionWriter):
                 counts["errors"],
                 self.folder.manifest_path,
             )
-
-
-def _quiet_lightning() -> None:
-    """Lightning's warnings that say nothing to someone labelling images (the CLI silences its banner too)."""
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*infer the batch indices.*")  # our batches come whole from workers
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # inside Lightning

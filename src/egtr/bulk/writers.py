@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from egtr.bulk.sources import TAR_UNIT, BulkInputError
-from egtr.fileio import atomic_write, remove_stale_temporaries, write_json
+from egtr.fileio import atomic_write, read_json, remove_stale_temporaries, write_json
 
 OUTPUT_FORMATS = {"jsonl": ".jsonl", "jsonl.gz": ".jsonl.gz", "parquet": ".parquet"}
 MANIFEST_VERSION = 1
@@ -112,8 +112,8 @@ class OutputFolder:
                 )
             return
         try:
-            existing = json.loads(self.settings_path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
+            existing = read_json(self.settings_path)
+        except (OSError, ValueError) as error:
             raise BulkInputError(
                 f"{self.settings_path}: unreadable ({error}); use --overwrite to start over"
             ) from error
@@ -143,8 +143,8 @@ class OutputFolder:
         """The manifest of a finished run of these `settings` (or of this command-line `request`) whose shards are
         all on disk, else None: a rerun of a complete run has nothing to do and must change nothing."""
         try:
-            manifest = json.loads(self.manifest_path.read_text())
-        except (OSError, json.JSONDecodeError):
+            manifest = read_json(self.manifest_path)
+        except (OSError, ValueError):
             return None
         if not manifest.get("complete") or manifest.get("output_format") != self.output_format:
             return None
@@ -159,7 +159,7 @@ class OutputFolder:
         """Units whose shard exists, plus `tar-NNNNN-complete` for tar shards whose every unit is committed."""
         done = {path.name[: -len(self.suffix)] for path in self.shards_dir.glob(f"*{self.suffix}")}
         for marker in (self.root / UNITS_DIR).glob(f"{TAR_UNIT}-*-complete.json"):
-            chunks = json.loads(marker.read_text())["chunks"]
+            chunks = read_json(marker)["chunks"]
             shard = marker.name.split("-")[1]
             if all(f"{TAR_UNIT}-{shard}-{chunk:04d}" in done for chunk in range(chunks)):
                 done.add(marker.name.removesuffix(".json"))
@@ -197,7 +197,7 @@ class OutputFolder:
         shards: list[dict[str, Any]] = []
         all_errors: list[dict[str, Any]] = []
         for unit in sorted(name for name in self.committed_units() if not name.endswith("-complete")):
-            summary = json.loads((self.root / UNITS_DIR / f"{unit}.json").read_text())
+            summary = read_json(self.root / UNITS_DIR / f"{unit}.json")
             shards.append({"file": f"{SHARDS_DIR}/{self.shard_path(unit).name}", "records": summary["records"]})
             all_errors.extend({"unit": unit, **error} for error in summary["errors"])
         atomic_write(self.errors_path, lambda temporary: temporary.write_bytes(b"".join(_json_lines(all_errors))))

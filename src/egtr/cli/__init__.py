@@ -23,12 +23,12 @@ import logging
 import re
 import sys
 import traceback
-import warnings
 from collections.abc import Sequence
 
 import egtr
 from egtr.allocator import tune_cpu_allocator
 from egtr.cli import benchmark, data, demo, evaluate, export, hub, info, predict, serve, train
+from egtr.console import LIGHTNING_LOGGERS, route_library_logging, silence_lightning_warnings
 from egtr.errors import EgtrError
 from egtr.stopping import Stopped, stop_on_signals
 
@@ -36,9 +36,7 @@ COMMANDS = (info, data, predict, benchmark, evaluate, export, hub, train, demo, 
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")  # a `key=value` training setting (dotted for nested ones)
 # Libraries whose INFO lines are noise at the default verbosity.
 _QUIET_LIBRARIES = (
-    "lightning",
-    "lightning.pytorch",
-    "lightning.fabric",
+    *LIGHTNING_LOGGERS,
     "pytorch_lightning",
     "torch",
     "PIL",
@@ -51,11 +49,6 @@ _SUPPRESSED_MESSAGES = (
     "💡 Tip",
     "LitLogger",
     "torchvision is not installed",  # torch.onnx's exporter looks for torchvision's ops; egtr uses none
-)
-_SUPPRESSED_WARNINGS = (
-    r".*isinstance\(treespec, LeafSpec\).*",  # Lightning's pytree use under torch >= 2.9
-    r".*does not have many workers which may be a bottleneck.*",  # Lightning's advice for num_workers=0 runs
-    r".*The number of training batches .* is smaller than the logging interval.*",
 )
 
 
@@ -93,14 +86,9 @@ def configure_logging(verbose: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for name in _QUIET_LIBRARIES:
-        library = logging.getLogger(name)
-        library.handlers.clear()  # Lightning installs its own stream handler: with ours each line came twice
-        library.propagate = True
-        library.setLevel(logging.INFO if verbose else logging.WARNING)
+    route_library_logging(_QUIET_LIBRARIES, verbose)
     logging.captureWarnings(True)
-    for pattern in _SUPPRESSED_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
+    silence_lightning_warnings()
 
 
 def _is_user_error(error: BaseException) -> bool:

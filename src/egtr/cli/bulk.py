@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from egtr.cli.options import adopt_lightning_logging, positive_int
+from egtr.cli.options import add_deprecated, positive_int
+from egtr.console import adopt_lightning_logging
 from egtr.extras import require_extra
 
 if TYPE_CHECKING:
@@ -30,7 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="more images: a text file (one path per line), or a .csv / .parquet file with a --path-column",
     )
     bulk.add_argument("--path-column", default="path", help="column of CSV / Parquet lists with the paths (path)")
-    bulk.add_argument("--data-root", default=None, help="folder that relative paths in input lists start from")
+    bulk.add_argument(
+        "--input-root", default=None, metavar="DIR", help="folder that relative paths in input lists start from"
+    )
+    # --data-root names a dataset folder in every other command; here it was the input lists' base folder.
+    add_deprecated(parser, "--data-root", "--input-root", dest="input_root")
     bulk.add_argument(
         "--output-format",
         choices=("files", "jsonl", "jsonl.gz", "parquet"),
@@ -56,7 +61,7 @@ def listed_images(args: argparse.Namespace) -> tuple[list[str], list[str]]:
         raise BulkInputError("tar shards, --devices and --num-nodes need --output-format jsonl, jsonl.gz or parquet")
     if not args.input_list:
         return image_inputs, []
-    listed = Corpus(input_lists=tuple(args.input_list), data_root=args.data_root, path_column=args.path_column)
+    listed = Corpus(input_lists=tuple(args.input_list), data_root=args.input_root, path_column=args.path_column)
     paths = []
     for _, path, problem in listed.check().list_entries():
         if problem or path is None:
@@ -95,8 +100,8 @@ def _checked_corpus(args: argparse.Namespace) -> tuple[Corpus, list[str]]:
     """The corpus of the command, checked (lists exist and have the path column, shards exist), and the inputs that
     matched nothing (warned about)."""
     from egtr.bulk import BulkInputError, Corpus, split_inputs
+    from egtr.cli.video import is_video_input
     from egtr.inference.files import expand_image_paths
-    from egtr.video.commandline import is_video_input
 
     if args.images and is_video_input(args.images):
         raise BulkInputError(f"--output-format {args.output_format} is for images; videos: see docs/video.md")
@@ -110,7 +115,7 @@ def _checked_corpus(args: argparse.Namespace) -> tuple[Corpus, list[str]]:
         files=tuple(str(path) for path in paths),
         input_lists=tuple(args.input_list),
         tar_shards=tuple(tars),
-        data_root=args.data_root,
+        data_root=args.input_root,
         path_column=args.path_column,
         shard_size=args.shard_size,
     ).check()

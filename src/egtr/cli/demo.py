@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from egtr.cli.options import Subparsers, adopt_lightning_logging, check_out
+from egtr.cli.options import Subparsers, check_out
+from egtr.console import adopt_lightning_logging
 from egtr.extras import require_extra
+from egtr.fileio import read_json
 from egtr.stopping import Stopped
 
 
@@ -48,7 +49,7 @@ def demo_progress(out_dir: Path, quick: bool) -> str:
 
     state_file = out_dir / STATE_FILE
     try:
-        finished = [step for step in STEPS if step in json.loads(state_file.read_text()).get("steps", {})]
+        finished = [step for step in STEPS if step in read_json(state_file).get("steps", {})]
     except (OSError, ValueError):
         finished = []
     parts = [f"finished steps kept in {state_file}: {', '.join(finished)}" if finished else "no step was finished"]

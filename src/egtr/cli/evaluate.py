@@ -76,46 +76,49 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
     parser.set_defaults(run=run)
 
 
-def _modes(text: str | None) -> list[str] | None:
+def _modes(text: str | None) -> tuple[str, ...] | None:
     if text is None:
         return None
     modes = [mode.strip() for mode in text.split(",") if mode.strip()]
     unknown = sorted(set(modes) - set(MODES))
     if unknown or not modes:
         raise argparse.ArgumentTypeError(f"--modes: unknown mode(s) {unknown or [text]}; expected some of {MODES}")
-    return modes
+    return tuple(modes)
 
 
 def run(args: argparse.Namespace) -> int:
-    from egtr.evaluation import run_evaluation
+    from egtr.model_evaluation import EvaluationSettings, run_evaluation
 
     if args.predictions is not None and args.task != "sgdet":
         raise argparse.ArgumentTypeError(
             "--task applies to --model; a predictions file keeps the task it was made with"
         )
     output_file = check_out(args.out or f"evaluation-{args.split}.json", "file")
+    settings = EvaluationSettings(
+        split=args.split,
+        task=args.task,
+        modes=_modes(args.modes),
+        top_k=args.top_k,
+        detection=not args.no_detection,
+        zero_shot=args.zero_shot,
+        max_images=args.max_images,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        device=args.device,
+        progress=progress_enabled(args),
+    )
     report, output = run_evaluation(
         model=args.model,
         predictions=args.predictions,
         data_root=args.data_root,
         kind=args.dataset,
-        split=args.split,
         ground_truth=args.ground_truth,
         size=args.size,
         max_size=args.max_size,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        device=args.device,
         runtime=args.runtime,
-        top_k=args.top_k,
-        modes=_modes(args.modes),
-        detection=not args.no_detection,
-        task=args.task,
-        zero_shot=args.zero_shot,
-        max_images=args.max_images,
         save_predictions=args.save_predictions,
         output=output_file,
-        progress=progress_enabled(args),
+        settings=settings,
     )
     print(report.format_table())
     print(f"metrics and settings written to {output}")

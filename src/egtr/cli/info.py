@@ -19,7 +19,7 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from egtr.summary import describe_model
+    from egtr.model_summary import describe_model
 
     print(describe_model(args.model, args.image))
     return 0

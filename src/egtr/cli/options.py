@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from egtr.console import stderr_is_terminal
 from egtr.errors import OutputError
 from egtr.runtime import DTYPE_CHOICES
 
@@ -225,7 +226,7 @@ def _first_file_on_the_way(folder: Path) -> Path:
 
 def progress_enabled(args: argparse.Namespace) -> bool:
     """Progress bars only for a person at a terminal: `--no-progress`, or stderr not a TTY, turn them off."""
-    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
+    return not getattr(args, "no_progress", False) and stderr_is_terminal()
 
 
 def positive_int(text: str) -> int:
@@ -246,25 +247,3 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
     return value
-
-
-def adopt_lightning_logging() -> None:
-    """Route Lightning's log lines through egtr's one handler (call once Lightning is about to be used).
-
-    Importing `lightning` installs its own console handler on the `lightning` logger whatever the root logger has,
-    and its records also propagate to the root: every Lightning line came out twice, advertisements included. The
-    import happens lazily inside the commands that train, so this runs there, after `egtr.cli.main` configured
-    logging: Lightning's handler is removed and its records go to the root handler, which filters them.
-    """
-    import importlib.util
-
-    if importlib.util.find_spec("lightning") is None:
-        return
-    import lightning  # noqa: F401  (installs the handler being removed)
-
-    verbose = logging.getLogger().level <= logging.DEBUG
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        library = logging.getLogger(name)
-        library.handlers.clear()
-        library.propagate = True
-        library.setLevel(logging.INFO if verbose else logging.WARNING)

@@ -83,7 +83,7 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
         "between exactly those objects (SGCls; PredCls with labels) instead of detected ones",
     )
     add_progress(parser)
-    from egtr.video.commandline import add_video_arguments  # videos: docs/video.md
+    from egtr.cli.video import add_video_arguments  # videos: docs/video.md
 
     add_video_arguments(parser)
     add_bulk_arguments(parser)  # --output-format parquet|jsonl|jsonl.gz: docs/bulk.md
@@ -96,8 +96,8 @@ def make_predictor(args: argparse.Namespace) -> Predictor:
 
 
 def run(args: argparse.Namespace) -> int:
+    from egtr.cli.video import is_video_input, run_video_predict
     from egtr.inference.files import FilesReport, expand_image_paths, predict_files
-    from egtr.video.commandline import is_video_input, run_video_predict
 
     check_out(args.out)  # before the model loads: a file or a read-only folder must not cost a model load
     if args.boxes is not None and (args.output_format != "files" or is_video_input(args.images)):

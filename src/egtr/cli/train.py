@@ -19,12 +19,12 @@ from egtr.cli.options import (
     add_deprecated,
     add_dtype,
     add_progress,
-    adopt_lightning_logging,
     check_out,
     non_negative_int,
     positive_int,
     progress_enabled,
 )
+from egtr.console import adopt_lightning_logging
 from egtr.extras import require_extra
 from egtr.fileio import is_disk_full
 from egtr.runtime import LIGHTNING_PRECISION, dtype_name

@@ -14,6 +14,14 @@ from egtr.config import check_fields
 from egtr.preprocessing import IMAGENET_MEAN, IMAGENET_STD, PAPER_LONGEST_EDGE, PAPER_SHORTEST_EDGE, PreprocessorConfig
 
 DATASET_KINDS = ("vg", "oi")
+SPLITS = ("train", "val", "test")  # the splits of every dataset layout, in this order
+
+
+def check_split(split: str) -> str:
+    """`split` when it is one of `SPLITS`; otherwise a ValueError naming the choices."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return split
 
 
 def _default_train_sizes() -> tuple[int, ...]:

@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 
 from egtr.data.base import SceneGraphDataset, read_json
+from egtr.data.config import check_split
 from egtr.data.targets import ImageAnnotation
 from egtr.errors import DataError
 
 logger = logging.getLogger(__name__)
-SPLITS = ("train", "val", "test")
 
 
 def read_oi_categories(root: Path) -> tuple[list[str], list[str]]:
@@ -55,8 +55,7 @@ def parse_oi_split(
     box_plus_one: bool = True,
 ) -> tuple[list[ImageAnnotation], list[str], list[str]]:
     """Parse one split; `train_filters` applies the box-count and duplicate-triplet filters."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    check_split(split)
     class_names, predicate_names = read_oi_categories(root)
     path = root / "annotations" / f"vrd-{split}-anno.json"
     records = read_json(path)

@@ -18,13 +18,14 @@ Predicates (subject first; at most one predicate per ordered pair, first match w
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from egtr.fileio import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -282,9 +283,9 @@ def generate_synthetic_dataset(
             # rel.json stores 1-based predicates, like RelTR.
             split_relations[str(image_id)] = [[s, o, p + 1] for s, o, p in scene_relations(objects, margin)]
         coco = {"images": images, "annotations": annotations, "categories": categories}
-        (root / f"{split}.json").write_text(json.dumps(coco))
+        write_json(root / f"{split}.json", coco, indent=None)
         relations_json[split] = split_relations
-    (root / "rel.json").write_text(json.dumps(relations_json))
+    write_json(root / "rel.json", relations_json, indent=None)
     meta = {
         "generator": "egtr.data.synthetic",
         "version": GENERATOR_VERSION,
@@ -293,6 +294,6 @@ def generate_synthetic_dataset(
         "margin": margin,
         **{f"num_{split}": count for split, count in counts.items()},
     }
-    (root / "synthetic.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_json(root / "synthetic.json", meta)
     logger.info("synthetic world with %d images written to %s", image_id, root)
     return root

@@ -9,7 +9,6 @@ relations, duplicate triplets are merged, self-relations are kept.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections import Counter
@@ -18,10 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from egtr.data.config import SPLITS
 from egtr.errors import DataError
+from egtr.fileio import read_json
 from egtr.images import describe_source, load_image
 
-SPLITS = ("train", "val", "test")
+
+class _UnreadableJson(ValueError):
+    """A JSON file that `read_json` could not read; recorded as a problem, not raised."""
 
 
 @dataclass(frozen=True)
@@ -55,15 +58,10 @@ class _Report:
         self.problems.append(Problem("warning", str(file), record, field, message))
 
     def load_json(self, path: Path) -> Any:
-        if not path.is_file():
-            self.error(path, "", "", "file not found")
-            return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            self.error(path, "", "", f"malformed JSON at line {error.lineno} column {error.colno}: {error.msg}")
-        except UnicodeDecodeError as error:
-            self.error(path, "", "", f"not UTF-8 text ({error})")
+            return read_json(path, _UnreadableJson)
+        except _UnreadableJson as error:  # "<path>: file not found", "<path>: malformed JSON at ...", not UTF-8
+            self.error(path, "", "", str(error).removeprefix(f"{path}: "))
         return None
 
     def check_image(self, path: Path, record: str, expected_size: tuple[Any, Any] | None, decode: bool) -> None:

@@ -15,10 +15,9 @@ from typing import Any
 import numpy as np
 
 from egtr.data.base import SceneGraphDataset, read_json
+from egtr.data.config import check_split
 from egtr.data.targets import ImageAnnotation
 from egtr.errors import DataError
-
-SPLITS = ("train", "val", "test")
 
 
 def _require(record: Any, key: str, where: str) -> Any:
@@ -58,8 +57,7 @@ def parse_vg_split(root: Path, split: str) -> tuple[list[ImageAnnotation], list[
     Raises:
         DataError: missing/malformed files, empty image list, missing fields, out-of-range values.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    check_split(split)
     split_file = root / f"{split}.json"
     rel_file = root / "rel.json"
     coco = read_json(split_file)

@@ -15,7 +15,6 @@ Every image to predict needs an entry (an empty list is allowed: no objects, no 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from egtr.errors import EgtrError
+from egtr.fileio import read_json
 from egtr.inference.given_boxes import class_index
 
 
@@ -53,11 +53,9 @@ def read_boxes_file(path: str | Path, class_names: Sequence[str]) -> dict[str, I
     """
     path = Path(path)
     try:
-        document = json.loads(path.read_text())
+        document = read_json(path, BoxesFileError)
     except OSError as error:
         raise BoxesFileError(f"{path}: cannot read the boxes file ({error.strerror or error})") from error
-    except json.JSONDecodeError as error:
-        raise BoxesFileError(f"{path}: not valid JSON ({error})") from error
     if isinstance(document, dict):
         records = [(str(key), value, f"record {key!r}") for key, value in document.items()]
     elif isinstance(document, list):

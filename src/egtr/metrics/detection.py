@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from egtr.fileio import read_json
 from egtr.metrics.coco_bbox import BoxAnnotations, coco_bbox_stats, coco_bbox_stats_of_arrays
 from egtr.metrics.core import Metric, SceneGroundTruth
 
@@ -90,8 +90,7 @@ class DetectionAP(Metric):
         if coco_ground_truth is not None and style != "coco":
             raise ValueError("coco_ground_truth is only used with style='coco'")
         if isinstance(coco_ground_truth, (str, Path)):
-            with open(coco_ground_truth) as handle:
-                coco_ground_truth = json.load(handle)
+            coco_ground_truth = read_json(coco_ground_truth)
         if coco_ground_truth is not None and not isinstance(coco_ground_truth, dict):
             raise ValueError(f"coco_ground_truth must be a COCO dict or a path, got {type(coco_ground_truth).__name__}")
         if coco_ground_truth is None and num_classes is None:

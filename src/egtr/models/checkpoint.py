@@ -174,6 +174,19 @@ def _read_weights(path: Path) -> tuple[StateDict, dict[str, object], str]:
     return upcast, extra, hashlib.sha256(data).hexdigest()
 
 
+def state_dict_sha256(model: nn.Module) -> str:
+    """SHA-256 over the model's state dict (names, dtypes, shapes and bytes, in order), for a model that came from
+    no file: the same number whichever dtype its tensors are in memory as bytes (bfloat16 included) and whichever
+    layout the weights were loaded from (an official .ckpt in float16 gives the float32 model's). A model read from a
+    file is identified by the file's SHA-256 instead (`Checkpoint.weights_sha256`)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def read_state_dict(path: str | Path) -> StateDict:
     """The state dict of one weights file (`.safetensors`, Lightning `.ckpt`, `.bin`/`.pth`/`.pt`)."""
     return _read_weights(Path(path))[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import platform
 from dataclasses import dataclass, field
@@ -12,7 +11,9 @@ from urllib.parse import urlsplit
 import torch
 
 from egtr.inference import Predictor, TorchRuntime
+from egtr.models.checkpoint import state_dict_sha256
 from egtr.serve.images import DEFAULT_MAX_PIXELS
+from egtr.version import __version__
 
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 
@@ -93,21 +94,8 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def state_dict_sha256(model: torch.nn.Module) -> str:
-    """SHA-256 over the model's state dict (names, dtypes, shapes and bytes, in order): the same number whichever
-    file layout the weights were loaded from (an official .ckpt in float16 gives the float32 model's)."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def model_info(predictor: Predictor, settings: ServeSettings) -> dict[str, Any]:
     """The body of GET /v1/model: names, configuration summary, preprocessing, weights hash, versions, limits."""
-    import egtr
-
     config = predictor.config
     source = predictor.source or {}
     return {
@@ -148,7 +136,7 @@ def model_info(predictor: Predictor, settings: ServeSettings) -> dict[str, Any]:
             "body_timeout_s": settings.body_timeout_s,
             "max_pixels": settings.max_pixels,
         },
-        "versions": {"egtr": egtr.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        "versions": {"egtr": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
 
 

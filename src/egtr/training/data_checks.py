@@ -20,7 +20,8 @@ import torch
 from torch.utils.data import Dataset
 
 from egtr.data import DataConfig, DataError, collate_fn
-from egtr.data.validate import SPLITS, Problem, split_files, validate_dataset
+from egtr.data.config import SPLITS
+from egtr.data.validate import Problem, split_files, validate_dataset
 
 logger = logging.getLogger(__name__)
 

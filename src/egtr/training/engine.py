@@ -27,7 +27,6 @@ states), with the learning rates and weight decay of `config` (see `egtr.trainin
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ from egtr.config import EGTRConfig
 from egtr.data import frequency_bias_tables, load_or_compute_triplet_counts
 from egtr.data.config import DataConfig
 from egtr.data.statistics import count_triplets
-from egtr.fileio import write_json
+from egtr.fileio import read_json, write_json
 from egtr.models.checkpoint import CONFIG_NAME, read_checkpoint
 from egtr.models.egtr import EGTR
 from egtr.runlock import RunLock
@@ -166,7 +165,7 @@ def _run_training_locked(config: TrainConfig, resume: bool, run_dir: Path) -> Tr
         pass_dir = run_dir / pass_name
         done_file = pass_dir / "done.json"
         if resume and done_file.is_file():
-            results.append(PassResult(**json.loads(done_file.read_text())))
+            results.append(PassResult(**read_json(done_file)))
             logger.info("pass %s already complete (%s), skipping", pass_name, done_file)
             continue
         last_checkpoint = pass_dir / "checkpoints" / LAST_CHECKPOINT
@@ -208,19 +207,18 @@ def export_model(model: EGTR, model_dir: Path, data: DataConfig) -> None:
 
 def _evaluate(config: TrainConfig, model: EGTR, run_dir: Path) -> None:
     """Scene-graph metrics of the final model on `config.evaluate_split` (as the original did after training)."""
-    from egtr.evaluation import evaluate_model
+    from egtr.model_evaluation import EvaluationSettings, evaluate_model
 
     assert config.evaluate_split is not None  # called only when an evaluation split is set
     use_cuda = config.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
-    report = evaluate_model(
-        model,
-        config.data,
-        config.evaluate_split,
+    settings = EvaluationSettings(
+        split=config.evaluate_split,
         batch_size=config.eval_batch_size or config.batch_size,
         num_workers=config.num_workers,
         device="cuda" if use_cuda else "cpu",
         progress=config.progress_bar,
     )
+    report = evaluate_model(model, config.data, settings=settings)
     path = report.save_json(run_dir / f"evaluation_{config.evaluate_split}.json", model.config.predicate_names)
     logger.info("evaluation on %s written to %s\n%s", config.evaluate_split, path, report.format_table())
 
@@ -236,7 +234,7 @@ def _architecture(config: TrainConfig) -> EGTRConfig:
         logger.info("architecture from the initial model %s", config.init_from)
     elif config.detector_weights:
         config_path = Path(config.detector_weights) / CONFIG_NAME
-        if config_path.is_file() and "egtr_config" in json.loads(config_path.read_text()):
+        if config_path.is_file() and "egtr_config" in read_json(config_path):
             architecture = EGTRConfig.from_json(config_path)
             logger.info("architecture from the pre-trained detector %s", config_path)
     if architecture is None:
@@ -269,7 +267,7 @@ def build_initial_model(config: TrainConfig, datamodule: SceneGraphDataModule, r
 
 
 def _read_json_or_empty(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path) if path.is_file() else {}
 
 
 def initial_model_and_report(config: TrainConfig, datamodule: SceneGraphDataModule) -> tuple[EGTR, dict[str, Any]]:

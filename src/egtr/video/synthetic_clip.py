@@ -13,7 +13,6 @@ frame's boxes. Relations between groups ("left of", "above") therefore appear an
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from egtr.data.synthetic import (
     generate_scene,
     scene_relations,
 )
-from egtr.fileio import write_json
+from egtr.fileio import read_json, write_json
 from egtr.inference.scene_graph import SceneGraph, SceneRelation
 from egtr.inference.scene_graph import SceneObject as DetectedObject
 from egtr.video.writers import MP4Writer
@@ -80,7 +79,7 @@ class ClipTruth:
 
     @classmethod
     def from_json(cls, path: str | Path) -> ClipTruth:
-        values = json.loads(Path(path).read_text())
+        values = read_json(path)
         frames = values["frames"]
         return cls(
             fps=float(values["fps"]),

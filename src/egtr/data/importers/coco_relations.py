@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 import egtr.data.importers.report as reasons
+from egtr.data.config import SPLITS
 from egtr.data.importers.records import (
-    SPLITS,
     ImageIndex,
     ImportOptions,
     SourceDataset,

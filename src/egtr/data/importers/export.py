@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from egtr.data.visual_genome import SPLITS, parse_vg_split
+from egtr.data.config import SPLITS
+from egtr.data.visual_genome import parse_vg_split
 from egtr.errors import DataError
 from egtr.fileio import write_text
 

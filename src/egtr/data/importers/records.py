@@ -17,7 +17,6 @@ from typing import Any, TypeGuard
 
 from PIL import Image
 
-SPLITS = ("train", "val", "test")
 # EXIF orientations that swap width and height (5-8: transposed / rotated by 90 or 270 degrees).
 _TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
 _EXIF_ORIENTATION = 0x0112

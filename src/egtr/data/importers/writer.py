@@ -32,9 +32,11 @@ from typing import IO, Any, NamedTuple
 from PIL import UnidentifiedImageError
 
 import egtr.data.importers.report as reasons
-from egtr.data.importers.records import SPLITS, ImportOptions, SourceImage, displayed_size
+from egtr.data.config import SPLITS
+from egtr.data.importers.records import ImportOptions, SourceImage, displayed_size
 from egtr.data.importers.report import PROBLEMS_NAME, REPORT_NAME, ImportReport
 from egtr.errors import DataError
+from egtr.fileio import write_json
 
 
 class _Entry(NamedTuple):
@@ -347,7 +349,7 @@ class NativeWriter:
             "num_predicates": len(predicate_names),
             **self.report.to_dict(),
         }
-        (self.staging / REPORT_NAME).write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+        write_json(self.staging / REPORT_NAME, summary, default=str)
         if self.out.exists():  # --overwrite (checked in __init__)
             shutil.rmtree(self.out) if self.out.is_dir() and not self.out.is_symlink() else self.out.unlink()
         os.replace(self.staging, self.out)

@@ -8,7 +8,7 @@ const $ = (id) => document.getElementById(id);
 const state = { file: null, imageUrl: null, graph: null, pinned: null, asked: 0 };
 const RESULT_CONTROLS = ["topk", "threshold", "download-json", "download-png"];
 
-// Same colours as egtr's drawings (egtr.visualize.object_colours): golden-ratio hues, alternating brightness.
+// Same colours as egtr's drawings (egtr.inference.visualize.object_colours): golden-ratio hues, alternating brightness.
 function objectColour(index) {
   const hue = (index * 0.618033988749895) % 1, s = 0.75, v = index % 2 ? 0.95 : 0.7;
   const f = (n) => { const k = (n + hue * 6) % 6; return v - v * s * Math.max(0, Math.min(k, 4 - k, 1)); };
