@@ -111,6 +111,7 @@ LAYERS: list[tuple[str, tuple[str, ...], bool]] = [
         (
             "egtr.version",
             "egtr.errors",
+            "egtr.extras",
             "egtr._deprecated",
             "egtr.fileio",
             "egtr.console",
