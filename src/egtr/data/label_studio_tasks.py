@@ -16,6 +16,7 @@ the export back (see ../shared/docs/annotation-formats.md and docs/own-data.md):
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlparse
 from xml.sax.saxutils import quoteattr
 
+from egtr.errors import ConfigError
 from egtr.fileio import write_text
 
 if TYPE_CHECKING:
@@ -34,6 +36,7 @@ DIRECTIONS = ("right", "left", "bi")
 LOCAL_FILES_PREFIX = "/data/local-files/?d="  # Label Studio's local file serving (LOCAL_FILES_DOCUMENT_ROOT)
 TASKS_NAME = "tasks.json"
 CONFIG_NAME = "labeling_config.xml"
+SCORE_TOP = 10  # relations that make a task's score (see `task_score`)
 _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
 
 
@@ -69,7 +72,7 @@ def image_reference(path: Path, root: Path, prefix: str = LOCAL_FILES_PREFIX) ->
     try:
         relative = path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError as error:
-        raise ValueError(f"{path}: not under the image root {root} (see --image-root)") from error
+        raise ConfigError(f"{path}: not under the image root {root} (see --image-root)") from error
     return prefix + quote(relative, safe="/")
 
 
@@ -143,9 +146,30 @@ def prediction(graph: SceneGraph, model_version: str, score: float) -> dict[str,
     return {"model_version": model_version, "score": score, "result": result}
 
 
-def task(graph: SceneGraph, reference: str, model_version: str, score: float) -> dict[str, Any]:
+def task_score(graph: SceneGraph, top: int = SCORE_TOP) -> float:
+    """How sure the model is of an image's graph: the mean triplet score of its `top` best relations, a missing one
+    counting 0 (an image with few confident relations scores low). `egtr data select --strategy uncertainty`
+    proposes the lowest first, the order Label Studio shows when its tasks are sorted by prediction score."""
+    scores = sorted((relation.score for relation in graph.relations), reverse=True)[:top]
+    return sum(scores) / top
+
+
+def task(graph: SceneGraph, reference: str, model_version: str) -> dict[str, Any]:
     """A Label Studio task for the image at `reference`, with `graph` as its prediction (pre-annotation)."""
-    return {"data": {IMAGE_TAG: reference}, "predictions": [prediction(graph, model_version, score)]}
+    return {"data": {IMAGE_TAG: reference}, "predictions": [prediction(graph, model_version, task_score(graph))]}
+
+
+def tasks_for_graphs(
+    graphs: Iterable[tuple[Path, SceneGraph]], root: Path, prefix: str, model_version: str
+) -> list[dict[str, Any]]:
+    """One task per (image file, graph), the image referred to by `image_reference(path, root, prefix)`."""
+    return [task(graph, image_reference(path, root, prefix), model_version) for path, graph in graphs]
+
+
+def common_root(paths: Iterable[Path]) -> Path:
+    """The deepest folder that holds every one of `paths` (the default image root)."""
+    folders = [str(path.resolve().parent) for path in paths]
+    return Path(os.path.commonpath(folders)) if folders else Path.cwd()
 
 
 def write_project(

@@ -1,0 +1,66 @@
+"""`egtr predict --output-format label-studio` and `egtr data select`'s task file: Label Studio pre-annotations.
+
+The options say how a task refers to its image (`--image-root`, `--image-prefix`) and which model proposed it
+(`--model-version`); the tasks themselves are written by `egtr.data.label_studio_tasks` (docs/own-data.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from egtr.data.label_studio_tasks import LOCAL_FILES_PREFIX, common_root, tasks_for_graphs, write_project
+
+if TYPE_CHECKING:
+    from egtr.inference.scene_graph import SceneGraph
+
+FORMAT = "label-studio"
+GRAPHS_DIR = "graphs"  # --output-format label-studio: the scene graph JSON of each image, as `egtr predict` writes
+
+
+def add_reference_options(parser: argparse.ArgumentParser) -> None:
+    """`--image-root`, `--image-prefix`, `--model-version`: how tasks refer to images, and who proposed them."""
+    group = parser.add_argument_group("Label Studio tasks (docs/own-data.md)")
+    group.add_argument(
+        "--image-root",
+        default=None,
+        help="folder the tasks' image paths are relative to (Label Studio's LOCAL_FILES_DOCUMENT_ROOT for local "
+        "files; default: the deepest folder holding every image)",
+    )
+    group.add_argument(
+        "--image-prefix",
+        default=LOCAL_FILES_PREFIX,
+        help=f"put before each relative path: {LOCAL_FILES_PREFIX} (default: files served by Label Studio), a URL "
+        "such as https://host/photos/, or a cloud storage prefix such as s3://bucket/photos/",
+    )
+    group.add_argument("--model-version", default=None, help="the predictions' model_version (default: model name)")
+
+
+def write_tasks(
+    args: argparse.Namespace,
+    out: Path,
+    graphs: Sequence[tuple[Path, SceneGraph]],
+    class_names: Iterable[str],
+    predicate_names: Iterable[str],
+) -> int:
+    """Write `tasks.json` and `labeling_config.xml` into `out` and say how to use them; returns the task count."""
+    root = Path(args.image_root) if args.image_root else common_root(path for path, _ in graphs)
+    version = args.model_version or Path(str(getattr(args, "model", None) or "egtr")).resolve().name
+    tasks = tasks_for_graphs(graphs, root, args.image_prefix, version)
+    tasks_path, config_path = write_project(out, tasks, list(class_names), list(predicate_names))
+    print(f"{len(tasks)} Label Studio tasks with predictions: {tasks_path}; labelling config: {config_path}")
+    if args.image_prefix == LOCAL_FILES_PREFIX:
+        print(
+            "  the images are referred to as Label Studio local files: start it with "
+            f"LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root.resolve()}"
+        )
+    return len(tasks)
+
+
+def graphs_of_run(paths: Sequence[Path], outputs: dict[str, list[Path]]) -> list[tuple[Path, SceneGraph]]:
+    """(image, graph) of every image `predict_files` wrote a JSON for, in input order."""
+    from egtr.inference.scene_graph import SceneGraph
+
+    return [(path, SceneGraph.from_json(outputs[str(path)][0])) for path in paths if str(path) in outputs]
