@@ -46,11 +46,13 @@ def test_tasks_propose_each_graph_in_percent_of_the_shown_image(run):
     folder, out = run
     tasks = json.loads((out / "tasks.json").read_text())
     references = [task["data"]["image"] for task in tasks]
+    # Local files by default: from the parent of the image folder (Label Studio's document root must lie above the
+    # folder of its local-files storage).
     assert references == [
-        "/data/local-files/?d=p0.jpg",
-        "/data/local-files/?d=p1.jpg",
-        "/data/local-files/?d=rotated.jpg",
-        "/data/local-files/?d=sub/my%20photo.jpg",
+        "/data/local-files/?d=photos/p0.jpg",
+        "/data/local-files/?d=photos/p1.jpg",
+        "/data/local-files/?d=photos/rotated.jpg",
+        "/data/local-files/?d=photos/sub/my%20photo.jpg",
     ]
     for task in tasks:
         name = image_name_candidates(task["data"]["image"])[0]

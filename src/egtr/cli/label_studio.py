@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from egtr.data.label_studio_tasks import LOCAL_FILES_PREFIX, common_root, tasks_for_graphs, write_project
+from egtr.data.label_studio_tasks import LOCAL_FILES_PREFIX, default_image_root, tasks_for_graphs, write_project
 
 if TYPE_CHECKING:
     from egtr.inference.scene_graph import SceneGraph
@@ -26,8 +26,8 @@ def add_reference_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--image-root",
         default=None,
-        help="folder the tasks' image paths are relative to (Label Studio's LOCAL_FILES_DOCUMENT_ROOT for local "
-        "files; default: the deepest folder holding every image)",
+        help="folder the tasks' image paths are relative to (for local files: Label Studio's "
+        "LOCAL_FILES_DOCUMENT_ROOT; default: the deepest folder holding every image, for local files its parent)",
     )
     group.add_argument(
         "--image-prefix",
@@ -46,15 +46,20 @@ def write_tasks(
     predicate_names: Iterable[str],
 ) -> int:
     """Write `tasks.json` and `labeling_config.xml` into `out` and say how to use them; returns the task count."""
-    root = Path(args.image_root) if args.image_root else common_root(path for path, _ in graphs)
+    root = (
+        Path(args.image_root)
+        if args.image_root
+        else default_image_root((path for path, _ in graphs), args.image_prefix)
+    )
     version = args.model_version or Path(str(getattr(args, "model", None) or "egtr")).resolve().name
     tasks = tasks_for_graphs(graphs, root, args.image_prefix, version)
     tasks_path, config_path = write_project(out, tasks, list(class_names), list(predicate_names))
     print(f"{len(tasks)} Label Studio tasks with predictions: {tasks_path}; labelling config: {config_path}")
     if args.image_prefix == LOCAL_FILES_PREFIX:
         print(
-            "  the images are referred to as Label Studio local files: start it with "
-            f"LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root.resolve()}"
+            "  the images are Label Studio local files: start it with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true "
+            f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root.resolve()}, and add a Local files source storage for the "
+            "image folder under it (docs/own-data.md)"
         )
     return len(tasks)
 

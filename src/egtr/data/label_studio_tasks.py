@@ -166,10 +166,13 @@ def tasks_for_graphs(
     return [task(graph, image_reference(path, root, prefix), model_version) for path, graph in graphs]
 
 
-def common_root(paths: Iterable[Path]) -> Path:
-    """The deepest folder that holds every one of `paths` (the default image root)."""
+def default_image_root(paths: Iterable[Path], prefix: str) -> Path:
+    """The folder image references start from when none is given: the deepest folder that holds every image, or
+    for Label Studio's local files its parent, since Label Studio refuses a local-files storage at its document
+    root itself (the storage is the image folder, the document root above it)."""
     folders = [str(path.resolve().parent) for path in paths]
-    return Path(os.path.commonpath(folders)) if folders else Path.cwd()
+    root = Path(os.path.commonpath(folders)) if folders else Path.cwd()
+    return root.parent if prefix == LOCAL_FILES_PREFIX else root
 
 
 def write_project(
