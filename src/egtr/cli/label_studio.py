@@ -35,7 +35,11 @@ def add_reference_options(parser: argparse.ArgumentParser) -> None:
         help=f"put before each relative path: {LOCAL_FILES_PREFIX} (default: files served by Label Studio), a URL "
         "such as https://host/photos/, or a cloud storage prefix such as s3://bucket/photos/",
     )
-    group.add_argument("--model-version", default=None, help="the predictions' model_version (default: model name)")
+    group.add_argument(
+        "--model-version",
+        default=None,
+        help="the predictions' model_version (default: the model's or the run's folder name)",
+    )
 
 
 def write_tasks(
@@ -44,15 +48,16 @@ def write_tasks(
     graphs: Sequence[tuple[Path, SceneGraph]],
     class_names: Iterable[str],
     predicate_names: Iterable[str],
+    default_version: str,
 ) -> int:
-    """Write `tasks.json` and `labeling_config.xml` into `out` and say how to use them; returns the task count."""
+    """Write `tasks.json` and `labeling_config.xml` into `out` and say how to use them; returns the task count.
+    `default_version`: the predictions' model_version without --model-version."""
     root = (
         Path(args.image_root)
         if args.image_root
         else default_image_root((path for path, _ in graphs), args.image_prefix)
     )
-    version = args.model_version or Path(str(getattr(args, "model", None) or "egtr")).resolve().name
-    tasks = tasks_for_graphs(graphs, root, args.image_prefix, version)
+    tasks = tasks_for_graphs(graphs, root, args.image_prefix, args.model_version or default_version)
     tasks_path, config_path = write_project(out, tasks, list(class_names), list(predicate_names))
     print(f"{len(tasks)} Label Studio tasks with predictions: {tasks_path}; labelling config: {config_path}")
     if args.image_prefix == LOCAL_FILES_PREFIX:

@@ -156,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(report.outputs)} of {len(paths)} images processed; results in {args.out}")
     if args.output_format == LABEL_STUDIO:
         graphs = graphs_of_run(paths, report.outputs)
-        write_tasks(args, Path(args.out), graphs, predictor.class_names, predictor.predicate_names)
+        version = Path(args.model).resolve().name  # the model folder (or file) name
+        write_tasks(args, Path(args.out), graphs, predictor.class_names, predictor.predicate_names, version)
     _print_skipped(report.rejected, f"their given boxes (--boxes {args.boxes}) were rejected")
     _print_skipped(report.failures, "they could not be read or their results could not be written")
     return 1 if report.failures or report.rejected or unmatched else 0

@@ -102,6 +102,15 @@ def labelling_config(class_names: Iterable[str], predicate_names: Iterable[str])
     )
 
 
+def config_names(text: str) -> tuple[list[str], list[str]]:
+    """(class names, predicate names) of a labelling config: its `<Label>` and `<Relation>` values."""
+    from xml.etree import ElementTree
+
+    root = ElementTree.fromstring(text)
+    labels = [str(item.get("value")) for tag in root.iter("RectangleLabels") for item in tag.iter("Label")]
+    return labels, [str(item.get("value")) for item in root.iter("Relation")]
+
+
 def region_id(index: int) -> str:
     """The id of the region of the graph's object `index` (stable, so a re-written task keeps its ids)."""
     return f"o{index}"
