@@ -133,10 +133,12 @@ def test_references_for_urls_and_roots_and_input_lists(tmp_path, capsys):
         "https://img.example/data/photos/sub/my%20photo.jpg",
     ]
     assert image_reference(paths[0], tmp_path, "s3://bucket/") == "s3://bucket/photos/p0.jpg"
-    # An image outside the root: one line, exit 2, before anything is written.
+    # An image outside the root: one line, exit 2, before the model loads and anything is written.
+    capsys.readouterr()
     assert predict([str(paths[0])], tmp_path / "out2", "--image-root", str(tmp_path / "photos" / "sub")) == 2
     error = capsys.readouterr().err.strip().splitlines()
-    assert error[-1].startswith("error: ") and "not under the image root" in error[-1]
+    assert len(error) == 1 and error[0].startswith("error: ") and "p0.jpg: not under the image root" in error[0]
+    assert not (tmp_path / "out2" / "graphs").exists()
 
 
 def test_thresholds_decide_what_is_proposed(tmp_path):

@@ -7,9 +7,14 @@ import argparse
 import csv
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from egtr.cli.label_studio import add_reference_options, write_tasks
+from egtr.cli.label_studio import add_reference_options, image_root, write_tasks
 from egtr.cli.options import Subparsers, check_out, positive_int
+
+if TYPE_CHECKING:
+    from egtr.inference.scene_graph import SceneGraph
+    from egtr.inference.selection import Candidate
 
 SELECTION_LIST = "selection.txt"  # one image path per line: `egtr predict --input-list`, or any other tool
 SELECTION_TABLE = "selection.csv"
@@ -48,20 +53,21 @@ def run(args: argparse.Namespace) -> int:
     if not candidates:
         raise FileNotFoundError(f"{args.predictions}: every image is labelled already (--labelled {args.labelled})")
     chosen = select(candidates, args.budget, args.strategy, args.seed)
+    with_files = [(item.path, item.graph) for item in chosen if item.path is not None]
+    root = image_root(args, [path for path, _ in with_files])  # a wrong --image-root: before anything is written
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _write_lists(out, chosen)
     print(f"{len(chosen)} of {len(candidates)} unlabelled images chosen ({args.strategy}): {out / SELECTION_LIST}")
-    with_files = [(item.path, item.graph) for item in chosen if item.path is not None]
     if len(with_files) < len(chosen):
         print(f"warning: {len(chosen) - len(with_files)} chosen image(s) not found as files: no task", file=sys.stderr)
     class_names, predicate_names = _names(Path(args.predictions), [graph for _, graph in with_files])
     run_name = Path(args.predictions).resolve().name  # the proposals are the run's graphs
-    write_tasks(args, out, with_files, class_names, predicate_names, default_version=run_name)
+    write_tasks(args, out, root, with_files, class_names, predicate_names, default_version=run_name)
     return 0
 
 
-def _write_lists(out: Path, chosen: list) -> None:
+def _write_lists(out: Path, chosen: list[Candidate]) -> None:
     from egtr.fileio import write_text
 
     write_text(out / SELECTION_LIST, "".join(f"{item.path or item.key}\n" for item in chosen))
@@ -72,7 +78,7 @@ def _write_lists(out: Path, chosen: list) -> None:
         csv.writer(table).writerows(rows)
 
 
-def _names(run: Path, graphs: list) -> tuple[list[str], list[str]]:
+def _names(run: Path, graphs: list[SceneGraph]) -> tuple[list[str], list[str]]:
     """The labelling config's names: the run's own config (`--output-format label-studio` wrote the model's), else
     the names the chosen graphs use (a model's other names are then not offered in Label Studio: noted)."""
     from egtr.data.label_studio_tasks import CONFIG_NAME, config_names

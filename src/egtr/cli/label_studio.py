@@ -11,7 +11,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from egtr.data.label_studio_tasks import LOCAL_FILES_PREFIX, default_image_root, tasks_for_graphs, write_project
+from egtr.data.label_studio_tasks import (
+    LOCAL_FILES_PREFIX,
+    default_image_root,
+    image_reference,
+    tasks_for_graphs,
+    write_project,
+)
 
 if TYPE_CHECKING:
     from egtr.inference.scene_graph import SceneGraph
@@ -42,21 +48,26 @@ def add_reference_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def image_root(args: argparse.Namespace, paths: Sequence[Path]) -> Path:
+    """The folder the tasks' references start from (--image-root, or the default for --image-prefix), checked to
+    hold every image before any work is done (ConfigError naming the first image outside it)."""
+    root = Path(args.image_root) if args.image_root else default_image_root(paths, args.image_prefix)
+    for path in paths:
+        image_reference(path, root, args.image_prefix)
+    return root
+
+
 def write_tasks(
     args: argparse.Namespace,
     out: Path,
+    root: Path,
     graphs: Sequence[tuple[Path, SceneGraph]],
     class_names: Iterable[str],
     predicate_names: Iterable[str],
     default_version: str,
 ) -> int:
-    """Write `tasks.json` and `labeling_config.xml` into `out` and say how to use them; returns the task count.
-    `default_version`: the predictions' model_version without --model-version."""
-    root = (
-        Path(args.image_root)
-        if args.image_root
-        else default_image_root((path for path, _ in graphs), args.image_prefix)
-    )
+    """Write `tasks.json` and `labeling_config.xml` into `out` (images referred to from `root`, see `image_root`) and
+    say how to use them; returns the task count. `default_version`: the model_version without --model-version."""
     tasks = tasks_for_graphs(graphs, root, args.image_prefix, args.model_version or default_version)
     tasks_path, config_path = write_project(out, tasks, list(class_names), list(predicate_names))
     print(f"{len(tasks)} Label Studio tasks with predictions: {tasks_path}; labelling config: {config_path}")

@@ -11,7 +11,7 @@ from egtr.cli.bulk import add_arguments as add_bulk_arguments
 from egtr.cli.bulk import listed_images
 from egtr.cli.bulk import run as run_bulk
 from egtr.cli.label_studio import FORMAT as LABEL_STUDIO
-from egtr.cli.label_studio import GRAPHS_DIR, add_reference_options, graphs_of_run, write_tasks
+from egtr.cli.label_studio import GRAPHS_DIR, add_reference_options, graphs_of_run, image_root, write_tasks
 from egtr.cli.options import (
     Subparsers,
     add_device,
@@ -122,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {item}: no such file, no images in this folder, or no match", file=sys.stderr)
     if not paths:
         raise FileNotFoundError("no images to process")
+    root = image_root(args, paths) if args.output_format == LABEL_STUDIO else None  # checked before the model loads
     predictor = make_predictor(args)
     given_boxes = None
     if args.boxes is not None:
@@ -154,10 +155,10 @@ def run(args: argparse.Namespace) -> int:
         )
         raise
     print(f"{len(report.outputs)} of {len(paths)} images processed; results in {args.out}")
-    if args.output_format == LABEL_STUDIO:
+    if root is not None:
         graphs = graphs_of_run(paths, report.outputs)
         version = Path(args.model).resolve().name  # the model folder (or file) name
-        write_tasks(args, Path(args.out), graphs, predictor.class_names, predictor.predicate_names, version)
+        write_tasks(args, Path(args.out), root, graphs, predictor.class_names, predictor.predicate_names, version)
     _print_skipped(report.rejected, f"their given boxes (--boxes {args.boxes}) were rejected")
     _print_skipped(report.failures, "they could not be read or their results could not be written")
     return 1 if report.failures or report.rejected or unmatched else 0
