@@ -163,7 +163,8 @@ def _read_task(
         return None
     annotation, set_aside = _annotations(task)
     for position, other, why in set_aside:
-        report.note(SEVERAL_ANNOTATIONS, source, f"{record}, {_annotation_name(position, other)}", f"not used: {why}")
+        where = f"{record}, {_annotation_name(position, other)}"
+        report.note(SEVERAL_ANNOTATIONS, source, where, f"not used: {why}", other)
     if annotation is None or not isinstance(annotation.get("result"), list):
         report.drop(
             reasons.IMAGE_WITHOUT_RELATIONS, source, record, "annotations", "no annotation (not cancelled)", task
