@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 
 import egtr
 from egtr.cli import main
+from egtr.fileio import current_umask
 from egtr.inference import ModelInputs, OnnxRuntimeModel, OpenVinoModel, Predictor
 from egtr.inference.export import ExportedModel
 from egtr.inference.runtimes import OUTPUT_NAMES
@@ -78,13 +78,7 @@ def test_the_export_folder_is_complete_and_says_what_it_is(exported_reference, e
     assert converted["verification"]["against"] == "onnxruntime"
     assert converted["source"] == manifest["source"]
     mode = stat.S_IMODE(exported_reference.stat().st_mode)
-    assert mode == 0o777 & ~_umask()  # like a plain mkdir, not mkdtemp's 0700
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    assert mode == 0o777 & ~current_umask()  # like a plain mkdir, not mkdtemp's 0700
 
 
 def _triplets_and_scores(folder: Path) -> dict[str, tuple[list, list, list]]:

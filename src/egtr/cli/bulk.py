@@ -38,9 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_deprecated(parser, "--data-root", "--input-root", dest="input_root")
     bulk.add_argument(
         "--output-format",
-        choices=("files", "jsonl", "jsonl.gz", "parquet"),
+        choices=("files", "label-studio", "jsonl", "jsonl.gz", "parquet"),
         default="files",
-        help="files: one JSON + drawing per image (default); jsonl, jsonl.gz, parquet: shards of records, resumable",
+        help="files: one JSON + drawing per image (default); label-studio: those JSON files and Label Studio tasks "
+        "with predictions; jsonl, jsonl.gz, parquet: shards of records, resumable",
     )
     bulk.add_argument("--shard-size", type=positive_int, default=1000, help="images per output shard (default 1000)")
     bulk.add_argument("--devices", default="1", help="processes per node, one per GPU, or 'auto' (default 1)")

@@ -1,10 +1,12 @@
-"""`egtr data validate|stats|synth`: check, summarise or generate datasets."""
+"""`egtr data validate|stats|synth|import|export|select`: check, summarise, generate, convert datasets, and choose
+what to label next."""
 
 from __future__ import annotations
 
 import argparse
 
 from egtr.cli.data_import import add_commands as add_import_commands
+from egtr.cli.data_select import add_command as add_select_command
 from egtr.cli.options import (
     Subparsers,
     add_data_root,
@@ -53,6 +55,7 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(run=run_synth)
     add_import_commands(commands, common)
+    add_select_command(commands, common)
 
 
 def _root(args: argparse.Namespace) -> str:

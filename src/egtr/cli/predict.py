@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from egtr.cli.bulk import add_arguments as add_bulk_arguments
 from egtr.cli.bulk import listed_images
 from egtr.cli.bulk import run as run_bulk
+from egtr.cli.label_studio import FORMAT as LABEL_STUDIO
+from egtr.cli.label_studio import GRAPHS_DIR, add_reference_options, graphs_of_run, image_root, write_tasks
 from egtr.cli.options import (
     Subparsers,
     add_device,
@@ -44,7 +47,9 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
         "reported and skipped; the exit code is 1 if any image was skipped. Videos (files, stream URLs, camera "
         "indices) give per-frame JSONL with track ids, relation intervals and changes, and an annotated MP4 "
         "(docs/video.md). With --output-format parquet, jsonl or jsonl.gz: shards of records for whole corpora "
-        "(input lists, tar shards, several GPUs and machines), resumable (docs/bulk.md).",
+        "(input lists, tar shards, several GPUs and machines), resumable (docs/bulk.md). With --output-format "
+        "label-studio: Label Studio tasks whose predictions propose the graphs, and its labelling config "
+        "(docs/own-data.md).",
     )
     parser.add_argument(
         "images", nargs="*", help="image files, folders (their image files), glob patterns or WebDataset .tar shards"
@@ -87,6 +92,7 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
 
     add_video_arguments(parser)
     add_bulk_arguments(parser)  # --output-format parquet|jsonl|jsonl.gz: docs/bulk.md
+    add_reference_options(parser)  # --output-format label-studio: docs/own-data.md
     parser.set_defaults(run=run)
 
 
@@ -100,14 +106,17 @@ def run(args: argparse.Namespace) -> int:
     from egtr.inference.files import FilesReport, expand_image_paths, predict_files
 
     check_out(args.out)  # before the model loads: a file or a read-only folder must not cost a model load
-    if args.boxes is not None and (args.output_format != "files" or is_video_input(args.images)):
-        raise argparse.ArgumentTypeError("--boxes works with image files and --output-format files only")
-    if args.output_format != "files":
+    per_image = args.output_format in ("files", LABEL_STUDIO)  # one JSON per image; the others: record shards
+    if args.boxes is not None and (not per_image or is_video_input(args.images)):
+        raise argparse.ArgumentTypeError("--boxes works with image files and --output-format files or label-studio")
+    if not per_image:
         return run_bulk(args, make_predictor)
     from egtr.runtime import set_threads
 
     set_threads(args.threads)  # bulk mode sets them in each of its processes
     if is_video_input(args.images):
+        if args.output_format == LABEL_STUDIO:
+            raise argparse.ArgumentTypeError("--output-format label-studio is for images; videos: see docs/video.md")
         return run_video_predict(args, make_predictor)
     image_inputs, listed = listed_images(args)
     paths, unmatched = expand_image_paths([*image_inputs, *listed], recursive=args.recursive)
@@ -115,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {item}: no such file, no images in this folder, or no match", file=sys.stderr)
     if not paths:
         raise FileNotFoundError("no images to process")
-    formats = draw_formats(args)  # a missing extra is said before the model loads
+    formats = [] if args.output_format == LABEL_STUDIO else draw_formats(args)  # extras said before the model loads
+    root = image_root(args, paths) if args.output_format == LABEL_STUDIO else None  # checked before the model loads
     predictor = make_predictor(args)
     given_boxes = None
     if args.boxes is not None:
@@ -125,11 +135,13 @@ def run(args: argparse.Namespace) -> int:
         for key in unused:
             print(f"warning: {args.boxes}: entry {key!r} names none of the images to predict", file=sys.stderr)
     report = FilesReport(outputs={}, failures={})
+    # Label Studio tasks: the graphs go to OUT/graphs/ (no drawings: Label Studio shows the proposals itself).
+    graphs_out = Path(args.out) / GRAPHS_DIR if args.output_format == LABEL_STUDIO else Path(args.out)
     try:
         predict_files(
             predictor,
             paths,
-            args.out,
+            graphs_out,
             draw_formats=formats,
             max_draw_relations=args.draw_relations,
             dpi=args.dpi,
@@ -146,6 +158,10 @@ def run(args: argparse.Namespace) -> int:
         )
         raise
     print(f"{len(report.outputs)} of {len(paths)} images processed; results in {args.out}")
+    if root is not None:
+        graphs = graphs_of_run(paths, report.outputs)
+        version = Path(args.model).resolve().name  # the model folder (or file) name
+        write_tasks(args, Path(args.out), root, graphs, predictor.class_names, predictor.predicate_names, version)
     _print_skipped(report.rejected, f"their given boxes (--boxes {args.boxes}) were rejected")
     _print_skipped(report.failures, "they could not be read or their results could not be written")
     return 1 if report.failures or report.rejected or unmatched else 0

@@ -109,6 +109,15 @@ def _is_index(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _source_ids(image: dict[str, Any], annotation: dict[str, Any]) -> str:
+    """The source's ids of an imported object (`egtr data import` keeps them as `source_id`), to add to a record's
+    name so that the problem can be found in the annotation tool (e.g. "; source: image '7', object 'a1'");
+    "" for other datasets."""
+    if "source_id" not in image and "source_id" not in annotation:
+        return ""
+    return f"; source: image {image.get('source_id')!r}, object {annotation.get('source_id')!r}"
+
+
 def _check_box_xyxy(
     report: _Report,
     file: Path,
@@ -279,7 +288,7 @@ def _validate_vg(root: Path, report: _Report, splits: Iterable[str], decode: boo
                 else Counter()
             )
             for index, (position, annotation) in enumerate(objects[image_id]):
-                record = f"annotations[{position}] (image {image_id}, object {index})"
+                record = f"annotations[{position}] (image {image_id}, object {index}{_source_ids(image, annotation)})"
                 category = annotation.get("category_id")
                 if not _is_index(category) or not 1 <= category <= num_classes:
                     report.error(split_file, record, "category_id", f"{category!r} outside 1..{num_classes}")

@@ -34,7 +34,7 @@ import torch
 from egtr.config import EGTRConfig
 from egtr.errors import CheckpointError, ConfigError, MissingExtraError
 from egtr.extras import has_extra, require_extra
-from egtr.fileio import read_json, write_json
+from egtr.fileio import current_umask, read_json, write_json
 from egtr.inference.processor import ModelInputs
 from egtr.inference.runtimes import OUTPUT_NAMES, ModelRuntime
 from egtr.models import EGTR, Checkpoint, read_checkpoint
@@ -184,7 +184,7 @@ def _build_folder(out: Path, build: Callable[[Path], dict[str, Any]]) -> Exporte
         manifest = build(building)
         manifest["size_bytes"] = sum(path.stat().st_size for path in building.iterdir())
         write_json(building / MANIFEST_NAME, manifest)  # last: its presence means the folder is complete
-        building.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700; a folder of a plain mkdir is wanted
+        building.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700; a folder of a plain mkdir is wanted
         if out.is_dir():
             out.rmdir()  # empty, checked by the caller
         os.replace(building, out)
@@ -192,12 +192,6 @@ def _build_folder(out: Path, build: Callable[[Path], dict[str, Any]]) -> Exporte
         shutil.rmtree(building, ignore_errors=True)
         raise
     return ExportedModel.read(out)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _export_checkpoint(checkpoint: Checkpoint, folder: Path, format: str, opset: int, verify: bool) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from tests.data.importers.helpers import image_file, problems, read_back, run_import, write_json
@@ -141,7 +142,8 @@ def test_boxes_relations_annotations_and_file_names(export, tmp_path):
     # Rotated by 90 degrees about its top-left corner (8, 4): the enclosing box lies to the left of it.
     assert data["three.jpg"]["boxes"][0] == [0, 4, 8, 16]
     assert report.notes["bidirectional relation: imported in both directions"] == 1
-    assert report.notes["task with several annotations: took the latest not cancelled"] == 1
+    # One note per annotation set aside (task 2: an older one and a cancelled one), each named below.
+    assert report.notes["task with several annotations: took the latest not cancelled"] == 2
     assert report.notes["rotated rectangle: took its enclosing axis-aligned box"] == 1
     assert report.num_dropped == 0
     names = json.loads((tmp_path / "out" / "rel.json").read_text())["rel_categories"]
@@ -181,3 +183,69 @@ def test_upload_names_and_other_exports(tmp_path):
     write_json(tmp_path / "boxes.json", [task(1, "x.jpg", [rectangle("a", "man", 0, 0, 5, 5)])])
     with pytest.raises(DataError, match="<Relations>"):
         run_import("label-studio", tmp_path / "boxes.json", tmp_path / "out")
+
+
+def test_every_annotation_set_aside_is_named_with_its_task(export, tmp_path):
+    # Before: only a count ("1 x task with several annotations"), and nothing at all for a cancelled annotation
+    # next to a valid one.
+    path, images = export
+    tasks = json.loads(path.read_text())
+    tasks[4]["annotations"].insert(0, {"id": 51, "result": [], "was_cancelled": True})
+    path.write_text(json.dumps(tasks))
+    report = run_import("label-studio", path, tmp_path / "out", images=images, val_fraction=0.3, test_fraction=0.3)
+    notes = {(p["record"], p["detail"]) for p in problems(tmp_path / "out") if p["kind"] == "note"}
+    assert notes == {
+        ("task 2, annotations[0]", "not used: older than annotations[1] (created_at '2024-01-02T00:00:00')"),
+        ("task 2, annotations[2]", "not used: cancelled"),
+        ("task 5, annotation 51", "not used: cancelled"),
+    }
+    assert report.notes["task with several annotations: took the latest not cancelled"] == 3
+    assert report.num_dropped == 0
+    printed = report.format()
+    assert "note: " in printed and "task 5, annotation 51: task with several annotations" in printed
+
+
+def three_images(tmp_path, first_task_id, result):
+    """An export of three 80 x 40 images (a dataset needs one per split), each annotated with `result`."""
+    names = ("one.jpg", "two.jpg", "three.jpg")
+    for name in names:
+        image_file(tmp_path / name, 80, 40)
+    tasks = [task(first_task_id + position, name, result) for position, name in enumerate(names)]
+    return write_json(tmp_path / "export.json", tasks)
+
+
+def test_a_two_way_relation_with_a_one_way_predicate_is_warned_about(tmp_path):
+    # Before: "left of" made two-way became "a left of b" and "b left of a" with nothing but a count of notes.
+    result = [
+        rectangle("a", "man", 0, 0, 20, 20),
+        rectangle("b", "horse", 50, 0, 20, 20),
+        relation("a", "b", "left of", direction="bi"),
+        relation("a", "b", "near", direction="bi"),  # reads the same both ways: no warning
+    ]
+    report = run_import("label-studio", three_images(tmp_path, 9, result), tmp_path / "out")
+    data = {name: image for split in read_back(tmp_path / "out").values() for name, image in split.items()}
+    assert sorted(data["one.jpg"]["relations"]) == [
+        (0, "left of", 1),
+        (0, "near", 1),
+        (1, "left of", 0),
+        (1, "near", 0),
+    ]
+    warnings = [p for p in problems(tmp_path / "out") if p["kind"] == "warning"]
+    assert len(warnings) == 3 and report.warnings == {
+        "two-way relation with a one-way predicate: imported in both directions": 3
+    }
+    assert warnings[0]["record"] == "task 9, relation a->b (result[2]), label 'left of'"
+    assert warnings[0]["detail"].startswith("a left of b and b left of a")
+    assert warnings[0]["source"]["direction"] == "bi"
+    assert "warning: 3 x two-way relation with a one-way predicate" in report.format()
+
+
+def test_validate_names_the_source_ids_of_a_box_partly_outside_the_image(tmp_path, capsys):
+    # Before: "annotations[1] (image 1, object 1)": the ids of the imported dataset only.
+    result = [rectangle("a", "man", 0, 0, 20, 20), rectangle("zz", "horse", 90, 0, 20, 20), relation("a", "zz", "near")]
+    run_import("label-studio", three_images(tmp_path, 17, result), tmp_path / "out")
+    assert main(["data", "validate", "--data-root", str(tmp_path / "out")]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "extends outside" in line]
+    assert len(lines) == 3
+    found = [re.search(r"source: image '(\d+)', object 'zz'\)", line) for line in lines]
+    assert sorted(match.group(1) for match in found if match) == ["17", "18", "19"]

@@ -57,6 +57,17 @@ def _vocabulary(counts: Counter[str], min_count: int, max_names: int | None) -> 
     return names[:max_names] if max_names is not None else names
 
 
+def _not_gqa(path: Path, keys: list[str]) -> DataError:
+    """A file without a single `{image id: {"objects": {...}}}` member: say so (and what it may be instead) rather
+    than that no name is used often enough."""
+    coco = {"images", "annotations", "categories"} & set(keys)
+    hint = "; it has the fields of a COCO file: import it as coco-relations" if coco else ""
+    shown = ", ".join(repr(key) for key in keys) or "none"
+    return DataError(
+        f"{path}: this is not a GQA scene-graph file: no member is a graph with 'objects' (members: {shown}){hint}"
+    )
+
+
 def read_gqa(source: Path, options: ImportOptions) -> SourceDataset:
     """Build the vocabulary in a first streaming pass over the file(s), then read the graphs in a second one.
 
@@ -68,14 +79,21 @@ def read_gqa(source: Path, options: ImportOptions) -> SourceDataset:
     for _, path in files:
         if top_level_kind(path) != "object":
             raise DataError(f"{path}: expected GQA scene graphs (an object of image ids)")
-        for _, graph in iter_members(path):
+        keys: list[str] = []  # the first few, to say what the file is when it holds no graph
+        graphs = 0
+        for key, graph in iter_members(path):
             objects = graph.get("objects") if isinstance(graph, dict) else None
+            if len(keys) < 5:
+                keys.append(key)
+            graphs += isinstance(objects, dict)
             for obj in objects.values() if isinstance(objects, dict) else ():
                 if isinstance(obj, dict) and isinstance(obj.get("name"), str):
                     class_counts[obj["name"].strip()] += 1
                     for relation in obj.get("relations") or []:
                         if isinstance(relation, dict) and isinstance(relation.get("name"), str):
                             predicate_counts[relation["name"].strip()] += 1
+        if not graphs:
+            raise _not_gqa(path, keys)
     class_names = _vocabulary(class_counts, options.min_count, options.max_classes)
     predicate_names = _vocabulary(predicate_counts, options.min_count, options.max_predicates)
     if not class_names or not predicate_names:

@@ -1,14 +1,18 @@
 """`label-studio`: Label Studio's full JSON export of an image project with boxes and relations.
 
 Read as label-studio-converter reads it (see ../shared/docs/annotation-formats.md and docs/own-data.md for the
-labelling config): a list of tasks `{id, data: {image}, annotations: [{result, was_cancelled, created_at}]}`.
+labelling config): a list of tasks `{id, data: {image}, annotations: [{result, was_cancelled, created_at}]}`. The
+conventions of the format (tag names, percent boxes, directions, image references) are in
+`egtr.data.label_studio_tasks`, which also writes the tasks that `egtr predict --output-format label-studio` proposes.
 
 * Rectangles (`rectanglelabels`, or a `rectangle` region labelled by a `labels` item with the same id) are in
   percent (0-100) of the image as the browser shows it, i.e. after its EXIF orientation; they are converted with
   the displayed size of the image file. A rotated rectangle becomes its enclosing box (noted in the report).
 * Relations (`type: relation`) refer to region ids: `direction` "right" (the default) means from -> to, "left"
-  to -> from, "bi" both ways (two relations, noted); each of its `labels` is one predicate.
-* Of several annotations of a task, the latest one not cancelled is taken (noted); predictions are ignored.
+  to -> from, "bi" both ways (two relations, noted; a warning names the relation when its predicate reads in one
+  direction, such as "left of"); each of its `labels` is one predicate.
+* Of several annotations of a task, the latest one not cancelled is taken; each one set aside (older, or
+  cancelled) is named in the problems file with the task id. Predictions are ignored.
 * Uploaded files are renamed `upload/<project>/<uuid8>-<name>` by Label Studio: the image is looked up in
   `--images` (default: the export's folder) by that path, its name, then the name without the uuid prefix.
 * The export has no list of label names: classes and predicates are the labels used, in alphabetical order.
@@ -17,11 +21,9 @@ labelling config): a list of tasks `{id, data: {image}, annotations: [{result, w
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlparse
 
 from PIL import UnidentifiedImageError
 
@@ -39,30 +41,40 @@ from egtr.data.importers.records import (
 )
 from egtr.data.importers.report import ImportReport
 from egtr.data.importers.streaming import iter_list, top_level_kind
+from egtr.data.label_studio_tasks import DIRECTIONS, IMAGE_TAG, image_name_candidates, pixel_box, relation_ends
 from egtr.errors import DataError
 
-_UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
 _LABEL_KEYS = ("rectanglelabels", "labels")
-_DIRECTIONS = ("right", "left", "bi")
+# Predicates that read the same both ways: a two-way ("bi") relation with one of them is what the annotator meant.
+# Any other predicate ("left of", "holding", "on") made two-way says both "a left of b" and "b left of a": warned.
+SYMMETRIC_PREDICATES = frozenset(
+    {"near", "next to", "beside", "by", "close to", "adjacent to", "touching", "with", "and", "overlapping"}
+)
+SEVERAL_ANNOTATIONS = "task with several annotations: took the latest not cancelled"
+BIDIRECTIONAL = "bidirectional relation: imported in both directions"
+DIRECTIONAL_BIDIRECTIONAL = "two-way relation with a one-way predicate: imported in both directions"
 
 
-def image_name_candidates(reference: str) -> list[str]:
-    """Paths to try for a task's `data.image`: as stored, its file name, the name without the upload prefix."""
-    parsed = urlparse(reference)
-    path = unquote(parse_qs(parsed.query)["d"][0]) if "d" in parse_qs(parsed.query) else unquote(parsed.path)
-    relative = re.sub(r"^/?data/", "", path).lstrip("/")
-    name = Path(path).name
-    return [relative, name, _UPLOAD_PREFIX.sub("", name)]
-
-
-def _latest_annotation(task: dict[str, Any]) -> tuple[dict[str, Any] | None, int]:
-    """(the latest annotation not cancelled, or None; how many there were to choose from)."""
+def _annotations(task: dict[str, Any]) -> tuple[dict[str, Any] | None, list[tuple[int, dict[str, Any], str]]]:
+    """(the latest annotation not cancelled, or None; the others as (position, annotation, why set aside))."""
     annotations = task.get("annotations")
     if not isinstance(annotations, list):
-        return None, 0
-    usable = [(a.get("created_at") or "", i, a) for i, a in enumerate(annotations) if isinstance(a, dict)]
-    usable = [item for item in usable if not item[2].get("was_cancelled")]
-    return (max(usable, key=lambda item: item[:2])[2] if usable else None), len(usable)
+        return None, []
+    candidates = [(a.get("created_at") or "", i, a) for i, a in enumerate(annotations) if isinstance(a, dict)]
+    usable = [item for item in candidates if not item[2].get("was_cancelled")]
+    chosen = max(usable, key=lambda item: item[:2]) if usable else None
+    set_aside = []
+    for created, position, annotation in candidates:
+        if chosen is None or annotation is chosen[2]:
+            continue
+        newer = _annotation_name(chosen[1], chosen[2])
+        why = "cancelled" if annotation.get("was_cancelled") else f"older than {newer} (created_at {created!r})"
+        set_aside.append((position, annotation, why))
+    return (chosen[2] if chosen else None), set_aside
+
+
+def _annotation_name(position: int, annotation: dict[str, Any]) -> str:
+    return f"annotation {annotation['id']}" if "id" in annotation else f"annotations[{position}]"
 
 
 def _regions(result: list[Any]) -> dict[str, dict[str, Any]]:
@@ -106,7 +118,7 @@ def read_label_studio(source: Path, options: ImportOptions) -> SourceDataset:
     for task in iter_list(source):
         tasks += 1
         json_min = json_min and isinstance(task, dict) and "annotations" not in task and "data" not in task
-        annotation = _latest_annotation(task)[0] if isinstance(task, dict) else None
+        annotation = _annotations(task)[0] if isinstance(task, dict) else None
         for item in (annotation or {}).get("result") or []:
             if not isinstance(item, dict):
                 continue
@@ -145,13 +157,14 @@ def _read_task(
 ) -> SourceImage | None:
     record = f"task {task.get('id')}" if isinstance(task, dict) and "id" in task else f"tasks[{position}]"
     data = task.get("data") if isinstance(task, dict) else None
-    reference = data.get("image") if isinstance(data, dict) else None
+    reference = data.get(IMAGE_TAG) if isinstance(data, dict) else None
     if not isinstance(reference, str):
-        report.drop(reasons.BAD_RECORD, source, record, "data.image", "no image reference", task)
+        report.drop(reasons.BAD_RECORD, source, record, f"data.{IMAGE_TAG}", "no image reference", task)
         return None
-    annotation, choices = _latest_annotation(task)
-    if choices > 1:
-        report.note("task with several annotations: took the latest not cancelled")
+    annotation, set_aside = _annotations(task)
+    for position, other, why in set_aside:
+        where = f"{record}, {_annotation_name(position, other)}"
+        report.note(SEVERAL_ANNOTATIONS, source, where, f"not used: {why}", other)
     if annotation is None or not isinstance(annotation.get("result"), list):
         report.drop(
             reasons.IMAGE_WITHOUT_RELATIONS, source, record, "annotations", "no annotation (not cancelled)", task
@@ -194,7 +207,7 @@ def _read_task(
                 reasons.BAD_RECORD, source, region_record, "value.rectanglelabels", "rectangle without a label", item
             )
             continue
-        x, y, w, h = (value / 100 * size for value, size in zip(geometry, (width, height, width, height), strict=True))
+        x, y, w, h = pixel_box(geometry, width, height)
         if is_number(region.get("rotation")) and region["rotation"] % 360:
             x, y, w, h = _enclosing_box(x, y, w, h, region["rotation"])
             report.note("rotated rectangle: took its enclosing axis-aligned box")
@@ -202,27 +215,41 @@ def _read_task(
             report.note("rectangle with several labels: took the first")
         image.objects.append(SourceObject(region_id, classes[label], (x, y, w, h), region_record, item))
     for item_position, item in enumerate(result):
-        if not isinstance(item, dict) or item.get("type") != "relation":
-            continue
-        relation_record = f"{record}, relation {item.get('from_id')}->{item.get('to_id')} (result[{item_position}])"
-        direction = item.get("direction", "right")
-        labels = [label for label in item.get("labels") or [] if isinstance(label, str)]
-        if direction not in _DIRECTIONS:
-            report.drop(
-                reasons.BAD_RECORD, source, relation_record, "direction", f"{direction!r} is not right/left/bi", item
-            )
-            continue
-        if not labels:
-            detail = "relation without a label (the labelling config needs <Relations>)"
-            report.drop(reasons.BAD_RECORD, source, relation_record, "labels", detail, item)
-            continue
-        ends = [(str(item.get("from_id")), str(item.get("to_id")))]
-        if direction == "left":
-            ends = [ends[0][::-1]]
-        elif direction == "bi":
-            ends.append(ends[0][::-1])
-            report.note("bidirectional relation: imported in both directions")
-        for subject, obj in ends:
-            for label in labels:
-                image.relations.append(SourceRelation(subject, obj, predicates[label], relation_record, item))
+        if isinstance(item, dict) and item.get("type") == "relation":
+            _read_relation(source, record, item_position, item, predicates, image, report)
     return image
+
+
+def _read_relation(
+    source: Path,
+    record: str,
+    position: int,
+    item: dict[str, Any],
+    predicates: dict[str, int],
+    image: SourceImage,
+    report: ImportReport,
+) -> None:
+    """Add the relation(s) of one relation item to `image` (a malformed one is reported and skipped)."""
+    relation_record = f"{record}, relation {item.get('from_id')}->{item.get('to_id')} (result[{position}])"
+    direction = item.get("direction", "right")
+    labels = [label for label in item.get("labels") or [] if isinstance(label, str)]
+    if direction not in DIRECTIONS:
+        report.drop(
+            reasons.BAD_RECORD, source, relation_record, "direction", f"{direction!r} is not right/left/bi", item
+        )
+        return
+    if not labels:
+        detail = "relation without a label (the labelling config needs <Relations>)"
+        report.drop(reasons.BAD_RECORD, source, relation_record, "labels", detail, item)
+        return
+    ends = relation_ends(str(item.get("from_id")), str(item.get("to_id")), direction)
+    if direction == "bi":
+        report.note(BIDIRECTIONAL)
+        for label in labels:
+            if label.strip().lower() not in SYMMETRIC_PREDICATES:
+                (a, b), _ = ends
+                detail = f"{a} {label} {b} and {b} {label} {a}; draw a one-way arrow if only one of them holds"
+                report.warn(DIRECTIONAL_BIDIRECTIONAL, source, f"{relation_record}, label {label!r}", detail, item)
+    for subject, obj in ends:
+        for label in labels:
+            image.relations.append(SourceRelation(subject, obj, predicates[label], relation_record, item))

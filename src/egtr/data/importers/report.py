@@ -1,8 +1,11 @@
 """The import report: counts per split, and every dropped or skipped record with its file, record, field and reason.
 
 `OUT/import_report.json` holds the counts; `OUT/import_problems.jsonl` one line per dropped or skipped record with
-the source record itself, so that nothing disappears silently. A streaming importer passes a `RecordRef` instead of
-the record: the line is written at once and the record filled in when the report is closed.
+the source record itself, so that nothing disappears silently (`kind` "dropped"), and one per record that was kept
+but changed or set aside where the report can name it (`kind` "note": e.g. an older annotation of a task, not used;
+`kind` "warning": kept as given, but probably not what was meant, e.g. a two-way "left of"). A streaming importer
+passes a `RecordRef` instead of the record: the line is written at once and the record filled in when the report is
+closed.
 """
 
 from __future__ import annotations
@@ -37,19 +40,21 @@ RARE_PREDICATE = "rare predicate"
 
 @dataclass(frozen=True)
 class ImportProblem:
-    """One dropped or skipped record."""
+    """One dropped or skipped record (`kind` "dropped"), or one named by a note or a warning."""
 
     reason: str
     file: str
     record: str
     field: str
     detail: str
+    kind: str = "dropped"
 
     def __str__(self) -> str:
         where = (
             self.file + (f", {self.record}" if self.record else "") + (f", field {self.field}" if self.field else "")
         )
-        return f"{where}: {self.reason}" + (f" ({self.detail})" if self.detail else "")
+        prefix = "" if self.kind == "dropped" else f"{self.kind}: "
+        return f"{prefix}{where}: {self.reason}" + (f" ({self.detail})" if self.detail else "")
 
 
 class ImportReport:
@@ -60,6 +65,7 @@ class ImportReport:
         self._handle: IO[str] | None = open(problems_path, "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
         self.dropped: Counter[str] = Counter()
         self.notes: Counter[str] = Counter()  # conversions that keep the record (e.g. a rotated rectangle)
+        self.warnings: Counter[str] = Counter()  # records kept as given that were probably not meant that way
         self.splits: dict[str, Counter[str]] = {}
         self.first_problems: list[ImportProblem] = []
         self._shown = shown
@@ -68,8 +74,24 @@ class ImportReport:
 
     def drop(self, reason: str, file: Path | str, record: str, field: str = "", detail: str = "", raw: Any = None):
         """Record one dropped record (`raw`: the source record or a `RecordRef` to it, for the problems file)."""
-        problem = ImportProblem(reason, str(file), record, field, detail)
         self.dropped[reason] += 1
+        self._list(ImportProblem(reason, str(file), record, field, detail), raw)
+
+    def note(
+        self, what: str, file: Path | str | None = None, record: str = "", detail: str = "", raw: Any = None
+    ) -> None:
+        """Count one conversion `what`; with `file` and `record`, also list the record it concerns (and `raw`)."""
+        self.notes[what] += 1
+        if file is not None:
+            self._list(ImportProblem(what, str(file), record, "", detail, "note"), raw)
+
+    def warn(self, what: str, file: Path | str, record: str, detail: str = "", raw: Any = None) -> None:
+        """Count and list one record kept as given that was probably not meant that way."""
+        self.warnings[what] += 1
+        self._list(ImportProblem(what, str(file), record, "", detail, "warning"), raw)
+
+    def _list(self, problem: ImportProblem, raw: Any) -> None:
+        """One line of the problems file (the first ones are also printed)."""
         if len(self.first_problems) < self._shown:
             self.first_problems.append(problem)
         if self._handle is not None:
@@ -79,9 +101,6 @@ class ImportReport:
             line = {**problem.__dict__, "source": raw}
             self._handle.write(json.dumps(line, default=str, ensure_ascii=False) + "\n")
             self._lines += 1
-
-    def note(self, what: str) -> None:
-        self.notes[what] += 1
 
     def count(self, split: str, images: int, objects: int, relations: int) -> None:
         counts = self.splits.setdefault(split, Counter())
@@ -118,6 +137,7 @@ class ImportReport:
             "splits": {split: dict(self.splits[split]) for split in sorted(self.splits)},
             "dropped": dict(sorted(self.dropped.items())),
             "notes": dict(sorted(self.notes.items())),
+            "warnings": dict(sorted(self.warnings.items())),
             "problems_file": PROBLEMS_NAME,
         }
 
@@ -133,8 +153,10 @@ class ImportReport:
             lines.append(f"dropped: {count} x {reason}")
         for what, count in sorted(self.notes.items()):
             lines.append(f"note: {count} x {what}")
+        for what, count in sorted(self.warnings.items()):
+            lines.append(f"warning: {count} x {what}")
         for problem in self.first_problems:
             lines.append(f"  {problem}")
-        if self.num_dropped > len(self.first_problems):
-            lines.append(f"  ... {self.num_dropped - len(self.first_problems)} more in {PROBLEMS_NAME}")
+        if self._lines > len(self.first_problems):
+            lines.append(f"  ... {self._lines - len(self.first_problems)} more in {PROBLEMS_NAME}")
         return "\n".join(lines)

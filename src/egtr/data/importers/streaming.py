@@ -148,11 +148,33 @@ def _open(path: Path) -> IO[str]:
         raise DataError(f"{path}: cannot be read ({error.strerror})") from error
 
 
+def _document_start(reader: _Reader) -> str:
+    """The first character of the file, "[" or "{" (or "" when empty): every annotation file holds a list or an
+    object. Anything else is refused here with what it is, "not JSON" (a CSV, YAML, a binary) or JSON of one number
+    or string, instead of a parse error about some later character."""
+    char = reader.peek()
+    if char in ("[", "{", ""):
+        return char
+    try:  # within the first chunk only: a large CSV must not be read whole to say that it is no JSON
+        value, end = _DECODER.raw_decode(reader.buffer, reader.start)
+        single_value = not reader.buffer[end:].strip()
+    except json.JSONDecodeError:
+        single_value = False
+    if not single_value:
+        first_line = reader.buffer[reader.start :].split("\n", 1)[0][:60]
+        csv = " (it looks like CSV)" if any(separator in first_line for separator in ",;\t") else ""
+        raise DataError(f"{reader.path}: not JSON{csv}: it begins with {first_line!r}")
+    raise DataError(f"{reader.path}: JSON of a single {type(value).__name__}, not a list or an object")
+
+
 def top_level_kind(path: Path) -> str:
-    """ "list", "object" or "other": what the JSON file holds, from its first character (nothing else is read)."""
+    """ "list", "object" or "empty": what the JSON file holds, from its first value's start (nothing else is read).
+
+    Raises:
+        DataError: the file is not JSON, or holds a single number, string or literal.
+    """
     with _open(path) as handle:
-        reader = _Reader(path, handle)
-        return {"[": "list", "{": "object"}.get(reader.peek(), "other")
+        return {"[": "list", "{": "object"}.get(_document_start(_Reader(path, handle)), "empty")
 
 
 def iter_fields(path: Path, fields: Collection[str]) -> Iterator[tuple[str, int, Any]]:
@@ -164,7 +186,7 @@ def iter_fields(path: Path, fields: Collection[str]) -> Iterator[tuple[str, int,
     """
     with _open(path) as handle:
         reader = _Reader(path, handle)
-        if reader.peek() != "{":
+        if _document_start(reader) != "{":
             reader.skip()
             reader.end()
             return
@@ -201,7 +223,7 @@ def iter_list(path: Path) -> Iterator[Any]:
     """The items of a JSON file that is a list, one at a time (none if it is no list)."""
     with _open(path) as handle:
         reader = _Reader(path, handle)
-        if reader.peek() == "[":
+        if _document_start(reader) == "[":
             yield from reader.items()
         else:
             reader.skip()
@@ -212,7 +234,7 @@ def iter_members(path: Path) -> Iterator[tuple[str, Any]]:
     """The (key, value) members of a JSON file that is an object, one at a time (none if it is no object)."""
     with _open(path) as handle:
         reader = _Reader(path, handle)
-        if reader.peek() == "{":
+        if _document_start(reader) == "{":
             for key in reader.members():
                 yield key, reader.value()
         else:

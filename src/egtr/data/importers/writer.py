@@ -36,7 +36,7 @@ from egtr.data.config import SPLITS
 from egtr.data.importers.records import ImportOptions, SourceImage, displayed_size
 from egtr.data.importers.report import PROBLEMS_NAME, REPORT_NAME, ImportReport
 from egtr.errors import DataError
-from egtr.fileio import write_json
+from egtr.fileio import current_umask, write_json
 
 
 class _Entry(NamedTuple):
@@ -91,6 +91,19 @@ class _SplitParts:
             path.unlink(missing_ok=True)
 
 
+class _Objects(NamedTuple):
+    """The kept objects of one image: boxes (x, y, w, h), 0-based labels, and the source's keys for them."""
+
+    boxes: list[list[float]]
+    labels: list[int]
+    keys: list[Any]
+
+
+def _json_id(key: Any) -> str:
+    """A source key as a JSON string (an integer id without json.dumps: this runs once per object)."""
+    return f'"{key}"' if type(key) is int else json.dumps(str(key), ensure_ascii=False)
+
+
 def split_draw(seed: int, source_id: str) -> float:
     """A number in [0, 1) that depends only on (seed, source id): an image keeps its split when others change."""
     digest = hashlib.blake2b(f"{seed}:{source_id}".encode(), digest_size=8).digest()
@@ -116,6 +129,9 @@ class NativeWriter:
             raise DataError(f"{out}: already exists and is not empty (pass --overwrite to replace it)")
         out.parent.mkdir(parents=True, exist_ok=True)
         self.staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.import-"))
+        # mkdtemp makes it 0700 and the rename at the end keeps the mode: give it a plain mkdir's, so that other
+        # users and containers can read the dataset as the umask allows.
+        os.chmod(self.staging, 0o777 & ~current_umask())
         (self.staging / "images").mkdir()
         self._images = str(self.staging / "images")
         self._folders = {self._images}
@@ -160,7 +176,7 @@ class NativeWriter:
             except (OSError, UnidentifiedImageError) as error:
                 report.drop(reasons.UNREADABLE_IMAGE, *where, "file_name", f"{image.image_path}: {error}", image.raw)
                 return
-        boxes, labels, relations = self._clean(image)
+        boxes, labels, keys, relations = self._clean(image)
         if not relations and not self.options.keep_images_without_relations:
             detail = f"{len(image.relations)} relations in the source" if image.relations else "none in the source"
             report.drop(reasons.IMAGE_WITHOUT_RELATIONS, *where, "relations", detail, image.raw)
@@ -169,15 +185,17 @@ class NativeWriter:
         self._image_ids.add(image_id)
         self._file_names.add(image.file_name)
         split, draw = self._split_of(image)
-        self._queue(split, draw, image, image_id, width, height, boxes, labels, relations)
+        self._queue(split, draw, image, image_id, width, height, _Objects(boxes, labels, keys), relations)
         self._place_file(image.image_path, image.file_name)
 
-    def _clean(self, image: SourceImage) -> tuple[list[list[float]], list[int], list[list[int]]]:
+    def _clean(self, image: SourceImage) -> tuple[list[list[float]], list[int], list[Any], list[list[int]]]:
+        """(kept boxes, their labels, their source keys, relations between them as [subject, object, predicate])."""
         report = self.report
         positions: dict[Any, int] = {}
         dropped: set[Any] = set()
         boxes: list[list[float]] = []
         labels: list[int] = []
+        keys: list[Any] = []
         for obj in image.objects:
             if obj.key in positions or obj.key in dropped:
                 report.drop(reasons.BAD_RECORD, image.source_file, obj.record, "id", "object id used twice", obj.raw)
@@ -206,6 +224,7 @@ class NativeWriter:
             positions[obj.key] = len(boxes)
             boxes.append([x, y, w, h])
             labels.append(obj.label)
+            keys.append(obj.key)
         relations: list[list[int]] = []
         seen: set[tuple[int, int, int]] = set()
         for relation in image.relations:
@@ -227,7 +246,7 @@ class NativeWriter:
                 continue
             seen.add(triplet)
             relations.append([ends[0], ends[1], relation.predicate + 1])  # rel.json predicates are 1-based
-        return boxes, labels, relations
+        return boxes, labels, keys, relations
 
     def _new_image_id(self) -> int:
         while self._next_image_id in self._image_ids:
@@ -256,23 +275,23 @@ class NativeWriter:
         image_id: int,
         width: int,
         height: int,
-        boxes: list[list[float]],
-        labels: list[int],
+        objects: _Objects,
         relations: list[list[int]],
     ) -> None:
-        # `source_id` is ours: the loaders ignore it, it maps a native image back to the source's id.
+        # `source_id` is ours: the loaders ignore it, it maps a native image or object back to the source's id (the
+        # messages of `egtr data validate` quote it).
         entry = {"id": image_id, "file_name": image.file_name, "width": width, "height": height}
         entry["source_id"] = image.source_id
         first_id = self._next_annotation_id
-        self._next_annotation_id += len(boxes)
+        self._next_annotation_id += len(objects.boxes)
         # One f-string per annotation and no json.dumps per object: this runs 1.2M times for VG150.
         annotations = ",".join(
             f'{{"id": {first_id + index}, "image_id": {image_id}, "category_id": {label + 1}, '
-            f'"bbox": [{x!r}, {y!r}, {w!r}, {h!r}], "area": {w * h!r}, "iscrowd": 0}}'
-            for index, ((x, y, w, h), label) in enumerate(zip(boxes, labels, strict=True))
+            f'"bbox": [{x!r}, {y!r}, {w!r}, {h!r}], "area": {w * h!r}, "iscrowd": 0, "source_id": {_json_id(key)}}}'
+            for index, ((x, y, w, h), label, key) in enumerate(zip(*objects, strict=True))
         )
         fragments = (json.dumps(entry, ensure_ascii=False), annotations, f'"{image_id}": {json.dumps(relations)}')
-        self._parts[split].add(draw, fragments, len(boxes), len(relations))
+        self._parts[split].add(draw, fragments, len(objects.boxes), len(relations))
 
     def _place_file(self, source: Path, file_name: str) -> None:
         target = os.path.join(self._images, file_name)
