@@ -185,11 +185,10 @@ def run_benchmark(
         "scopes": {},
     }
     for scope in scopes:
-        function: Callable[[], object]  # the result is discarded; only the time counts
-        if scope == "model":
-            function = _model_only(predictor, batch)
-        else:
-            function = _end_to_end(predictor, image_path, batch_size)
+        # The result is discarded; only the time counts.
+        function: Callable[[], object] = (
+            _model_only(predictor, batch) if scope == "model" else _end_to_end(predictor, image_path, batch_size)
+        )
         if torch_device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(torch_device)
         times, first_call = time_function(function, torch_device, warmup, runs)

@@ -24,7 +24,7 @@ async def send_error(send: Any, status: int, code: str, message: str) -> None:
     closed (whatever the client still sends is not read)."""
     body = json.dumps({"error": code, "message": message}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers + [(b"connection", b"close")]})
+    await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
 
 
