@@ -248,7 +248,7 @@ def _validate_vg_split(
             if split_relations is not None
             else Counter()
         )
-        _check_vg_objects(report, split_file, image_id, objects[image_id], num_classes, size, uses)
+        _check_vg_objects(report, split_file, image_id, image, objects[image_id], num_classes, uses)
         expected = size if all(_is_index(v) for v in size) else None
         report.check_image(
             root / "images" / image["file_name"], f"{split_file.name}, image {image_id}", expected, decode
@@ -340,12 +340,13 @@ def _check_vg_objects(
     report: _Report,
     split_file: Path,
     image_id: Any,
+    image: dict[str, Any],
     objects: list[tuple[int, dict[str, Any]]],
     num_classes: int,
-    size: tuple[Any, Any],
     uses: Counter,
 ) -> None:
     """Check one image's objects: category in 1..num_classes, bbox [x, y, width, height] inside the image."""
+    size = (image.get("width"), image.get("height"))
     for index, (position, annotation) in enumerate(objects):
         record = f"annotations[{position}] (image {image_id}, object {index})"
         category = annotation.get("category_id")
