@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -330,7 +330,7 @@ def _does_not_fit(
     )
 
 
-def new_class_head(initialization: dict[str, dict[str, Any]]) -> frozenset[str]:
+def new_class_head(initialization: Mapping[str, object]) -> frozenset[str]:
     """Keys of the class head that `initialization.json`'s loads re-initialised (new labels): they start from
     scratch, so the EGTR stage trains them with the relation head's learning rate instead of the detector's."""
     return frozenset(
