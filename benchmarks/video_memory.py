@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ class SimulatedPredictor:
     """The part of `Predictor` that `predict_video` uses, answering frames with the simulated detector."""
 
     batch_size = 4
-    predicate_names = list(PREDICATE_NAMES)
+    predicate_names: ClassVar[list[str]] = list(PREDICATE_NAMES)
 
     def __init__(self, graphs) -> None:
         self._graphs = graphs

@@ -96,9 +96,9 @@ def test_full_tmpfs_gives_disk_full_for_checkpoints_and_models(tmp_path: Path):
         pytest.skip("needs root to mount a small tmpfs")
     try:
         atomic_torch_save({"step": 1}, mount_point / "last.ckpt")
-        with pytest.raises(DiskFullError, match="last.ckpt"):
+        with pytest.raises(DiskFullError, match=r"last\.ckpt"):
             atomic_torch_save({"step": 2, "weights": torch.zeros(1_000_000)}, mount_point / "last.ckpt")
-        with pytest.raises(DiskFullError, match="model.safetensors"):
+        with pytest.raises(DiskFullError, match=r"model\.safetensors"):
             EGTR(EGTRConfig(**TINY)).save_pretrained(mount_point / "model")
         assert torch.load(mount_point / "last.ckpt", weights_only=True) == {"step": 1}
         assert sorted(os.listdir(mount_point)) == ["last.ckpt", "model"]

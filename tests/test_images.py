@@ -78,15 +78,15 @@ def test_truncated_jpeg(tmp_path: Path) -> None:
     photo("chelsea").save(buffer, format="JPEG")
     path = tmp_path / "truncated.jpg"
     path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
-    with pytest.raises(DataError, match="truncated.jpg: corrupt or truncated"):
+    with pytest.raises(DataError, match=r"truncated\.jpg: corrupt or truncated"):
         load_image(path)
 
 
 def test_not_an_image_and_missing(tmp_path: Path) -> None:
     (tmp_path / "text.jpg").write_text("hello")
-    with pytest.raises(DataError, match="text.jpg: not a readable image"):
+    with pytest.raises(DataError, match=r"text\.jpg: not a readable image"):
         load_image(tmp_path / "text.jpg")
-    with pytest.raises(DataError, match="missing.jpg: image file not found"):
+    with pytest.raises(DataError, match=r"missing\.jpg: image file not found"):
         load_image(tmp_path / "missing.jpg")
 
 

@@ -215,9 +215,9 @@ def test_cli_predict_reports_a_malformed_preprocessor_config(model_with_preproce
 def test_unreadable_image_names_the_file(predictor, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 this is not a jpeg")
-    with pytest.raises(DataError, match="broken.jpg"):
+    with pytest.raises(DataError, match=r"broken\.jpg"):
         predictor(broken)
-    with pytest.raises(DataError, match="missing.png"):
+    with pytest.raises(DataError, match=r"missing\.png"):
         predictor(tmp_path / "missing.png")
 
 

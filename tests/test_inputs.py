@@ -88,7 +88,7 @@ def test_predict_reports_a_huge_image_and_keeps_going(reference_dir, tmp_path, c
 def test_the_pixel_limit_can_be_raised_and_lowered(tmp_path):
     path = tmp_path / "small.png"
     Image.new("RGB", (200, 100)).save(path)
-    with pytest.raises(ImageError, match="small.png: 200x100"):
+    with pytest.raises(ImageError, match=r"small\.png: 200x100"):
         load_image(path, max_pixels=10_000)
     assert load_image(path, max_pixels=None).size == (200, 100)
 

@@ -46,10 +46,8 @@ def citations(text: str, is_reference_doc: bool = False) -> list[tuple[int, str]
     """(line, anchor) of every citation in a text; a range "\u00a75.1-5.6" gives both ends."""
     found = []
     for number, line in enumerate(text.splitlines(), start=1):
-        if is_reference_doc:
-            spans = [line]  # the document's own cross-references are bare "\u00a7N"
-        else:
-            spans = [match.group(1) for match in CITATION.finditer(line)]
+        # The document's own cross-references are bare "\u00a7N".
+        spans = [line] if is_reference_doc else [match.group(1) for match in CITATION.finditer(line)]
         for span in spans:
             for start, end in SECTION_NUMBERS.findall(span):
                 found += [(number, f"{SECTION}{start}")] + ([(number, f"{SECTION}{end}")] if end else [])

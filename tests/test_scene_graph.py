@@ -46,7 +46,7 @@ def test_json_round_trip(tmp_path):
 def test_from_json_names_the_problem(tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text('{"objects": []}')
-    with pytest.raises(ValueError, match="broken.json.*image_size"):
+    with pytest.raises(ValueError, match=r"broken\.json.*image_size"):
         SceneGraph.from_json(broken)
     with pytest.raises(ValueError, match="not valid JSON"):
         SceneGraph.from_json("{not json")

@@ -28,6 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+# A JSON object as this package writes and checks it (values are narrowed where they are read).
+JsonObject = dict[str, object]
+
 logger = logging.getLogger(__name__)
 
 TEMPORARY_SUFFIX = ".tmp"

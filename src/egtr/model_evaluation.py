@@ -183,6 +183,10 @@ def evaluate_model(
 ) -> EvaluationReport:
     """Run a model over a dataset split and compute the reference metrics.
 
+    Why this is long: the documented arguments, and the report's metadata (every setting behind the numbers)
+    written out in one dict; the steps themselves are helpers (`_load_model`, `_predict_split`,
+    `evaluate_predictions`).
+
     Args:
         model: an `EGTR`, a `Checkpoint` already read, or a path in any layout `egtr.models.read_checkpoint` knows
             (our directory, the official artifact or its `.ckpt`, an `egtr train` run, pass or Lightning checkpoint);

@@ -21,10 +21,7 @@ def describe_model(model_path: str | Path | None = None, image_path: str | Path 
     `preprocessor_config.json` when it has one, else shorter side 800, longer <= 1333) and one forward pass; the
     summary then lists the output shapes, the time taken and the most confident objects.
     """
-    if model_path:
-        model = EGTR.from_checkpoint(read_checkpoint(model_path))
-    else:
-        model = EGTR(EGTRConfig()).eval()
+    model = EGTR.from_checkpoint(read_checkpoint(model_path)) if model_path else EGTR(EGTRConfig()).eval()
     config = model.config
     total = sum(parameter.numel() for parameter in model.parameters())
     trainable = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)

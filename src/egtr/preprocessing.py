@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TypeGuard
 
 from egtr.errors import CheckpointError, ConfigError
-from egtr.fileio import read_json, write_json
+from egtr.fileio import JsonObject, read_json, write_json
 
 PREPROCESSOR_NAME = "preprocessor_config.json"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -31,7 +31,6 @@ FPS_LONGEST_EDGE = 1000
 # PIL bilinear resize (PIL.Image.BILINEAR == 2), scaling by 1/255, mean/std normalisation.
 _PIL_BILINEAR = 2
 _RESCALE_FACTOR = 1 / 255
-JsonObject = dict[str, object]
 # Builds the error for one field of a preprocessor file: (field, problem) -> error naming the file and the field.
 FieldError = Callable[[str, str], CheckpointError]
 

@@ -62,9 +62,11 @@ def read_records(out: Path) -> list[dict]:
         if shard.name.endswith(".parquet"):
             records.extend(pq.read_table(shard).to_pylist())
         elif shard.name.endswith(".jsonl.gz"):
-            records.extend(json.loads(line) for line in gzip.open(shard, "rt"))
+            with gzip.open(shard, "rt") as lines:
+                records.extend(json.loads(line) for line in lines)
         elif shard.name.endswith(".jsonl"):
-            records.extend(json.loads(line) for line in shard.open())
+            with shard.open() as lines:
+                records.extend(json.loads(line) for line in lines)
     return records
 
 

@@ -30,8 +30,8 @@ def photos(folder: Path) -> list[Path]:
 
 
 def predict(inputs: list[str], out: Path, *options: str) -> int:
-    return main(["predict", *inputs, "--model", str(MODEL), "--out", str(out), "--output-format", "label-studio"]
-                + FAST + list(options))  # fmt: skip
+    command = ["predict", *inputs, "--model", str(MODEL), "--out", str(out), "--output-format", "label-studio"]
+    return main([*command, *FAST, *options])
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def run(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_tasks_propose_each_graph_in_percent_of_the_shown_image(run):
-    folder, out = run
+    _folder, out = run
     tasks = json.loads((out / "tasks.json").read_text())
     references = [task["data"]["image"] for task in tasks]
     # Local files by default: from the parent of the image folder (Label Studio's document root must lie above the

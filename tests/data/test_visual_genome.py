@@ -120,7 +120,7 @@ def test_bad_annotations_raise_clear_errors(tmp_path: Path, mutate, message: str
     mutate(coco, rel)
     (root / "train.json").write_text(json.dumps(coco))
     (root / "rel.json").write_text(json.dumps(rel))
-    with pytest.raises(DataError, match="train.json|rel.json") as error:
+    with pytest.raises(DataError, match=r"train\.json|rel\.json") as error:
         _eval_dataset(root, "train")
     assert message in str(error.value)
 
@@ -134,7 +134,7 @@ def test_malformed_json_names_the_file(vg_root: Path) -> None:
 def test_corrupt_image_error_names_file(vg_root: Path) -> None:
     (vg_root / "images" / "coffee.jpg").write_bytes(b"not an image at all")
     dataset = _eval_dataset(vg_root, "train")
-    with pytest.raises(DataError, match="coffee.jpg"):
+    with pytest.raises(DataError, match=r"coffee\.jpg"):
         dataset[1]
 
 
@@ -147,5 +147,5 @@ def test_worker_error_reaches_the_main_process_with_the_file_name(vg_root: Path)
     (vg_root / "images" / "chelsea.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     dataset = _eval_dataset(vg_root, "train")
     loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=1, collate_fn=collate_fn)
-    with pytest.raises(DataError, match="chelsea.jpg"):
+    with pytest.raises(DataError, match=r"chelsea\.jpg"):
         next(iter(loader))

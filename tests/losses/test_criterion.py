@@ -160,7 +160,7 @@ def test_query_permutation_invariance(reference_criterion, reference_sizes, refe
     for training in (False, True):
         original = criterion(reference_outputs, reference_targets, training=training)
         permuted = criterion(shuffled, reference_targets, training=training)
-        for name in EVAL_TERMS + ("loss",):
+        for name in (*EVAL_TERMS, "loss"):
             assert permuted[name].item() == pytest.approx(original[name].item(), rel=1e-5), (training, name)
 
 

@@ -120,7 +120,7 @@ def test_duplicate_ground_truth_triplets_count_once():
 
 
 def test_one_prediction_matches_several_identical_ground_truth_objects():
-    truth = _truth(BOXES + [[0, 0, 9, 9]], [1, 2, 1], [[0, 1, 0], [2, 1, 0]])
+    truth = _truth([*BOXES, [0, 0, 9, 9]], [1, 2, 1], [[0, 1, 0], [2, 1, 0]])
     assert _recall([_prediction(BOXES, [1, 2], [[0, 1, 0]])], [truth]).recall[1] == 1.0
 
 

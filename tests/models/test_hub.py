@@ -140,7 +140,7 @@ def test_downloads_ask_only_for_egtrs_files(monkeypatch: pytest.MonkeyPatch):
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
-    with pytest.raises(HubError, match="^egtr-test/x: no such model on the Hugging Face Hub"):
+    with pytest.raises(HubError, match=r"^egtr-test/x: no such model on the Hugging Face Hub"):
         resolve_model_path("egtr-test/x@abc")
     assert calls == [("egtr-test/x", {"revision": "abc", "allow_patterns": HUB_FILES, "local_files_only": False})]
 

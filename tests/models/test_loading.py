@@ -120,7 +120,7 @@ def test_config_json_given_as_the_model_says_to_pass_the_folder(training_run):
 
 
 def test_a_folder_without_a_model_says_what_was_expected(tmp_path):
-    with pytest.raises(CheckpointError, match="not a model directory: no config.json"):
+    with pytest.raises(CheckpointError, match=r"not a model directory: no config\.json"):
         read_checkpoint(tmp_path)
 
 

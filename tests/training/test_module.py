@@ -72,7 +72,7 @@ def test_non_finite_loss_stops_training_without_saving(synthetic_root: Path, tmp
         return losses
 
     monkeypatch.setattr(EGTRLightningModule, "_losses", poisoned)
-    with pytest.raises(NonFiniteLossError, match="non-finite training loss .* global step 3"):
+    with pytest.raises(NonFiniteLossError, match=r"non-finite training loss .* global step 3"):
         run_training(config)
     checkpoints = tmp_path / "run" / "main" / "checkpoints"
     last = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)

@@ -57,6 +57,10 @@ def label_studio_export(world: Path, path: Path) -> list[str]:
 
 
 def test_label_studio_import_validate_finetune_evaluate_predict(tmp_path: Path, capsys) -> None:
+    """Own data from a Label Studio export through the command line: import, validate, fine-tune, evaluate, predict.
+
+    Why this is long: one end-to-end scenario, each command reading what the one before wrote.
+    """
     world = generate_synthetic_dataset(tmp_path / "world", 10, 2, 2, IMAGE_SIZE, seed=5)
     class_names = label_studio_export(world, tmp_path / "export.json")
     dataset = tmp_path / "dataset"

@@ -9,8 +9,8 @@ import pytest
 pytest.importorskip("av")
 pytest.importorskip("trackers")
 
-from egtr.inference.scene_graph import SceneGraph  # noqa: E402
-from egtr.video.synthetic_clip import ClipTruth, make_moving_clip, simulated_detections  # noqa: E402
+from egtr.inference.scene_graph import SceneGraph
+from egtr.video.synthetic_clip import ClipTruth, make_moving_clip, simulated_detections
 
 
 def write_truncated_faststart_mp4(path: Path, frames: int = 60, keep: float = 1 / 3) -> Path:

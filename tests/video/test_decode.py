@@ -81,7 +81,7 @@ def test_unsupported_codec(tmp_path):
     assert data.count(b"V_MPEG4/ISO/AVC") == 1
     bad = tmp_path / "unknown_codec.mkv"
     bad.write_bytes(data.replace(b"V_MPEG4/ISO/AVC", b"V_QQQQQ/ISO/XYZ"))  # a codec FFmpeg does not know
-    with pytest.raises(VideoError, match="unknown_codec.mkv: unsupported video codec"):
+    with pytest.raises(VideoError, match=r"unknown_codec\.mkv: unsupported video codec"):
         list(iter_frames(bad))
 
 

@@ -18,10 +18,13 @@ Columns: `key`, `image_path`, `subject`, `predicate`, `object` (names), `score` 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from egtr.bulk.sources import BulkInputError
 from egtr.bulk.writers import OUTPUT_FORMATS, SHARDS_DIR, record_schema
+
+if TYPE_CHECKING:
+    from duckdb import DuckDBPyConnection
 
 # The view over any relation source `{records}` (a table function reading the shards). DuckDB lists count from 1.
 TRIPLETS_SQL = """
@@ -59,7 +62,7 @@ def shard_reader(folder: str | Path) -> str:
     raise BulkInputError(f"{folder}: no shards in {shards} (not an egtr bulk output folder, or nothing predicted yet)")
 
 
-def triplets_view(con: Any, folder: str | Path, name: str = "triplets") -> None:
+def triplets_view(con: DuckDBPyConnection, folder: str | Path, name: str = "triplets") -> None:
     """Create (or replace) the view `name` in the DuckDB connection `con`: one row per relation of every record of
     the bulk output `folder` (the columns are in the module docstring). BulkInputError if it holds no shards."""
     con.execute(f"CREATE OR REPLACE VIEW {_identifier(name)} AS {TRIPLETS_SQL.format(records=shard_reader(folder))}")

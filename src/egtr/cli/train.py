@@ -150,7 +150,7 @@ def surviving_checkpoint(run_dir: Path) -> str:
     try:
         payload = torch.load(newest, map_location="cpu", weights_only=True)
         where = f" (epoch {payload['epoch']}, step {payload['global_step']})"
-    except Exception:  # noqa: BLE001  (the phrase is a hint; an unreadable file is still named)
+    except Exception:  # the phrase is a hint; an unreadable file is still named
         where = ""
     return f"the last complete checkpoint is {newest}{where}"
 

@@ -74,10 +74,7 @@ def parse_oi_split(
         if train_filters and num_queries is not None and len(boxes) > num_queries:
             num_too_many += 1
             continue
-        if box_plus_one:
-            widths_heights = boxes[:, 2:] - boxes[:, :2] + 1
-        else:
-            widths_heights = boxes[:, 2:] - boxes[:, :2]
+        widths_heights = boxes[:, 2:] - boxes[:, :2] + (1 if box_plus_one else 0)
         relations = np.asarray(record["rel"], dtype=np.int64).reshape(-1, 3)
         if train_filters and filter_duplicate_rels:
             relations = _unique_rows_in_order(relations)

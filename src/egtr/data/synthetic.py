@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1
 SHAPES = ("circle", "square", "triangle", "diamond", "cross", "ring")
-CLASS_NAMES = SHAPES + ("frame", "shelf")
+CLASS_NAMES = (*SHAPES, "frame", "shelf")
 CLASS_COLOURS = {
     "circle": (214, 39, 40),
     "square": (44, 160, 44),

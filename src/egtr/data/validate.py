@@ -13,7 +13,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -189,119 +189,184 @@ def _check_relations(
     return uses
 
 
+@dataclass
+class _VgAcrossSplits:
+    """What the Visual Genome checks carry from one split to the next."""
+
+    split_of_image: dict[Any, str] = field(default_factory=dict)
+    split_of_file: dict[Any, str] = field(default_factory=dict)
+    categories: Any = None  # the first split's categories; the other splits must have the same
+
+
 def _validate_vg(root: Path, report: _Report, splits: Iterable[str], decode: bool) -> None:
     rel_file = root / "rel.json"
     rel = report.load_json(rel_file)
-    num_predicates = 0
-    if rel is not None:
-        names = rel.get("rel_categories") if isinstance(rel, dict) else None
-        if not isinstance(names, list) or len(names) < 2:
-            report.error(rel_file, "", "rel_categories", "must list '__background__' followed by the predicate names")
-        else:
-            num_predicates = len(names) - 1
-    split_of_image: dict[Any, str] = {}
-    split_of_file: dict[Any, str] = {}
-    reference_categories = None
+    num_predicates = _vg_num_predicates(report, rel_file, rel)
+    across = _VgAcrossSplits()
     for split in splits:
-        split_file = root / f"{split}.json"
-        coco = report.load_json(split_file)
-        if coco is None:
+        _validate_vg_split(root, report, split, rel_file, rel, num_predicates, across, decode)
+
+
+def _vg_num_predicates(report: _Report, rel_file: Path, rel: Any) -> int:
+    """The number of predicates that rel.json names (0 when it is unreadable or names none)."""
+    if rel is None:
+        return 0
+    names = rel.get("rel_categories") if isinstance(rel, dict) else None
+    if not isinstance(names, list) or len(names) < 2:
+        report.error(rel_file, "", "rel_categories", "must list '__background__' followed by the predicate names")
+        return 0
+    return len(names) - 1
+
+
+def _validate_vg_split(
+    root: Path,
+    report: _Report,
+    split: str,
+    rel_file: Path,
+    rel: Any,
+    num_predicates: int,
+    across: _VgAcrossSplits,
+    decode: bool,
+) -> None:
+    split_file = root / f"{split}.json"
+    coco = report.load_json(split_file)
+    if coco is None:
+        return
+    if not isinstance(coco, dict) or not all(
+        isinstance(coco.get(k), list) for k in ("images", "annotations", "categories")
+    ):
+        report.error(split_file, "", "", "needs the lists 'images', 'annotations' and 'categories'")
+        return
+    num_classes = _check_vg_categories(report, split_file, coco["categories"], across)
+    images = _vg_images(report, split_file, split, coco["images"], across)
+    objects = _vg_objects(report, split_file, coco["annotations"], images)
+    split_relations = _vg_split_relations(report, rel_file, rel, split, images)
+    for image_id, image in images.items():
+        size = (image.get("width"), image.get("height"))
+        relations = (split_relations or {}).get(str(image_id), [])
+        uses = (
+            _check_relations(
+                report,
+                rel_file,
+                f"{split}[{str(image_id)!r}]",
+                relations,
+                len(objects[image_id]),
+                1,
+                num_predicates,
+            )
+            if split_relations is not None
+            else Counter()
+        )
+        _check_vg_objects(report, split_file, image_id, image, objects[image_id], num_classes, uses)
+        expected = size if all(_is_index(v) for v in size) else None
+        report.check_image(
+            root / "images" / image["file_name"], f"{split_file.name}, image {image_id}", expected, decode
+        )
+
+
+def _check_vg_categories(report: _Report, split_file: Path, categories: list[Any], across: _VgAcrossSplits) -> int:
+    """Check a split's categories (ids 1..n, the same in every split); returns the number of classes."""
+    category_ids = [c.get("id") if isinstance(c, dict) else None for c in categories]
+    for position, count in Counter(category_ids).items():
+        if count > 1:
+            report.error(split_file, f"category id {position}", "id", "duplicate category id")
+    if sorted(i for i in category_ids if _is_index(i)) != list(range(1, len(category_ids) + 1)):
+        report.error(split_file, "", "categories", f"category ids must be 1..{len(category_ids)}")
+    if across.categories is None:
+        across.categories = categories
+    elif categories != across.categories:
+        report.error(split_file, "", "categories", "differ from the categories of the first split")
+    return len(category_ids)
+
+
+def _vg_images(
+    report: _Report, split_file: Path, split: str, records: list[Any], across: _VgAcrossSplits
+) -> dict[Any, dict[str, Any]]:
+    """The split's well-formed image records by id; reports malformed ones, duplicates and images in two splits."""
+    if not records:
+        report.error(split_file, "", "images", "the images list is empty")
+    images: dict[Any, dict[str, Any]] = {}
+    for position, image in enumerate(records):
+        record = f"images[{position}]"
+        if not isinstance(image, dict) or not _is_index(image.get("id")) or not isinstance(image.get("file_name"), str):
+            report.error(split_file, record, "id/file_name", "image record needs an integer id and a file_name")
             continue
-        if not isinstance(coco, dict) or not all(
-            isinstance(coco.get(k), list) for k in ("images", "annotations", "categories")
-        ):
-            report.error(split_file, "", "", "needs the lists 'images', 'annotations' and 'categories'")
+        record = f"image {image['id']}"
+        if image["id"] in images:
+            report.error(split_file, record, "id", "duplicate image id")
             continue
-        category_ids = [c.get("id") if isinstance(c, dict) else None for c in coco["categories"]]
-        for position, count in Counter(category_ids).items():
-            if count > 1:
-                report.error(split_file, f"category id {position}", "id", "duplicate category id")
-        if sorted(i for i in category_ids if _is_index(i)) != list(range(1, len(category_ids) + 1)):
-            report.error(split_file, "", "categories", f"category ids must be 1..{len(category_ids)}")
-        if reference_categories is None:
-            reference_categories = coco["categories"]
-        elif coco["categories"] != reference_categories:
-            report.error(split_file, "", "categories", "differ from the categories of the first split")
-        num_classes = len(category_ids)
-        if not coco["images"]:
-            report.error(split_file, "", "images", "the images list is empty")
-        images: dict[Any, dict[str, Any]] = {}
-        for position, image in enumerate(coco["images"]):
-            record = f"images[{position}]"
-            if (
-                not isinstance(image, dict)
-                or not _is_index(image.get("id"))
-                or not isinstance(image.get("file_name"), str)
-            ):
-                report.error(split_file, record, "id/file_name", "image record needs an integer id and a file_name")
-                continue
-            record = f"image {image['id']}"
-            if image["id"] in images:
-                report.error(split_file, record, "id", "duplicate image id")
-                continue
-            images[image["id"]] = image
-            for key, other in ((image["id"], split_of_image), (image["file_name"], split_of_file)):
-                if key in other and other[key] != split:
-                    report.error(
-                        split_file,
-                        record,
-                        "id" if other is split_of_image else "file_name",
-                        f"{key!r} is also in split {other[key]!r}",
-                    )
-                other.setdefault(key, split)
-        objects: dict[Any, list[tuple[int, dict[str, Any]]]] = {image_id: [] for image_id in images}
-        first_with_id: dict[Any, int] = {}  # annotation id -> position of its first occurrence
-        for position, annotation in enumerate(coco["annotations"]):
-            record = f"annotations[{position}]"
-            if not isinstance(annotation, dict):
-                report.error(split_file, record, "", "annotation is not an object")
-                continue
-            first = first_with_id.setdefault(annotation.get("id"), position)
-            if first != position:  # both occurrences named: the second alone left the first to be searched for
-                message = f"duplicate annotation id {annotation.get('id')} (also annotations[{first}])"
-                report.error(split_file, record, "id", message)
-            if annotation.get("image_id") not in images:
-                report.error(split_file, record, "image_id", f"unknown image id {annotation.get('image_id')!r}")
-                continue
-            objects[annotation["image_id"]].append((position, annotation))
-        split_relations = rel.get(split) if isinstance(rel, dict) else None
-        if rel is not None and not isinstance(split_relations, dict):
-            report.error(rel_file, "", split, "missing the relations of this split")
-            split_relations = None
-        for key in split_relations or {}:
-            if not key.lstrip("-").isdigit() or int(key) not in images:
-                report.error(rel_file, f"{split}[{key!r}]", split, "relations for an image id that is not in the split")
-        for image_id, image in images.items():
-            size = (image.get("width"), image.get("height"))
-            relations = (split_relations or {}).get(str(image_id), [])
-            uses = (
-                _check_relations(
-                    report,
-                    rel_file,
-                    f"{split}[{str(image_id)!r}]",
-                    relations,
-                    len(objects[image_id]),
-                    1,
-                    num_predicates,
+        images[image["id"]] = image
+        for key, other in ((image["id"], across.split_of_image), (image["file_name"], across.split_of_file)):
+            if key in other and other[key] != split:
+                report.error(
+                    split_file,
+                    record,
+                    "id" if other is across.split_of_image else "file_name",
+                    f"{key!r} is also in split {other[key]!r}",
                 )
-                if split_relations is not None
-                else Counter()
-            )
-            for index, (position, annotation) in enumerate(objects[image_id]):
-                record = f"annotations[{position}] (image {image_id}, object {index}{_source_ids(image, annotation)})"
-                category = annotation.get("category_id")
-                if not _is_index(category) or not 1 <= category <= num_classes:
-                    report.error(split_file, record, "category_id", f"{category!r} outside 1..{num_classes}")
-                bbox = annotation.get("bbox")
-                if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
-                    report.error(split_file, record, "bbox", f"{bbox!r} is not [x, y, width, height] numbers")
-                    continue
-                x, y, width, height = bbox
-                _check_box_xyxy(report, split_file, record, (x, y, x + width, y + height), size, uses[index], bbox)
-            expected = size if all(_is_index(v) for v in size) else None
-            report.check_image(
-                root / "images" / image["file_name"], f"{split_file.name}, image {image_id}", expected, decode
-            )
+            other.setdefault(key, split)
+    return images
+
+
+def _vg_objects(
+    report: _Report, split_file: Path, annotations: list[Any], images: dict[Any, dict[str, Any]]
+) -> dict[Any, list[tuple[int, dict[str, Any]]]]:
+    """Each image's annotations with their positions in the file; reports malformed ones, duplicate ids and
+    annotations of unknown images."""
+    objects: dict[Any, list[tuple[int, dict[str, Any]]]] = {image_id: [] for image_id in images}
+    first_with_id: dict[Any, int] = {}  # annotation id -> position of its first occurrence
+    for position, annotation in enumerate(annotations):
+        record = f"annotations[{position}]"
+        if not isinstance(annotation, dict):
+            report.error(split_file, record, "", "annotation is not an object")
+            continue
+        first = first_with_id.setdefault(annotation.get("id"), position)
+        if first != position:  # both occurrences named: the second alone left the first to be searched for
+            message = f"duplicate annotation id {annotation.get('id')} (also annotations[{first}])"
+            report.error(split_file, record, "id", message)
+        if annotation.get("image_id") not in images:
+            report.error(split_file, record, "image_id", f"unknown image id {annotation.get('image_id')!r}")
+            continue
+        objects[annotation["image_id"]].append((position, annotation))
+    return objects
+
+
+def _vg_split_relations(
+    report: _Report, rel_file: Path, rel: Any, split: str, images: dict[Any, dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The split's relations by image id string from rel.json; None when rel.json is unreadable or lacks the split."""
+    split_relations = rel.get(split) if isinstance(rel, dict) else None
+    if rel is not None and not isinstance(split_relations, dict):
+        report.error(rel_file, "", split, "missing the relations of this split")
+        split_relations = None
+    for key in split_relations or {}:
+        if not key.lstrip("-").isdigit() or int(key) not in images:
+            report.error(rel_file, f"{split}[{key!r}]", split, "relations for an image id that is not in the split")
+    return split_relations
+
+
+def _check_vg_objects(
+    report: _Report,
+    split_file: Path,
+    image_id: Any,
+    image: dict[str, Any],
+    objects: list[tuple[int, dict[str, Any]]],
+    num_classes: int,
+    uses: Counter,
+) -> None:
+    """Check one image's objects: category in 1..num_classes, bbox [x, y, width, height] inside the image."""
+    size = (image.get("width"), image.get("height"))
+    for index, (position, annotation) in enumerate(objects):
+        record = f"annotations[{position}] (image {image_id}, object {index}{_source_ids(image, annotation)})"
+        category = annotation.get("category_id")
+        if not _is_index(category) or not 1 <= category <= num_classes:
+            report.error(split_file, record, "category_id", f"{category!r} outside 1..{num_classes}")
+        bbox = annotation.get("bbox")
+        if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+            report.error(split_file, record, "bbox", f"{bbox!r} is not [x, y, width, height] numbers")
+            continue
+        x, y, width, height = bbox
+        _check_box_xyxy(report, split_file, record, (x, y, x + width, y + height), size, uses[index], bbox)
 
 
 def _validate_oi(root: Path, report: _Report, splits: Iterable[str], decode: bool) -> None:

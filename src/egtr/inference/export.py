@@ -18,6 +18,7 @@ The graph:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -282,10 +283,8 @@ def _convert_to_openvino(folder: Path) -> None:
 def _manifest(format: str, opset: int, config: EGTRConfig, source: dict[str, str], seconds: float) -> dict[str, Any]:
     versions = {"egtr": __version__, "torch": torch.__version__}
     for name in ("onnx", "onnxscript", "onnxruntime", "openvino"):
-        try:
+        with contextlib.suppress(ImportError):
             versions[name] = __import__(name).__version__
-        except ImportError:
-            pass
     return {
         "format": format,
         "opset": opset,

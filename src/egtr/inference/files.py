@@ -79,6 +79,9 @@ def predict_files(
 ) -> FilesReport:
     """Predict every image file, writing `<out_dir>/<name>.json` and `<out_dir>/<name>.<format>` drawings.
 
+    Why this is long: the documented arguments; the code (about 65 lines) is one loop that decodes ahead, predicts,
+    writes and reports each image.
+
     Images that cannot be read are logged and recorded in the report; the others are still processed. Output
     names are the image stems, made unique with the parent folder name (and a counter) where two images share one.
 

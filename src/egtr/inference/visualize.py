@@ -309,8 +309,22 @@ def _draw_graph_panel(
     for node, (x, y) in zip(nodes, positions):
         node.set_position((x, y))
     placed = [_display_extent(node, renderer) for node in nodes]  # edge labels must avoid these
+    _draw_edges(axes, renderer, relations, positions, half_sizes_array, colours, placed, font_size, show_scores)
 
-    # Edges: one arc per relation; several edges between the same two nodes get different curvatures.
+
+def _draw_edges(
+    axes: Axes,
+    renderer: RendererBase,
+    relations: list[SceneRelation],
+    positions: np.ndarray,
+    half_sizes: np.ndarray,
+    colours: list[Colour],
+    placed: list[np.ndarray],
+    font_size: float,
+    show_scores: bool,
+) -> None:
+    """One arc per relation with its predicate label; several edges between the same two nodes get different
+    curvatures. `placed` (display extents of the node labels) grows by each edge label."""
     edge_counts: dict[tuple[int, int], int] = {}
     edge_font = max(font_size - 1.5, 5.5)
     for relation in relations:
@@ -323,8 +337,8 @@ def _draw_graph_panel(
         curvature = 0.12 + 0.25 * repeat
         if relation.subject == relation.object:
             continue  # self-relations are excluded by the post-processing; nothing sensible to draw
-        start_point = _clip_to_box(end, start, half_sizes_array[relation.subject])
-        end_point = _clip_to_box(start, end, half_sizes_array[relation.object])
+        start_point = _clip_to_box(end, start, half_sizes[relation.subject])
+        end_point = _clip_to_box(start, end, half_sizes[relation.object])
         colour = colours[relation.subject]
         _arrow(axes, start_point, end_point, curvature, colour)
         label = f"{relation.predicate_name} {relation.score:.2f}" if show_scores else relation.predicate_name
@@ -346,18 +360,29 @@ def _draw_graph_panel(
                 "alpha": 0.85,
             },
         )
-        # Slide the label along its own arc to the first spot that hides no node and no other edge label.
-        # If every spot is taken, use the one with the least overlap.
-        least_overlap, best_fraction = math.inf, 0.5
-        for fraction in (0.5, 0.4, 0.6, 0.3, 0.7, 0.22, 0.78):
-            text.set_position(tuple(_arc_point(start_point, end_point, curvature, fraction)))
-            overlap = _overlap_area(_display_extent(text, renderer), placed)
-            if overlap < least_overlap:
-                least_overlap, best_fraction = overlap, fraction
-            if overlap == 0:
-                break
-        text.set_position(tuple(_arc_point(start_point, end_point, curvature, best_fraction)))
+        _place_edge_label(text, start_point, end_point, curvature, renderer, placed)
         placed.append(_display_extent(text, renderer))
+
+
+def _place_edge_label(
+    text: Text,
+    start_point: np.ndarray,
+    end_point: np.ndarray,
+    curvature: float,
+    renderer: RendererBase,
+    placed: list[np.ndarray],
+) -> None:
+    """Slide the label along its own arc to the first spot that hides no node and no other edge label (`placed`);
+    if every spot is taken, use the one with the least overlap."""
+    least_overlap, best_fraction = math.inf, 0.5
+    for fraction in (0.5, 0.4, 0.6, 0.3, 0.7, 0.22, 0.78):
+        text.set_position(tuple(_arc_point(start_point, end_point, curvature, fraction)))
+        overlap = _overlap_area(_display_extent(text, renderer), placed)
+        if overlap < least_overlap:
+            least_overlap, best_fraction = overlap, fraction
+        if overlap == 0:
+            break
+    text.set_position(tuple(_arc_point(start_point, end_point, curvature, best_fraction)))
 
 
 def _layout(scene_graph: SceneGraph, relations: list[SceneRelation], half_sizes: np.ndarray) -> np.ndarray:

@@ -146,7 +146,7 @@ class EGTRCriterion(nn.Module):
         # Built on the CPU, where the assignment lives, and copied to the device in one int64 buffer right after
         # the matcher's device-to-host copy (the one synchronisation point), so the copy waits on no queued work.
         matched = torch.zeros(batch_size, num_queries, dtype=torch.int64)
-        target_to_query = torch.full((batch_size, max(target_counts + [1])), -1, dtype=torch.int64)
+        target_to_query = torch.full((batch_size, max([*target_counts, 1])), -1, dtype=torch.int64)
         pair_rows, offset = [], 0
         for image_index, (query_indices, target_indices) in enumerate(indices):
             matched[image_index, query_indices] = 1

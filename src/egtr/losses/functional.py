@@ -143,10 +143,7 @@ def sample_relation_entries(
             selected |= candidates
             continue
         keep = num_positives * ratio  # (B,) 0 when the image has no positive or the ratio is 0
-        if largest:
-            sampling_scores = scores
-        else:
-            # Top-k of i.i.d. uniform keys is a uniformly random k-subset.
-            sampling_scores = torch.rand(scores.shape, device=scores.device, generator=generator)
+        # Top-k of i.i.d. uniform keys is a uniformly random k-subset.
+        sampling_scores = scores if largest else torch.rand(scores.shape, device=scores.device, generator=generator)
         selected |= top_k_mask(sampling_scores, candidates, keep)
     return selected.reshape(relation_targets.shape)

@@ -157,8 +157,7 @@ def paired_iou_inclusive(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray
     overlapping = (intersection_width > 0) & (intersection_height > 0)
     union = area_a + area_b - intersection
     with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(overlapping, intersection / np.where(overlapping, union, 1.0), 0.0)
-    return iou
+        return np.where(overlapping, intersection / np.where(overlapping, union, 1.0), 0.0)
 
 
 def pairwise_iou_inclusive(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:

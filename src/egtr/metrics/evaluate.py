@@ -113,6 +113,8 @@ def evaluate_predictions(
 ) -> EvaluationReport:
     """Run every metric that applies to `predictions` (see the module docstring).
 
+    Why this is long: the documented arguments; the code (about 60 lines) runs each metric in turn.
+
     Args:
         predictions: loaded or collected predictions.
         ground_truths: one per image, same order.

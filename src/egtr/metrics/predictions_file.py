@@ -31,7 +31,7 @@ Evaluation of a saved file is deterministic: the same file and ground truth give
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,7 @@ class PredictionsWriter:
         >>> writer.save("predictions.npz")
     """
 
-    def __init__(self, metadata: dict[str, Any] | None = None) -> None:
+    def __init__(self, metadata: Mapping[str, object] | None = None) -> None:
         self.metadata = dict(metadata or {})
         self._image_ids: list[int] = []
         self._image_sizes: list[np.ndarray] = []

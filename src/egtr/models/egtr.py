@@ -41,7 +41,7 @@ class MLP(nn.Module):
     def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int):
         super().__init__()
         dims = [input_dim] + [hidden_dim] * (num_layers - 1)
-        self.layers = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in zip(dims, dims[1:] + [output_dim]))
+        self.layers = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in zip(dims, [*dims[1:], output_dim]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for index, layer in enumerate(self.layers):

@@ -52,7 +52,7 @@ def resolve_model_path(model: str | Path, revision: str | None = None) -> Path:
     """
     text = str(model)
     forced = text.startswith(HUB_SCHEME)
-    if not forced and (os.path.lexists(text) or revision is None and parse_model_name(text) is None):
+    if not forced and (os.path.lexists(text) or (revision is None and parse_model_name(text) is None)):
         return Path(model)
     name = parse_model_name(text)
     if name is None:

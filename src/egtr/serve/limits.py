@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
+# The ASGI types, spelled as starlette.types spells them (this module does not need starlette).
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class BodyTooLarge(Exception):
@@ -19,12 +24,12 @@ class BodyTimeout(Exception):
     """Raised from `receive` once a request body has not arrived in full in time; the app answers 408."""
 
 
-async def send_error(send: Any, status: int, code: str, message: str) -> None:
+async def send_error(send: Send, status: int, code: str, message: str) -> None:
     """Answer from a middleware, before the application: the JSON error of every endpoint, and the connection is
     closed (whatever the client still sends is not read)."""
     body = json.dumps({"error": code, "message": message}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers + [(b"connection", b"close")]})
+    await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -36,12 +41,12 @@ class BodyLimits:
     trickles a byte now and then) would otherwise hold a connection and a request slot for as long as it likes.
     Only the body is timed; once it is complete, `receive` waits freely (for the client's disconnect)."""
 
-    def __init__(self, app: Any, max_bytes: int, timeout_s: float) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

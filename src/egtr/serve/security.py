@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
-from egtr.serve.limits import Scope, send_error
+from egtr.serve.limits import ASGIApp, Message, Receive, Scope, Send, send_error
 from egtr.serve.settings import is_loopback
 
 # The page uses only its own files, blob: URLs of the chosen image and a data: favicon; no inline code or style.
@@ -125,12 +124,12 @@ class BrowserGuard:
     `host_not_allowed`) and requests sent by pages of other origins than this server's own and `cors_origins`
     (403 `cross_origin`)."""
 
-    def __init__(self, app: Any, hosts: AllowedHosts, cors_origins: tuple[str, ...]) -> None:
+    def __init__(self, app: ASGIApp, hosts: AllowedHosts, cors_origins: tuple[str, ...]) -> None:
         self.app = app
         self.hosts = hosts
         self.cors_origins = frozenset(cors_origins)
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -153,16 +152,16 @@ class BrowserGuard:
 class SecurityHeaders:
     """Add `SECURITY_HEADERS` to every answer (those an answer sets itself are kept)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.headers = [(name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
-        async def send_with_headers(message: dict[str, Any]) -> None:
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 present = {name.lower() for name, _ in message.get("headers", [])}
                 extra = [(name, value) for name, value in self.headers if name not in present]

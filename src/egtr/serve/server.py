@@ -11,10 +11,10 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from egtr.errors import ConfigError
 from egtr.inference import Predictor
+from egtr.serve.limits import ASGIApp
 from egtr.serve.security import bound_name
 from egtr.serve.settings import ServeSettings, is_loopback
 
@@ -102,7 +102,7 @@ def serve(
 
 
 @contextlib.contextmanager
-def running_server(app: Any, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 60.0) -> Iterator[str]:
+def running_server(app: ASGIApp, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 60.0) -> Iterator[str]:
     """Run `app` with uvicorn in a background thread; yields its base URL ("http://127.0.0.1:PORT") once it
     accepts connections (port 0: a free port), and stops it on exit.
 

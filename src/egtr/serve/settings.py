@@ -5,11 +5,11 @@ from __future__ import annotations
 import ipaddress
 import platform
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit
 
 import torch
 
+from egtr.fileio import JsonObject
 from egtr.inference import Predictor, TorchRuntime
 from egtr.models.checkpoint import state_dict_sha256
 from egtr.serve.images import DEFAULT_MAX_PIXELS
@@ -94,7 +94,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def model_info(predictor: Predictor, settings: ServeSettings) -> dict[str, Any]:
+def model_info(predictor: Predictor, settings: ServeSettings) -> JsonObject:
     """The body of GET /v1/model: names, configuration summary, preprocessing, weights hash, versions, limits."""
     config = predictor.config
     source = predictor.source or {}

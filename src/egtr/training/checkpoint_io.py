@@ -25,7 +25,7 @@ from egtr.fileio import atomic_write, write_bytes_stream
 logger = logging.getLogger(__name__)
 
 
-def atomic_torch_save(payload: Any, path: str | Path) -> None:
+def atomic_torch_save(payload: object, path: str | Path) -> None:
     """`torch.save(payload, path)` through `egtr.fileio.atomic_write`; a full disk raises `DiskFullError`."""
     atomic_write(path, lambda temporary: write_bytes_stream(temporary, lambda stream: torch.save(payload, stream)))
 

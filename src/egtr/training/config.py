@@ -206,7 +206,7 @@ class TrainConfig:
             target = values
             for parent in parents:
                 if not isinstance(target.get(parent), dict):
-                    raise ValueError(f"override {override!r}: {parent!r} is not a nested config")  # noqa: TRY004
+                    raise ValueError(f"override {override!r}: {parent!r} is not a nested config")
                 target = target[parent]
             if leaf not in target:
                 raise ValueError(f"override {override!r}: unknown setting {key!r}")

@@ -130,19 +130,7 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
 def _run_training_locked(config: TrainConfig, resume: bool, run_dir: Path) -> TrainResult:
     is_rank_zero = getattr(rank_zero_only, "rank", 0) == 0
     writes = is_rank_zero and not config.fast_dev_run  # one process writes; a smoke test writes nothing
-    if not resume and (run_dir / "main" / "checkpoints" / LAST_CHECKPOINT).exists():
-        raise FileExistsError(
-            f"{run_dir} already holds a training run; pass resume=True (--resume) to continue it, or choose "
-            "another output directory"
-        )
-    if config.check_data:
-        check_dataset_before_training(config.data)  # before anything is written: errors stop with the full report
-    if writes:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if resume and (run_dir / CONFIG_NAME).is_file():
-            for change in config_changes(TrainConfig.load(run_dir / CONFIG_NAME).to_dict(), config.to_dict()):
-                logger.info("resume: setting changed from the saved config.json: %s", change)
-        config.save(run_dir / CONFIG_NAME)
+    _start_run(config, resume, run_dir, writes)
     # Before the model is built: its initial weights are drawn from the seed (the same seed gives the same run).
     pl.seed_everything(config.seed, workers=True)
     datamodule = SceneGraphDataModule(
@@ -196,6 +184,24 @@ def _run_training_locked(config: TrainConfig, resume: bool, run_dir: Path) -> Tr
         if config.stage == "egtr" and config.evaluate_split:
             _evaluate(config, model, run_dir)
     return TrainResult(run_dir=run_dir, model_dir=model_dir, passes=results)
+
+
+def _start_run(config: TrainConfig, resume: bool, run_dir: Path, writes: bool) -> None:
+    """Before the data module and the model: refuse to train over a run unless resuming, check the data, and (the
+    writing process) create the run directory and save the config, logging what a resume changed."""
+    if not resume and (run_dir / "main" / "checkpoints" / LAST_CHECKPOINT).exists():
+        raise FileExistsError(
+            f"{run_dir} already holds a training run; pass resume=True (--resume) to continue it, or choose "
+            "another output directory"
+        )
+    if config.check_data:
+        check_dataset_before_training(config.data)  # before anything is written: errors stop with the full report
+    if writes:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if resume and (run_dir / CONFIG_NAME).is_file():
+            for change in config_changes(TrainConfig.load(run_dir / CONFIG_NAME).to_dict(), config.to_dict()):
+                logger.info("resume: setting changed from the saved config.json: %s", change)
+        config.save(run_dir / CONFIG_NAME)
 
 
 def export_model(model: EGTR, model_dir: Path, data: DataConfig) -> None:

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -234,10 +234,41 @@ def load_initial_weights(
     weights, state_dict, source_config = _read_source(Path(path))
     report = InitializationReport(source=str(weights), scope=scope, policy=reinitialize)
     own = model.state_dict()
-    aliases = _aliases(model)
     label_kinds = label_dependent_keys(model)
     changes = _label_changes(model, state_dict, source_config, label_kinds) if reinitialize in ("labels", "any") else {}
     refused: list[str] = []
+    fitting = _place_model_tensors(
+        own, state_dict, _aliases(model), label_kinds, changes, scope, reinitialize, report, refused
+    )
+    _place_file_tensors(own, state_dict, scope, reinitialize, report, refused)
+    if refused:
+        raise _does_not_fit(weights, state_dict, reinitialize, refused)
+    if not any(key.startswith("model.encoder.") for key in report.kept):
+        raise CheckpointError(
+            f"{weights}: no Deformable DETR encoder weights fit this model; it looks like "
+            f"{describe_state_dict(state_dict)}"
+        )
+    model.load_state_dict(fitting, strict=False)
+    logger.info("initial weights from %s: %s", weights, report.summary())
+    for reason, keys in report.reinitialized_by_reason().items():
+        logger.info("re-initialised (%s): %d tensors, e.g. %s", reason, len(keys), keys[0])
+    return report
+
+
+def _place_model_tensors(
+    own: dict[str, torch.Tensor],
+    state_dict: dict[str, torch.Tensor],
+    aliases: dict[str, str],
+    label_kinds: dict[str, str],
+    changes: dict[str, str],
+    scope: str,
+    reinitialize: str,
+    report: InitializationReport,
+    refused: list[str],
+) -> dict[str, torch.Tensor]:
+    """For each tensor of the model (`own`): the file tensor to load (returned, and listed in `report.kept`),
+    re-initialised with its reason (`report.reinitialized`), or refused under this policy (appended to `refused`).
+    `changes` maps each label kind whose labels differ from the file's to the reason."""
     fitting: dict[str, torch.Tensor] = {}
     for key, value in own.items():
         if scope == "detector" and key.startswith(RELATION_HEAD_PREFIXES):
@@ -263,6 +294,18 @@ def load_initial_weights(
         else:
             fitting[key] = file_value
             report.kept.append(key)
+    return fitting
+
+
+def _place_file_tensors(
+    own: dict[str, torch.Tensor],
+    state_dict: dict[str, torch.Tensor],
+    scope: str,
+    reinitialize: str,
+    report: InitializationReport,
+    refused: list[str],
+) -> None:
+    """The file tensors this model has no place for: ignored with a reason (`report.ignored`) or refused."""
     for key in state_dict:
         if key in own:
             continue
@@ -272,27 +315,22 @@ def load_initial_weights(
             report.ignored[key] = "not in this model"
         else:
             refused.append(f"{key}: in the file, not in this model")
-    if refused:
-        shown = "; ".join(refused[:5]) + (f"; ... and {len(refused) - 5} more" if len(refused) > 5 else "")
-        hint = "reinitialize='labels' (--reinitialize labels)" if reinitialize == "none" else ""
-        raise CheckpointError(
-            f"{weights} does not fit this model under reinitialize={reinitialize!r} ({len(refused)} tensors; it "
-            f"looks like {describe_state_dict(state_dict)}): {shown}. Re-initialising what does not fit needs "
-            f"{hint + ' or ' if hint else ''}reinitialize='any' (--reinitialize any)"
-        )
-    if not any(key.startswith("model.encoder.") for key in report.kept):
-        raise CheckpointError(
-            f"{weights}: no Deformable DETR encoder weights fit this model; it looks like "
-            f"{describe_state_dict(state_dict)}"
-        )
-    model.load_state_dict(fitting, strict=False)
-    logger.info("initial weights from %s: %s", weights, report.summary())
-    for reason, keys in report.reinitialized_by_reason().items():
-        logger.info("re-initialised (%s): %d tensors, e.g. %s", reason, len(keys), keys[0])
-    return report
 
 
-def new_class_head(initialization: dict[str, dict[str, Any]]) -> frozenset[str]:
+def _does_not_fit(
+    weights: Path, state_dict: dict[str, torch.Tensor], reinitialize: str, refused: list[str]
+) -> CheckpointError:
+    """The error for a file that does not fit under `reinitialize`: the first refused tensors and the option to pass."""
+    shown = "; ".join(refused[:5]) + (f"; ... and {len(refused) - 5} more" if len(refused) > 5 else "")
+    hint = "reinitialize='labels' (--reinitialize labels)" if reinitialize == "none" else ""
+    return CheckpointError(
+        f"{weights} does not fit this model under reinitialize={reinitialize!r} ({len(refused)} tensors; it "
+        f"looks like {describe_state_dict(state_dict)}): {shown}. Re-initialising what does not fit needs "
+        f"{hint + ' or ' if hint else ''}reinitialize='any' (--reinitialize any)"
+    )
+
+
+def new_class_head(initialization: Mapping[str, object]) -> frozenset[str]:
     """Keys of the class head that `initialization.json`'s loads re-initialised (new labels): they start from
     scratch, so the EGTR stage trains them with the relation head's learning rate instead of the detector's."""
     return frozenset(

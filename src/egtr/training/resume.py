@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +114,7 @@ def apply_optimizer_settings(
     return changes
 
 
-def config_changes(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+def config_changes(saved: Mapping[str, object], current: Mapping[str, object], prefix: str = "") -> list[str]:
     """Settings that differ between two `TrainConfig.to_dict()` results, as "key: old -> new" lines."""
     changes: list[str] = []
     for key in sorted(set(saved) | set(current)):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -85,7 +86,7 @@ def track_metrics(truth: ClipTruth, records: Sequence[dict[str, Any]]) -> dict[s
     identity = compute_identity_metrics(gt_ids, tracker_ids, similarities, threshold=IOU_THRESHOLD)
     track_frames = len(records) * len(truth.classes)
     stable = sum(Counter(ids).most_common(1)[0][1] for ids in assigned.values() if ids)
-    switches = sum(sum(a != b for a, b in zip(ids, ids[1:])) for ids in assigned.values())
+    switches = sum(sum(a != b for a, b in pairwise(ids)) for ids in assigned.values())
     return {
         "idf1": float(identity["IDF1"]),
         "idp": float(identity["IDP"]),

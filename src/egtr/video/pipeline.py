@@ -192,6 +192,9 @@ def predict_video(
 ) -> VideoReport:
     """Predict temporal scene graphs of a video file, stream URL or camera index; see the module docstring.
 
+    Why this is long: the documented arguments; the code (about 75 lines) is the set-up and the one
+    decode-predict-track-write loop, whose `finally` writes out what was processed however the loop ends.
+
     Args:
         predictor: the model wrapper; `predictor.batch_size` frames go through one forward pass.
         source: what PyAV opens: a file, an rtsp:// / http:// URL, a camera index ("0").

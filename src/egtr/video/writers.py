@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
 from typing import IO, Any
@@ -29,7 +30,7 @@ class JsonLinesWriter:
         self._file: IO[str] | None = self._partial.open("w")
         self.records = 0
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: Mapping[str, object]) -> None:
         if self._file is None:
             raise ValueError(f"{self.path}: already closed")
         self._file.write(json.dumps(record) + "\n")

@@ -32,7 +32,7 @@ def test_a_file_of_one_json_number_is_named_as_such(tmp_path):
 def test_a_coco_file_imported_as_gqa_is_called_not_gqa(tmp_path):
     # Before: "no class or predicate is used 1 times or more".
     path = write_json(tmp_path / "train_sceneGraphs.json", coco_split([1, 2, 3]))
-    with pytest.raises(DataError, match="this is not a GQA scene-graph file.*import it as coco-relations"):
+    with pytest.raises(DataError, match=r"this is not a GQA scene-graph file.*import it as coco-relations"):
         run_import("gqa", path, tmp_path / "out")
 
 

@@ -20,6 +20,7 @@ conventions of the format (tag names, percent boxes, directions, image reference
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,10 +176,8 @@ def _read_task(
     image_path = index.find(*candidates)
     width = height = None
     if image_path is not None:
-        try:
+        with contextlib.suppress(OSError, UnidentifiedImageError):  # the writer reports the unreadable file
             width, height = displayed_size(image_path)
-        except (OSError, UnidentifiedImageError):
-            pass  # the writer reports the unreadable file
     image = SourceImage(
         source_file=source,
         record=record,

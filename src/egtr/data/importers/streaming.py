@@ -143,7 +143,7 @@ class _Reader:
 
 def _open(path: Path) -> IO[str]:
     try:
-        return open(path, encoding="utf-8")  # noqa: SIM115 (the callers close it)
+        return open(path, encoding="utf-8")
     except OSError as error:
         raise DataError(f"{path}: cannot be read ({error.strerror})") from error
 
