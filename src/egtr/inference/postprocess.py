@@ -124,7 +124,7 @@ def postprocess_scene_graphs(
 ) -> list[ScenePrediction]:
     """Rank the triplets of a batch of EGTR outputs (reference §5.1-5.6).
 
-    Why this is long: the documented tensor shapes; the code (about 70 lines) follows §5.1-5.6 step by step.
+    Why this is long: the documented tensor shapes; the code (about 70 lines) follows reference §5.1-5.6 step by step.
 
     Args:
         logits: (B, N, C) class logits.
