@@ -227,3 +227,18 @@ def test_commands_that_need_pytorch_weights_say_what_an_exported_folder_is(expor
     assert main(["info", "--model", str(exported_reference)]) == 2
     error = capsys.readouterr().err
     assert "an `egtr export` folder" in error and "need the original model" in error
+
+
+def test_a_precision_the_runtime_cannot_run_is_refused_before_a_checkpoint_is_exported(
+    reference_dir, tmp_path, monkeypatch, capsys
+):
+    import egtr.inference.loading as loading
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("the checkpoint was exported before the settings were checked")
+
+    monkeypatch.setenv("EGTR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(loading, "export_model", no_export)
+    arguments = ["--runtime", "onnxruntime", "--dtype", "bfloat16", "--out", str(tmp_path / "out")]
+    assert main(["predict", str(PHOTOS[0]), "--model", str(reference_dir / "artifact"), *arguments]) == 2
+    assert "the onnxruntime runtime runs float32 graphs" in capsys.readouterr().err

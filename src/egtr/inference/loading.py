@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from egtr.inference.export import ExportedModel, export_model, is_exported_folder
-from egtr.inference.runtimes import ModelRuntime, TorchRuntime, check_runtime_name, exported_runtime
+from egtr.inference.runtimes import ModelRuntime, TorchRuntime, check_runtime, exported_runtime
 from egtr.models import EGTR, Checkpoint, read_checkpoint
 from egtr.models.hub import resolve_model_path
 from egtr.preprocessing import PreprocessorConfig
@@ -57,7 +57,7 @@ def load_runtime(
     """Load `model` (a checkpoint in any layout, an `egtr export` folder, or either by name from the Hugging Face
     Hub at `revision`: `egtr.models.hub`) into `runtime` (torch, onnxruntime, openvino; None: torch for a
     checkpoint, the folder's own for an export)."""
-    check_runtime_name(runtime)
+    check_runtime(runtime, dtype)  # before a checkpoint is exported for it (a minute for a full-size model)
     path = resolve_model_path(model, revision)
     if is_exported_folder(path):
         exported = ExportedModel.read(path)

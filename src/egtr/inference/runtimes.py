@@ -186,19 +186,15 @@ class OnnxRuntimeModel(_ExportedRuntime):
         except ImportError as error:
             raise MissingExtraError("--runtime onnxruntime", "onnx") from error
         self.dtype = resolve_dtype(dtype)
-        if self.dtype != torch.float32:
-            raise ConfigError(
-                f"--dtype {dtype_name(self.dtype)}: the onnxruntime runtime runs float32 graphs; for bfloat16 on the "
-                "CPU use --runtime openvino (or torch)"
-            )
+        check_runtime(self.name, self.dtype)
         self.providers = providers or _onnxruntime_providers(device, onnxruntime.get_available_providers())
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
         graph = exported.graph_file(self.name)
+        # Inputs and outputs are host arrays whatever the provider: `device` stays the CPU (where the tensors are);
+        # describe() names the providers that run the graph.
         self.session = onnxruntime.InferenceSession(str(graph), options, providers=self.providers)
-        if self.session.get_providers()[0] != "CPUExecutionProvider":
-            self.device = torch.device("cuda")
 
     def __call__(self, inputs: ModelInputs) -> ModelOutputs:
         return self._outputs(self.session.run(list(OUTPUT_NAMES), self._feed(inputs)))
@@ -298,10 +294,15 @@ def exported_runtime(
     )
 
 
-def check_runtime_name(runtime: str | None) -> None:
+def check_runtime(runtime: str | None, dtype: str | torch.dtype = "float32") -> None:
     """A known runtime whose extra is installed (the onnx extra for onnxruntime, the openvino extra for openvino:
-    each also exports a checkpoint to run it), said before anything is loaded or exported."""
+    each also exports a checkpoint to run it) and a precision it runs, said before anything is loaded or exported."""
     if runtime is not None and runtime not in RUNTIMES:
         raise ConfigError(f"--runtime {runtime}: expected one of {', '.join(RUNTIMES)}")
     if runtime in RUNTIME_EXTRAS:
         require_extra(RUNTIME_EXTRAS[runtime], f"--runtime {runtime}")
+    if runtime == "onnxruntime" and resolve_dtype(dtype) != torch.float32:
+        raise ConfigError(
+            f"--dtype {dtype_name(dtype)}: the onnxruntime runtime runs float32 graphs; for bfloat16 on the CPU use "
+            "--runtime openvino (or torch)"
+        )
