@@ -24,6 +24,7 @@ from egtr.fileio import read_json, write_json
 
 STAGES = ("detector", "egtr")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true")
+LR_SCHEDULES = ("constant", "cosine")  # see egtr.training.module.learning_rate_multiplier
 REINITIALIZE_POLICIES = ("none", "labels", "any")  # see egtr.training.initialization.load_initial_weights
 
 
@@ -43,7 +44,7 @@ class TrainConfig:
     # What may be re-initialised when loading detector_weights / init_from: "none" (strict), "labels" (the class,
     # predicate and frequency-dependent tensors when the label sets differ) or "any" (whatever does not fit).
     reinitialize: str = "labels"
-    # ---- optimisation (AdamW, no scheduler; reference §4.1, §4.2)
+    # ---- optimisation (AdamW with constant rates, as the paper: reference §4.1, §4.2)
     lr: float = 2e-6  # everything not listed below (the pre-trained detector body and heads)
     lr_backbone: float = 2e-7  # parameters named *backbone*, *reference_points*, *sampling_offsets*
     lr_relation_head: float = 2e-4  # the new relation head (proj_q/k, final_*_proj, gate, predictor, connectivity)
@@ -53,6 +54,10 @@ class TrainConfig:
     max_epochs: int = 50  # main stage (stage 0: 150)
     finetune_epochs: int = 25  # second pass from the best checkpoint with every lr x finetune_lr_factor; 0 = none
     finetune_lr_factor: float = 0.1
+    # Per optimiser step, in each pass: "constant" (the paper) or "cosine" (from the rate down to 0 at the pass's last
+    # step: short runs from scratch, e.g. the demo, in place of the x0.1 pass); warmup_steps ramp it up linearly first.
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
     early_stopping_patience: int = 15  # epochs without a better validation_loss; 0 disables early stopping
     # ---- batches and hardware
     batch_size: int = 4  # images per device and step
@@ -109,6 +114,8 @@ class TrainConfig:
         """Raise ValueError for inconsistent settings; returns self."""
         if self.stage not in STAGES:
             raise ValueError(f"TrainConfig.stage must be one of {STAGES}, got {self.stage!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"TrainConfig.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"TrainConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
         for name in ("lr", "lr_backbone", "lr_relation_head", "weight_decay", "gradient_clip_val"):
@@ -129,6 +136,7 @@ class TrainConfig:
             "early_stopping_patience",
             "num_workers",
             "checkpoint_every_n_steps",
+            "warmup_steps",
             "fast_dev_run",
             "sanity_val_steps",
         ):

@@ -12,7 +12,9 @@ EGTR state dict keys, reference §2.8) and `egtr.models.checkpoint.read_state_di
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
@@ -86,6 +88,26 @@ def build_parameter_groups(
         for group, parameters in grouped.items()
         if parameters
     ]
+
+
+def learning_rate_multiplier(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """The factor on every group's learning rate at optimiser step `step` (0-based) of a pass of `total_steps`.
+
+    Linear warm-up, then constant or a half cosine to 0 at the last step:
+    `m(t) = (t + 1) / W` for `t < W`, else `1` ("constant") or `(1 + cos(pi * (t - W) / max(1, T - W))) / 2`
+    ("cosine"). A closure, not a callable object, so that `LambdaLR.state_dict()` leaves it out and a resumed run
+    follows its own (possibly changed) settings.
+    """
+
+    def multiplier(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return multiplier
 
 
 def freeze_relation_head(model: EGTR) -> None:
@@ -226,7 +248,7 @@ class EGTRLightningModule(pl.LightningModule):
         self.log("unreadable_images", float(self._unreadable_in_epoch))
 
     # ------------------------------------------------------------------ optimiser and checkpoints
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> Any:
         groups = build_parameter_groups(self.model, self.config, self.lr_factor, self.new_heads)
         for group in groups:
             count = sum(parameter.numel() for parameter in group["params"])
@@ -237,7 +259,27 @@ class EGTRLightningModule(pl.LightningModule):
                 len(group["params"]),
                 count,
             )
-        return torch.optim.AdamW(groups, weight_decay=self.config.weight_decay)
+        # The fused kernel updates every tensor of a group in one pass: the same AdamW, 4-5x less time per step on
+        # CPU (11 vs 42-59 ms for the demo's network; 7-10 % of its training step), where it exists. Not under
+        # Lightning's mixed precision, which refuses to clip the gradients of an optimiser that unscales them itself.
+        fused = self.config.precision in ("32-true", "64-true") and all(
+            parameter.device.type in ("cpu", "cuda") and parameter.is_floating_point()
+            for group in groups
+            for parameter in group["params"]
+        )
+        optimizer = torch.optim.AdamW(groups, weight_decay=self.config.weight_decay, fused=fused or None)
+        if self.config.lr_schedule == "constant" and not self.config.warmup_steps:
+            return optimizer
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        logger.info(
+            "learning rate schedule %s over %d steps, %d warm-up",
+            self.config.lr_schedule,
+            total_steps,
+            self.config.warmup_steps,
+        )
+        multiplier = learning_rate_multiplier(self.config.lr_schedule, self.config.warmup_steps, total_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Plain dicts (JSON types only): the checkpoint alone says how to rebuild the model.

@@ -101,13 +101,20 @@ def apply_optimizer_settings(
         One line per changed value, e.g. "body lr 0.0002 -> 1e-05".
     """
     changes: list[str] = []
+    # A learning-rate schedule (TrainConfig.lr_schedule) keeps each group's base rate in `base_lrs` and the group's
+    # `lr` at base x the schedule's factor of the saved step: the new base gets the same factor.
+    schedulers = [state for state in checkpoint.get("lr_schedulers", []) if "base_lrs" in state]
     for state in checkpoint.get("optimizer_states", []):
-        for group in state.get("param_groups", []):
+        for index, group in enumerate(state.get("param_groups", [])):
             name = group.get("name")
-            if name in learning_rates and group.get("lr") != learning_rates[name]:
-                changes.append(f"{name} lr {group['lr']:g} -> {learning_rates[name]:g}")
-                group["lr"] = learning_rates[name]
+            base = group.get("initial_lr", group.get("lr")) if schedulers else group.get("lr")
+            if name in learning_rates and base != learning_rates[name]:
+                changes.append(f"{name} lr {base:g} -> {learning_rates[name]:g}")
+                factor = group["lr"] / base if schedulers and base else 1.0
+                group["lr"] = learning_rates[name] * factor
                 group["initial_lr"] = learning_rates[name]
+                for scheduler in schedulers:
+                    scheduler["base_lrs"][index] = learning_rates[name]
             if "weight_decay" in group and group["weight_decay"] != weight_decay:
                 changes.append(f"{name} weight_decay {group['weight_decay']:g} -> {weight_decay:g}")
                 group["weight_decay"] = weight_decay
