@@ -23,12 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from egtr.benchmark import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,15 +48,9 @@ import json, resource, statistics, sys, time
 import torch
 settings = json.loads(sys.argv[1])
 torch.set_num_threads(settings["threads"])
+from egtr.benchmark import matmul_floor_gflops
 from egtr.inference.loading import load_runtime
 from egtr.inference.processor import ModelInputs
-
-
-def floor(dtype, size=2048, repeats=7):
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    torch.mm(a, b)
-    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
-    return 2 * size**3 / best / 1e9
 
 
 def _timed(function):
@@ -64,7 +59,11 @@ def _timed(function):
     return time.perf_counter() - start
 
 
-floors_before = {"float32": floor(torch.float32), "bfloat16": floor(torch.bfloat16)}
+def floors():
+    return {"float32": matmul_floor_gflops(torch.float32), "bfloat16": matmul_floor_gflops(torch.bfloat16)}
+
+
+floors_before = floors()
 started = time.perf_counter()
 loaded = load_runtime(settings["model"], settings["runtime"], device="cpu", dtype=settings["dtype"],
                       threads=settings["threads"], compile_mode=settings["compile"])
@@ -79,7 +78,7 @@ first_s = time.perf_counter() - started
 for _ in range(settings["warmup"] - 1):
     loaded.runtime(inputs)
 times = [_timed(lambda: loaded.runtime(inputs)) for _ in range(settings["runs"])]
-floors_after = {"float32": floor(torch.float32), "bfloat16": floor(torch.bfloat16)}
+floors_after = floors()
 print(json.dumps({
     "median_s": statistics.median(times), "min_s": min(times), "times_s": times, "first_call_s": first_s,
     "load_s": load_s, "floor_gflops_before": floors_before, "floor_gflops_after": floors_after,
@@ -90,17 +89,14 @@ print(json.dumps({
 
 
 def model_gflop(height: int, width: int) -> float:
-    """Matmul + convolution GFLOP of one 600x1000 forward of the VG configuration (FlopCounterMode)."""
+    """Matmul + convolution GFLOP of one forward of the VG configuration (`egtr.benchmark.forward_gflop`)."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from egtr import EGTR, EGTRConfig
+    from egtr.benchmark import forward_gflop
 
-    model = EGTR(EGTRConfig()).eval().requires_grad_(False)
-    counter = FlopCounterMode(display=False)  # its module tracker needs autograd on: no inference_mode here
-    with counter:
-        model(torch.randn(1, 3, height, width), torch.ones(1, height, width, dtype=torch.long))
-    return counter.get_total_flops() / 1e9
+    model = EGTR(EGTRConfig()).eval()
+    return forward_gflop(model, torch.randn(1, 3, height, width), torch.ones(1, height, width, dtype=torch.long))
 
 
 def prepare_models(folder: Path) -> dict[str, object]:
@@ -157,13 +153,6 @@ def run_variant(name: str, models: dict, args: argparse.Namespace, batch: int) -
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
@@ -185,9 +174,7 @@ def main() -> None:
                     continue  # torch.compile: batch 1 only (its compile time is the point to see)
                 print(f"running {name} batch {batch} ...", file=sys.stderr, flush=True)
                 results[f"{name}/batch{batch}"] = run_variant(name, models, args, batch)
-    print(
-        f"CPU: {cpu_model()}, {args.threads} threads; model {gflop:.0f} GFLOP per image at {args.height}x{args.width}"
-    )
+    print(f"CPU: {cpu_name()}, {args.threads} threads; model {gflop:.0f} GFLOP per image at {args.height}x{args.width}")
     print(f"export: {json.dumps(models['export'])}")
     header = f"{'variant':<30} {'median s/img':>12} {'images/s':>9} {'floor GF/s':>11} {'share':>6} {'1st call s':>10}"
     print(header)
@@ -206,7 +193,7 @@ def main() -> None:
         )
     if args.out:
         document = {
-            "cpu": cpu_model(),
+            "cpu": cpu_name(),
             "settings": vars(args) | {"out": str(args.out)},
             "model_gflop": gflop,
             "export": models["export"],

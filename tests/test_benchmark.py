@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
-from egtr.benchmark import TimingStats, format_result, run_benchmark, time_function
+from egtr.benchmark import (
+    TimingStats,
+    format_result,
+    forward_gflop,
+    matmul_floor_gflops,
+    run_benchmark,
+    time_function,
+)
 from egtr.config import EGTRConfig
 from egtr.models.egtr import EGTR
 from egtr.preprocessing import PreprocessorConfig
@@ -142,3 +150,21 @@ def test_the_old_config_option_still_works_with_a_note(tmp_path, capsys):
     arguments = ["--device", "cpu", "--size", "64", "--max-size", "96", "--warmup", "1", "--runs", "1"]
     assert main(["benchmark", "--config", str(config_path), *arguments, "--scope", "model"]) == 0
     assert "--config is deprecated; use --model-config" in capsys.readouterr().err
+
+
+def test_forward_gflop_counts_the_convolutions_and_matmuls():
+    torch.manual_seed(0)
+    model = EGTR(TINY).eval()
+    small, large = (
+        forward_gflop(model, torch.randn(1, 3, side, side), torch.ones(1, side, side, dtype=torch.long))
+        for side in (64, 128)
+    )
+    # The backbone and the encoder scale with the pixels (x4); the decoder and relation head do not.
+    assert 0 < small < large and 3.0 < large / small < 4.2, (small, large)
+    resnet18_at_128 = 2 * 1.82 * (128 * 128) / (224 * 224)  # ResNet-18: 1.82 G multiply-adds at 224 px
+    assert large > 0.5 * resnet18_at_128
+
+
+def test_matmul_floor_is_a_rate_in_gflops():
+    rate = matmul_floor_gflops(torch.float32, size=256, repeats=2)
+    assert math.isfinite(rate) and rate > 0.1  # 2 * 256^3 FLOP over a measured time

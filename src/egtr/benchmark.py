@@ -247,7 +247,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "torch_threads": torch.get_num_threads(),
     }
     if device.type == "cuda":
@@ -262,7 +262,8 @@ def environment(device: torch.device) -> dict[str, Any]:
     return info
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU model as `lscpu` names it ("model name" of /proc/cpuinfo), else what `platform` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -270,6 +271,44 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def matmul_floor_gflops(dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 7) -> float:
+    """This machine's matmul throughput with the current threads: the best GFLOP/s of `repeats` timed `size`^3
+    `torch.mm` calls in `dtype` (after one untimed call).
+
+    A model's forward pass can use the cores at most this well, so `forward GFLOP / seconds / floor` is the share
+    of the machine it reaches. The best of several calls, because the floor itself swings between runs.
+    """
+    left, right = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    torch.mm(left, right)
+    best = min(_seconds(lambda: torch.mm(left, right)) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def forward_gflop(model: EGTR, pixel_values: torch.Tensor, pixel_mask: torch.Tensor) -> float:
+    """GFLOP of one forward pass: matmuls and convolutions, counted by `torch.utils.flop_counter` (2 per
+    multiply-add). The deformable attention's sampling is not a matmul and counts 0."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    # The counter's module tracker needs autograd on (no `no_grad`): the parameters stop requiring gradients instead.
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    counter = FlopCounterMode(display=False)
+    try:
+        for parameter in trainable:
+            parameter.requires_grad_(False)
+        with counter:
+            model(pixel_values, pixel_mask)
+    finally:
+        for parameter in trainable:
+            parameter.requires_grad_(True)
+    return counter.get_total_flops() / 1e9
+
+
+def _seconds(function: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
 
 
 def format_result(result: dict[str, Any]) -> str:
