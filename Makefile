@@ -21,8 +21,9 @@ setup: $(BIN)/egtr
 demo: setup
 	$(BIN)/egtr demo $(DEMO_ARGS)
 
+# The files run in parallel, one worker process per core (pytest-xdist), the longest first (tests/conftest.py).
 test: setup lint docs
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder --durations=15 tests
 
 # The documentation site (mkdocs.yml) into site/; --strict: a broken link or docstring reference fails the build.
 docs: setup

@@ -5,7 +5,9 @@ fixture files here, so that another fixture set of other sizes can replace `fixt
 """
 
 import json
+import os
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,10 +87,61 @@ def read_reference_sizes(directory: Path) -> ReferenceSizes:
     return sizes
 
 
+# ---- running the suite in parallel (`make test`: pytest -n auto --dist loadfile --no-loadscope-reorder)
+# Each file is one unit of work, run by one worker process, so its module fixtures are built once; a session fixture
+# too expensive to build twice is built once for all workers (`built_once`). Files start longest first (the slowest,
+# measured with `--durations`), so that the last one to finish is not a long one started late.
+LONGEST_FIRST = (
+    "tests/test_demo.py",
+    "tests/runtimes/test_runtimes.py",
+    "tests/test_evaluation.py",
+    "tests/data/test_label_studio_live.py",
+    "tests/bulk/test_bulk_processes.py",
+    "tests/training/test_signals.py",
+    "tests/test_packaging.py",
+)
+
+
+# Fixtures that take a minute or more to build: every test using one is in the slow tier (`-m "not slow"` skips
+# them, and the fixture with them).
+SLOW_FIXTURES = ("exported_reference", "exported_reference_openvino", "quick_demo")
+
+
+@pytest.hookimpl(wrapper=True)  # around the other implementations: xdist sends the files in this order
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Iterator[None]:
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in SLOW_FIXTURES):
+            item.add_marker(pytest.mark.slow)
+    rank = {path: index for index, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable: the rest keep order
+    return (yield)
+
+
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]) -> Path:
+    """`build(folder)` run by the first worker that needs it; the others wait for it and share the folder (the
+    workers' temporary folders have one parent). `build` must leave `folder` complete or absent."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    folder = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        if not folder.exists():
+            build(folder)
+    return folder
+
+
 @pytest.fixture(autouse=True, scope="session")
-def _two_threads():
-    # The reference outputs were produced with 2 intra-op threads; CI machines have 2 cores.
-    torch.set_num_threads(2)
+def _threads():
+    # The reference outputs were produced with 2 intra-op threads, which CI machines have (2 cores). With parallel
+    # workers each gets 1 thread, and so do the commands they start (OMP_NUM_THREADS, which egtr.runtime reads):
+    # more would make PyTorch's waiting threads spin against each other.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+    else:
+        torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="session")
@@ -113,11 +166,14 @@ def reference_inputs() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def exported_reference(tmp_path_factory) -> Path:
-    """The reference artifact exported to ONNX once per session (`egtr export`; about 40 s on 2 cores)."""
+    """The reference artifact exported to ONNX once per test run (`egtr export`; 40-80 s on 2 cores)."""
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install 'egtr[onnx]'")
     from egtr.inference.export import export_model
 
-    return export_model(REFERENCE / "artifact", tmp_path_factory.mktemp("export") / "reference_onnx").directory
+    def export(out: Path) -> Path:
+        return export_model(REFERENCE / "artifact", out).directory
+
+    return built_once(tmp_path_factory, "reference_onnx", export)
 
 
 @pytest.fixture(scope="session")
@@ -126,5 +182,7 @@ def exported_reference_openvino(exported_reference, tmp_path_factory) -> Path:
     pytest.importorskip("openvino", reason="the openvino extra is not installed: pip install 'egtr[openvino]'")
     from egtr.inference.export import export_model
 
-    out = tmp_path_factory.mktemp("export") / "reference_openvino"
-    return export_model(exported_reference, out, format="openvino").directory
+    def convert(out: Path) -> Path:
+        return export_model(exported_reference, out, format="openvino").directory
+
+    return built_once(tmp_path_factory, "reference_openvino", convert)

@@ -36,6 +36,7 @@ def _run(tune: bool, **environment: str) -> tuple[bool, int]:
     return applied == "True", int(faults)
 
 
+@pytest.mark.slow
 def test_freed_blocks_are_reused_after_tuning():
     pages = (64 << 20) // os.sysconf("SC_PAGE_SIZE")
     applied, tuned_faults = _run(tune=True)

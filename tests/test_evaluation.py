@@ -223,6 +223,7 @@ def test_a_lightning_checkpoint_of_egtr_train(world, tmp_path):
     assert report.metrics == reference.metrics
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_cli_evaluate_through_an_exported_model_gives_the_torch_metrics(world, tmp_path, runtime, monkeypatch):
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install 'egtr[onnx]'")

@@ -10,11 +10,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from tests.bulk.conftest import environment, make_images, make_predictor, predict_command, read_records
 
 from egtr.bulk import BulkOptions, Corpus, predict_corpus
 
 
+@pytest.mark.slow
 def test_two_processes_write_the_records_of_one(single_process_run, corpus_files, tmp_path):
     out = tmp_path / "out"
     command = predict_command([str(path) for path in corpus_files], out, "--devices", "2", "--shard-size", "4")
@@ -28,6 +30,7 @@ def test_two_processes_write_the_records_of_one(single_process_run, corpus_files
     assert "rank 0/2" in completed.stderr and "rank 1/2" in completed.stderr  # each rank reports its share
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_without_duplicates_or_truncation(tmp_path):
     """kill -9 of the run mid-way, then the same command again: exactly the records of an uninterrupted run."""
     images = [str(path) for path in make_images(tmp_path / "images", 24, seed=1)]
@@ -118,6 +121,7 @@ def _assert_one_line_and_whole_shards(stderr: str, expected: str, out: Path) -> 
     assert len({record["key"] for record in visible}) == len(visible)
 
 
+@pytest.mark.slow
 def test_one_killed_rank_stops_the_run_and_the_rerun_completes_it(single_process_run, corpus_files, tmp_path):
     """kill -9 of rank 1 of a 2-process run: the command stops the other rank (it does not wait for ever), prints
     one line naming the rank, its pid and the signal, and exits 1; every visible shard is whole, and the same
@@ -135,6 +139,7 @@ def test_one_killed_rank_stops_the_run_and_the_rerun_completes_it(single_process
     assert not list((out / "shards").glob(".*"))  # no temporary file left visible
 
 
+@pytest.mark.slow
 def test_a_killed_decode_worker_is_named(corpus_files, tmp_path):
     """kill -9 of a decode worker (DataLoader process) of rank 1: one line naming the worker's pid, its rank and the
     signal instead of gloo's "Connection reset by peer"; exit 1, the visible shards whole."""

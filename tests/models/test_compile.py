@@ -19,6 +19,7 @@ TINY = EGTRConfig(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attention", ["gather", "grid_sample"])
 def test_forward_has_no_graph_breaks(attention, monkeypatch):
     if attention == "grid_sample":  # the CUDA path, traced here on CPU tensors

@@ -153,6 +153,7 @@ def _egtr(hf_home: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code, *argv], env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_the_command_line_takes_names_and_says_what_is_missing_in_one_line(tiny_model: Path, tmp_path: Path):
     hf_home = tmp_path / "hf_home"
     cache_model(hf_home, "egtr-test/tiny", tiny_model)

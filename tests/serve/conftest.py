@@ -15,9 +15,17 @@ import pytest
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'egtr[serve]'")
 httpx = pytest.importorskip("httpx", reason="httpx (dev extra) is not installed")
 
+import anyio  # noqa: E402
+
 import egtr  # noqa: E402
 from egtr.inference import Predictor  # noqa: E402
 from egtr.serve import ServeSettings, create_app, running_server  # noqa: E402
+
+# Starlette's file responses import anyio's file module lazily, in the server's thread. anyio is a pytest plugin, so
+# pytest rewrites that module's asserts on import, with `ast.parse`, which CPython 3.11 does not make safe against
+# another thread parsing at the same time ("SystemError: AST constructor recursion depth mismatch", seen in this
+# suite run in parallel): import it here, in the main thread, once.
+anyio.open_file  # noqa: B018
 
 ASSETS = Path(egtr.__file__).parent / "assets"
 ASTRONAUT = ASSETS / "astronaut.jpg"

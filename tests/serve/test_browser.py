@@ -64,6 +64,7 @@ def wait_for_file(path: Path, timeout_s: float = 60) -> bytes:
     return path.read_bytes()
 
 
+@pytest.mark.slow
 def test_page_upload_graph_sliders_and_screenshot(browser, server_url, tmp_path, downloads):
     browser.get(server_url + "/")
     WebDriverWait(browser, 30).until(lambda d: "resnet18" in d.find_element(By.ID, "model-line").text)

@@ -66,6 +66,7 @@ def runs(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     return {"base": base, "uninterrupted": base / "uninterrupted", "interrupted": interrupted}
 
 
+@pytest.mark.slow
 def test_resumed_run_matches_the_uninterrupted_one_step_for_step(runs: dict[str, Path]):
     # Before: the model was built before seeding (different step-0 losses) and a resumed epoch replayed epoch 0's
     # shuffle order and random draws.
