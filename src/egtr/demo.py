@@ -82,7 +82,7 @@ class DemoSettings:
 
     @classmethod
     def full(cls) -> DemoSettings:
-        """The default demo: 2,250 training steps, 18-22 minutes on the 2-core machines of 2026-12 (docs/demo.md)."""
+        """The default demo: 2,250 training steps, 19-23 minutes on the 2-core machines of 2026-12 (docs/demo.md)."""
         return cls()
 
     @classmethod

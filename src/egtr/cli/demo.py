@@ -16,7 +16,8 @@ def add_command(subparsers: Subparsers, common: argparse.ArgumentParser) -> None
     parser = subparsers.add_parser(
         "demo",
         parents=[common],
-        help="the whole system on the embedded synthetic world: train, evaluate and draw scene graphs (minutes, CPU)",
+        help="the whole system on the embedded synthetic world: train, evaluate and draw scene graphs (about 20 "
+        "minutes on 2 CPU cores; --quick: 1-2 minutes)",
         description="Generate the synthetic scene world, pre-train a small detector, train EGTR on it, evaluate "
         "R@K/mR@K on the test split and draw a few predicted scene graphs. A second run reuses finished steps.",
     )
