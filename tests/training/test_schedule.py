@@ -35,7 +35,7 @@ def test_unknown_schedule_is_refused(synthetic_root: Path, tmp_path: Path):
         tiny_train_config(synthetic_root, tmp_path, lr_schedule="linear")
 
 
-def test_a_cosine_run_ends_near_zero_and_logs_the_rates(synthetic_root: Path, tmp_path: Path):
+def test_a_cosine_run_ends_at_zero(synthetic_root: Path, tmp_path: Path):
     config = tiny_train_config(
         synthetic_root, tmp_path / "run", lr_schedule="cosine", warmup_steps=1, max_epochs=3, limit_train_batches=2
     )
@@ -55,8 +55,24 @@ def test_resuming_with_a_new_rate_keeps_the_schedule_factor():
         "optimizer_states": [{"param_groups": [{"name": "body", "lr": 0.25e-3, "initial_lr": 1e-3}]}],
         "lr_schedulers": [{"base_lrs": [1e-3], "last_epoch": 7}],
     }
-    changes = apply_optimizer_settings(checkpoint, {"body": 2e-3}, weight_decay=1e-4)
+    changes = apply_optimizer_settings(checkpoint, {"body": 2e-3}, weight_decay=1e-4, scheduled=True)
     group = checkpoint["optimizer_states"][0]["param_groups"][0]
     assert changes == ["body lr 0.001 -> 0.002"]
     assert math.isclose(group["lr"], 0.5e-3) and group["initial_lr"] == 2e-3
     assert checkpoint["lr_schedulers"][0]["base_lrs"] == [2e-3]
+
+
+def test_resuming_without_a_schedule_goes_back_to_the_configured_rate():
+    checkpoint = {
+        "optimizer_states": [{"param_groups": [{"name": "body", "lr": 0.25e-3, "initial_lr": 1e-3}]}],
+        "lr_schedulers": [{"base_lrs": [1e-3], "last_epoch": 7}],
+    }
+    changes = apply_optimizer_settings(checkpoint, {"body": 1e-3}, weight_decay=1e-4, scheduled=False)
+    assert checkpoint["optimizer_states"][0]["param_groups"][0]["lr"] == 1e-3
+    assert changes == ["body lr 0.00025 -> 0.001 (no learning-rate schedule in this run)"]
+
+
+def test_resuming_a_constant_run_with_its_own_rates_changes_nothing():
+    checkpoint = {"optimizer_states": [{"param_groups": [{"name": "body", "lr": 1e-3, "weight_decay": 1e-4}]}]}
+    assert apply_optimizer_settings(checkpoint, {"body": 1e-3}, weight_decay=1e-4) == []
+    assert checkpoint["optimizer_states"][0]["param_groups"][0] == {"name": "body", "lr": 1e-3, "weight_decay": 1e-4}

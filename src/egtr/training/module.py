@@ -19,6 +19,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
 
 from egtr.losses import EGTRCriterion
 from egtr.models.checkpoint import RELATION_HEAD_PREFIXES
@@ -248,7 +249,7 @@ class EGTRLightningModule(pl.LightningModule):
         self.log("unreadable_images", float(self._unreadable_in_epoch))
 
     # ------------------------------------------------------------------ optimiser and checkpoints
-    def configure_optimizers(self) -> Any:
+    def configure_optimizers(self) -> OptimizerLRScheduler:
         groups = build_parameter_groups(self.model, self.config, self.lr_factor, self.new_heads)
         for group in groups:
             count = sum(parameter.numel() for parameter in group["params"])
@@ -293,7 +294,8 @@ class EGTRLightningModule(pl.LightningModule):
         learning_rates = {
             group["name"]: group["lr"] for group in build_parameter_groups(self.model, self.config, self.lr_factor)
         }
-        for change in apply_optimizer_settings(checkpoint, learning_rates, self.config.weight_decay):
+        scheduled = self.config.lr_schedule != "constant" or self.config.warmup_steps > 0
+        for change in apply_optimizer_settings(checkpoint, learning_rates, self.config.weight_decay, scheduled):
             logger.info("resume: optimiser setting from this run's config, not the checkpoint: %s", change)
         if RNG_STATE_KEY in checkpoint:
             restore_rng_states(checkpoint[RNG_STATE_KEY])

@@ -88,7 +88,7 @@ def _as_python_state(state: Any) -> tuple:
 
 
 def apply_optimizer_settings(
-    checkpoint: dict[str, Any], learning_rates: dict[str, float], weight_decay: float
+    checkpoint: dict[str, Any], learning_rates: dict[str, float], weight_decay: float, scheduled: bool = False
 ) -> list[str]:
     """Write this run's learning rates (by group name) and weight decay into a checkpoint's optimiser state.
 
@@ -96,25 +96,31 @@ def apply_optimizer_settings(
         checkpoint: a Lightning checkpoint dict, changed in place before Lightning loads it into the optimiser.
         learning_rates: group name ("body", "backbone", "relation_head") -> learning rate for this pass.
         weight_decay: this run's AdamW weight decay.
+        scheduled: this run has a learning-rate schedule (`TrainConfig.lr_schedule` / `warmup_steps`). A schedule
+            keeps each group's base rate in `base_lrs` and its `lr` at base x the factor of the saved step: with a
+            schedule the new base gets that factor; without one the rate is the base itself again.
 
     Returns:
         One line per changed value, e.g. "body lr 0.0002 -> 1e-05".
     """
     changes: list[str] = []
-    # A learning-rate schedule (TrainConfig.lr_schedule) keeps each group's base rate in `base_lrs` and the group's
-    # `lr` at base x the schedule's factor of the saved step: the new base gets the same factor.
-    schedulers = [state for state in checkpoint.get("lr_schedulers", []) if "base_lrs" in state]
+    saved_schedules = [state for state in checkpoint.get("lr_schedulers", []) if "base_lrs" in state]
     for state in checkpoint.get("optimizer_states", []):
         for index, group in enumerate(state.get("param_groups", [])):
             name = group.get("name")
-            base = group.get("initial_lr", group.get("lr")) if schedulers else group.get("lr")
-            if name in learning_rates and base != learning_rates[name]:
-                changes.append(f"{name} lr {base:g} -> {learning_rates[name]:g}")
-                factor = group["lr"] / base if schedulers and base else 1.0
-                group["lr"] = learning_rates[name] * factor
-                group["initial_lr"] = learning_rates[name]
-                for scheduler in schedulers:
-                    scheduler["base_lrs"][index] = learning_rates[name]
+            if name in learning_rates:
+                base = group.get("initial_lr", group["lr"]) if saved_schedules else group["lr"]
+                factor = group["lr"] / base if scheduled and saved_schedules and base else 1.0
+                rate = learning_rates[name]
+                if base != rate:
+                    changes.append(f"{name} lr {base:g} -> {rate:g}")
+                elif group["lr"] != rate * factor:
+                    changes.append(f"{name} lr {group['lr']:g} -> {rate:g} (no learning-rate schedule in this run)")
+                if group["lr"] != rate * factor or base != rate:
+                    group["lr"] = rate * factor
+                    group["initial_lr"] = rate
+                for saved in saved_schedules:
+                    saved["base_lrs"][index] = rate
             if "weight_decay" in group and group["weight_decay"] != weight_decay:
                 changes.append(f"{name} weight_decay {group['weight_decay']:g} -> {weight_decay:g}")
                 group["weight_decay"] = weight_decay
